@@ -1,0 +1,92 @@
+"""Config schemas and the checks that run before anything is built.
+
+The plain settings groups (device, loop, dataset.loader) have dataclass schemas in Hydra's
+ConfigStore, so a wrong type fails while Hydra composes the config. Ranges are checked in
+each dataclass's `__post_init__`, and swappable components (`_target_` nodes) are checked
+against the signature of what they build, so a typo fails before any data is loaded.
+"""
+
+import inspect
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
+
+from mnistlab import SettingError
+from mnistlab.data import LoaderSettings
+from mnistlab.device import DeviceSettings
+from mnistlab.loop import LoopSettings
+
+# The repository's conf/ folder (the package is installed editable from the repository).
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
+
+
+def register_schemas() -> None:
+    """Make the schemas available to the YAML files as `/schema/<name>@_here_`."""
+    store = ConfigStore.instance()
+    store.store(group="schema", name="device", node=DeviceSettings)
+    store.store(group="schema", name="loop", node=LoopSettings)
+    store.store(group="schema", name="loader", node=LoaderSettings)
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: DeviceSettings
+    loader: LoaderSettings
+    loop: LoopSettings
+
+
+def check(cfg: DictConfig) -> Settings:
+    """Validate the whole run config; raise SettingError naming the key and the fix."""
+    if cfg.objective not in METRICS:
+        raise SettingError(
+            f"objective={cfg.objective!r} is unknown: use one of {', '.join(METRICS)}"
+        )
+    check_target(cfg.dataset.source, "dataset.source")
+    check_target(cfg.model, "model")
+    check_target(cfg.optimizer, "optimizer")
+    for key in ("lr", "momentum", "weight_decay"):
+        if key in cfg.optimizer:
+            check_number(cfg.optimizer[key], f"optimizer.{key}", positive=key == "lr")
+    return Settings(
+        device=to_settings(cfg.device, DeviceSettings, "device"),
+        loader=to_settings(cfg.dataset.loader, LoaderSettings, "dataset.loader"),
+        loop=to_settings(cfg.loop, LoopSettings, "loop"),
+    )
+
+
+def to_settings(node: DictConfig, kind: type, name: str) -> Any:
+    """Build a settings dataclass from its config node, refusing keys it does not have."""
+    known = {field.name for field in fields(kind)}
+    unknown = sorted(set(node) - known)
+    if unknown:
+        raise SettingError(
+            f"{name}.{unknown[0]} is not a setting: use one of {', '.join(sorted(known))}"
+        )
+    return kind(**OmegaConf.to_container(node, resolve=True))
+
+
+def check_target(node: DictConfig, name: str) -> None:
+    """Refuse a `_target_` node whose keys the target does not accept."""
+    target = get_object(node._target_)
+    parameters = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    for key in node:
+        if not key.startswith("_") and key not in parameters:
+            allowed = ", ".join(p for p in parameters if p not in ("self", "params"))
+            raise SettingError(
+                f"{name}.{key} is not accepted by {node._target_}: use one of {allowed}"
+            )
+
+
+def check_number(value: Any, name: str, positive: bool) -> None:
+    """Refuse a non-numeric value, or a negative one (or zero, where `positive`)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SettingError(f"{name}={value!r} is not a number")
+    if value < 0 or (positive and value == 0):
+        raise SettingError(f"{name}={value} must be {'> 0' if positive else '>= 0'}")

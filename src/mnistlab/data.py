@@ -1,0 +1,147 @@
+"""Datasets (synthetic digits, fake MNIST noise, the lesson's RandomDataset) and batching.
+
+Every dataset builder returns `Splits` of `TensorPairs`, a plain `torch.utils.data.Dataset`
+with `__len__`/`__getitem__`. Batches come either from a `DataLoader` over that dataset
+(the lesson's way) or, by default, by slicing the in-memory tensors on the device after one
+shuffle per epoch, which skips per-sample indexing and collation.
+"""
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from mnistlab import SettingError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TensorPairs(Dataset):
+    """Inputs and integer labels held in memory; one sample per `__getitem__`."""
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        if len(inputs) != len(targets):
+            raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
+        self.inputs = inputs
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.inputs[index], self.targets[index]
+
+    def to(self, device: torch.device) -> "TensorPairs":
+        return TensorPairs(self.inputs.to(device), self.targets.to(device))
+
+
+@dataclass
+class Splits:
+    """The data of a run: training, validation and (where there is one) test samples."""
+
+    train: TensorPairs
+    val: TensorPairs
+    num_classes: int
+    test: TensorPairs | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.inputs.shape[1:])
+
+
+@dataclass
+class LoaderSettings:
+    """How batches are drawn (the `dataset.loader` block). Checked when a run starts."""
+
+    batch_size: int = 64
+    shuffle: bool = True
+    mode: str = "tensor"  # "tensor": slice in-memory tensors; "dataloader": Dataset + DataLoader
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise SettingError(f"dataset.loader.batch_size={self.batch_size} must be at least 1")
+        if self.mode not in ("tensor", "dataloader"):
+            raise SettingError(
+                f"dataset.loader.mode={self.mode!r} is unknown: use tensor or dataloader"
+            )
+        if self.num_workers < 0:
+            raise SettingError(f"dataset.loader.num_workers={self.num_workers} must be >= 0")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffle seed of one epoch: derived, so a resumed run replays the same order."""
+    return seed * 100_003 + epoch
+
+
+def num_batches(num_samples: int, batch_size: int) -> int:
+    return math.ceil(num_samples / batch_size)
+
+
+def batches(
+    data: TensorPairs,
+    loader: LoaderSettings,
+    *,
+    seed: int,
+    epoch: int,
+    start: int = 0,
+) -> Iterator[Batch]:
+    """The batches of one epoch, from batch index `start` on."""
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    if loader.mode == "dataloader":
+        sampler = RandomSampler(data, generator=generator) if loader.shuffle else None
+        batches_ = DataLoader(
+            data,
+            batch_size=loader.batch_size,
+            sampler=sampler,
+            num_workers=loader.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
+        for index, batch in enumerate(batches_):
+            if index >= start:
+                yield batch
+        return
+    inputs, targets = data.inputs, data.targets
+    if loader.shuffle:
+        # One gather per epoch, then every batch is a contiguous view: no per-step copy.
+        order = torch.randperm(len(data), generator=generator).to(inputs.device)
+        inputs, targets = inputs[order], targets[order]
+    for first in range(start * loader.batch_size, len(data), loader.batch_size):
+        yield inputs[first : first + loader.batch_size], targets[first : first + loader.batch_size]
+
+
+def fake_mnist(num_samples: int = 1000, num_val_samples: int = 200, seed: int = 0) -> Splits:
+    """The lesson's noise: `torch.rand(28, 28)` images, uniform labels 0-9. Nothing to learn."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def noise(n: int) -> TensorPairs:
+        return TensorPairs(
+            torch.rand(n, 28, 28, generator=generator),
+            torch.randint(0, 10, (n,), generator=generator),
+        )
+
+    return Splits(train=noise(num_samples), val=noise(num_val_samples), num_classes=10)
+
+
+def random_dataset(num_samples: int = 10, num_val_samples: int = 10, seed: int = 0) -> Splits:
+    """The lesson's RandomDataset: features of shape (3,), labels 0/1."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(n: int) -> TensorPairs:
+        return TensorPairs(
+            torch.randn(n, 3, generator=generator), torch.randint(0, 2, (n,), generator=generator)
+        )
+
+    return Splits(train=draw(num_samples), val=draw(num_val_samples), num_classes=2)
+
+
+def normalize(splits: Splits) -> Splits:
+    """Scale every split with the mean and standard deviation of the training inputs."""
+    mean, std = splits.train.inputs.mean(), splits.train.inputs.std()
+
+    def scale(part: TensorPairs | None) -> TensorPairs | None:
+        return None if part is None else TensorPairs((part.inputs - mean) / std, part.targets)
+
+    return Splits(scale(splits.train), scale(splits.val), splits.num_classes, scale(splits.test))
