@@ -1,0 +1,93 @@
+"""The command line as a user runs it: real subprocesses, from a foreign working directory."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli
+
+TINY = ("dataset.source.num_samples=1500", "loop.epochs=1", "loop.log_every_n_batches=5")
+
+
+def test_single_run_writes_its_own_folder_under_outputs(tmp_path):
+    result = run_cli("mnistlab.train", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert (run / "train.log").read_text().count("epoch 1/1") == 1
+    assert list(run.glob("events.out.tfevents.*"))
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    assert "device: " in result.stderr + (run / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_multirun_of_two_optimizers_by_two_learning_rates_gives_four_jobs(tmp_path):
+    result = run_cli(
+        "mnistlab.train", "-m", "optimizer=sgd,adam", "optimizer.lr=0.1,0.01", *TINY, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    jobs = sorted(
+        path for path in sweep.iterdir() if path.is_dir() and not path.name.startswith(".")
+    )
+    assert len(jobs) == 4
+    for job in jobs:
+        assert list(job.glob("events.out.tfevents.*")), job
+        assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+    # The folder names say what changed, so TensorBoard's run names are readable.
+    assert any("optimizer=sgd" in job.name and "optimizer.lr=0.1" in job.name for job in jobs)
+
+
+def test_two_sweeps_started_together_do_not_collide(tmp_path):
+    args = ("-m", "dataset=random", "loop.epochs=1")
+    env_cmd = [sys.executable, "-m", "mnistlab.train", *args]
+    first = subprocess.Popen(
+        env_cmd, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    second = subprocess.Popen(
+        env_cmd, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert first.wait(120) == 0 and second.wait(120) == 0
+    assert len(list((tmp_path / "outputs" / "sweeps").iterdir())) == 2
+
+
+def _env() -> dict:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the message shown where CUDA is missing"
+)
+def test_device_cuda_without_cuda_stops_with_one_line(tmp_path):
+    result = run_cli("mnistlab.train", "device=cuda", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "CUDA is not available here: use device=auto or device=cpu" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("metrics.json"))
+    assert not list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+def test_unknown_option_lists_the_available_ones(tmp_path):
+    result = run_cli("mnistlab.train", "optimizer=nope", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'optimizer/nope'" in result.stderr
+    for option in ("adam", "adamw", "rmsprop", "sgd"):
+        assert option in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_console_script_is_installed_and_shows_help(tmp_path):
+    script = Path(sys.executable).parent / "mnistlab-train"
+    if not script.exists():
+        pytest.fail(f"{script} missing: install the project with pip install -e '.[dev]'")
+    result = subprocess.run(
+        [script, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert "optimizer: adam, adamw, rmsprop, sgd" in result.stdout

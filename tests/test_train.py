@@ -1,0 +1,130 @@
+"""train() end to end into tmp_path: metrics, TensorBoard events, chance level, reproducibility."""
+
+import json
+import math
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import compose_config
+from mnistlab import config
+from mnistlab.data import batches, random_dataset
+from mnistlab.train import train
+
+SMALL_SYNTHETIC = (
+    "dataset.source.num_samples=3000",
+    "loop.epochs=2",
+    "loop.log_every_n_batches=10",
+)
+
+
+def events(run_dir) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return accumulator
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        SMALL_SYNTHETIC,
+        ("dataset=fake_mnist", "loop.epochs=1", "loop.log_every_n_batches=5"),
+        ("dataset=random", "loop.epochs=2", "loop.log_every_n_batches=1"),
+        (*SMALL_SYNTHETIC, "dataset.loader.mode=dataloader"),
+    ],
+    ids=["synthetic", "fake_mnist", "random", "synthetic-dataloader"],
+)
+def test_train_writes_metrics_and_events(tmp_path, overrides):
+    metrics = train(compose_config(*overrides), tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == pytest.approx(metrics)
+    assert saved["status"] == "completed"
+    for key in ("train_loss", "val_loss", "val_accuracy", "samples_per_second", "wall_time_s"):
+        assert math.isfinite(saved[key]), key
+    assert saved["device"].endswith("threads)")  # the CPU, by name
+    tags = events(tmp_path).Tags()["scalars"]
+    assert {"train/loss", "val/loss", "val/accuracy"} <= set(tags)
+
+
+def test_train_loss_is_logged_at_exactly_every_nth_batch(tmp_path):
+    cfg = compose_config(
+        "dataset.source.num_samples=2000", "loop.epochs=2", "loop.log_every_n_batches=7"
+    )
+    metrics = train(cfg, tmp_path)
+    run = events(tmp_path)
+    steps = [event.step for event in run.Scalars("train/loss")]
+    assert steps == list(range(7, metrics["steps"] + 1, 7))
+    assert metrics["steps"] == 2 * math.ceil(1800 / 64)
+    assert [event.step for event in run.Scalars("val/accuracy")] == [29, 58]
+
+
+def test_hparams_live_in_the_same_run_as_the_scalars(tmp_path):
+    cfg = compose_config(*SMALL_SYNTHETIC, "optimizer=sgd", "optimizer.lr=0.05")
+    train(cfg, tmp_path)
+    event_files = list(tmp_path.rglob("events.out.tfevents.*"))
+    assert [path.parent for path in event_files] == [tmp_path]  # no add_hparams sub-folder
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run = events(tmp_path)
+    content = run.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert start.hparams["optimizer"].string_value == "SGD"
+    assert start.hparams["optimizer.lr"].number_value == pytest.approx(0.05)
+    assert start.hparams["dataset.loader.batch_size"].number_value == 64
+    assert start.hparams["loop.seed"].number_value == 0
+
+
+def test_fake_mnist_stays_at_chance_after_the_lessons_three_epochs(tmp_path):
+    metrics = train(compose_config("dataset=fake_mnist"), tmp_path)
+    assert metrics["epochs"] == 3
+    assert abs(metrics["val_loss"] - math.log(10)) < 0.05
+    assert abs(metrics["train_loss"] - math.log(10)) < 0.1
+
+
+def test_synthetic_digits_are_learned_far_above_chance(tmp_path):
+    cfg = compose_config("dataset.source.num_samples=12000", "loop.epochs=2")
+    metrics = train(cfg, tmp_path)
+    assert metrics["val_accuracy"] > 0.8
+    assert metrics["val_loss"] < 1.0
+
+
+def test_random_dataset_yields_batches_of_4_4_2():
+    cfg = compose_config("dataset=random")
+    settings = config.check(cfg)
+    split = random_dataset().train
+    for mode in ("tensor", "dataloader"):
+        loader = type(settings.loader)(**{**vars(settings.loader), "mode": mode})
+        sizes = [len(targets) for _, targets in batches(split, loader, seed=0, epoch=0)]
+        assert sizes == [4, 4, 2], mode
+        assert all(
+            inputs.shape[1:] == (3,) for inputs, _ in batches(split, loader, seed=0, epoch=0)
+        )
+
+
+def test_shuffle_changes_every_epoch_and_repeats_for_the_same_seed():
+    cfg = compose_config("dataset=random")
+    loader = config.check(cfg).loader
+    split = random_dataset().train
+
+    def order(seed, epoch):
+        return torch.cat([targets for _, targets in batches(split, loader, seed=seed, epoch=epoch)])
+
+    epochs = [torch.cat([x for x, _ in batches(split, loader, seed=0, epoch=e)]) for e in range(3)]
+    assert not torch.equal(epochs[0], epochs[1])
+    assert torch.equal(order(0, 1), order(0, 1))
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    overrides = (*SMALL_SYNTHETIC, "model.dropout=0.2")
+    first = train(compose_config(*overrides), tmp_path / "a")
+    second = train(compose_config(*overrides), tmp_path / "b")
+    other_seed = train(compose_config(*overrides, "loop.seed=1"), tmp_path / "c")
+    keys = ("train_loss", "val_loss", "val_accuracy", "steps")
+    assert [first[k] for k in keys] == [second[k] for k in keys]
+    assert first["train_loss"] != other_seed["train_loss"]
+
+
+def test_gradient_clipping_runs(tmp_path):
+    metrics = train(compose_config(*SMALL_SYNTHETIC, "loop.grad_clip_norm=0.5"), tmp_path)
+    assert metrics["val_accuracy"] > 0.5
