@@ -47,16 +47,38 @@ def check(cfg: DictConfig) -> Settings:
             f"objective={cfg.objective!r} is unknown: use one of {', '.join(METRICS)}"
         )
     check_target(cfg.dataset.source, "dataset.source")
+    check_source(cfg.dataset.source)
     check_target(cfg.model, "model")
     check_target(cfg.optimizer, "optimizer")
     for key in ("lr", "momentum", "weight_decay"):
         if key in cfg.optimizer:
             check_number(cfg.optimizer[key], f"optimizer.{key}", positive=key == "lr")
+    if "hidden" in cfg.model:
+        check_number(cfg.model.hidden, "model.hidden", positive=True)
+    if "dropout" in cfg.model and not 0 <= cfg.model.dropout < 1:
+        raise SettingError(f"model.dropout={cfg.model.dropout} must be in [0, 1), e.g. 0.2")
     return Settings(
         device=to_settings(cfg.device, DeviceSettings, "device"),
         loader=to_settings(cfg.dataset.loader, LoaderSettings, "dataset.loader"),
         loop=to_settings(cfg.loop, LoopSettings, "loop"),
     )
+
+
+def check_source(source: DictConfig) -> None:
+    """The sizes every dataset builder shares: counts >= 1, a validation fraction in (0, 1)."""
+    for key in ("num_samples", "num_val_samples"):
+        if key in source and (not isinstance(source[key], int) or source[key] < 1):
+            raise SettingError(f"dataset.source.{key}={source[key]!r} must be an integer >= 1")
+    if "val_fraction" in source:
+        fraction = source.val_fraction
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, int | float)
+            or not 0 < fraction < 1
+        ):
+            raise SettingError(
+                f"dataset.source.val_fraction={fraction!r} must be between 0 and 1, e.g. 0.1"
+            )
 
 
 def to_settings(node: DictConfig, kind: type, name: str) -> Any:
@@ -71,22 +93,35 @@ def to_settings(node: DictConfig, kind: type, name: str) -> Any:
 
 
 def check_target(node: DictConfig, name: str) -> None:
-    """Refuse a `_target_` node whose keys the target does not accept."""
+    """Refuse keys the `_target_` does not accept, or values of the wrong plain type."""
     target = get_object(node._target_)
-    parameters = inspect.signature(target).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
+    parameters = inspect.signature(target, eval_str=True).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     for key in node:
-        if not key.startswith("_") and key not in parameters:
+        if key.startswith("_"):
+            continue
+        if key not in parameters:
+            if takes_any:
+                continue
             allowed = ", ".join(p for p in parameters if p not in ("self", "params"))
             raise SettingError(
                 f"{name}.{key} is not accepted by {node._target_}: use one of {allowed}"
             )
+        kind = parameters[key].annotation
+        if kind in (int, float, str, bool) and not has_type(node[key], kind):
+            raise SettingError(f"{name}.{key}={node[key]!r} must be of type {kind.__name__}")
+
+
+def has_type(value: Any, kind: type) -> bool:
+    """isinstance, except that bool is no number and an int will do for a float."""
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
 
 
 def check_number(value: Any, name: str, positive: bool) -> None:
     """Refuse a non-numeric value, or a negative one (or zero, where `positive`)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not has_type(value, float):
         raise SettingError(f"{name}={value!r} is not a number")
     if value < 0 or (positive and value == 0):
         raise SettingError(f"{name}={value} must be {'> 0' if positive else '>= 0'}")

@@ -46,6 +46,10 @@ class Splits:
     num_classes: int
     test: TensorPairs | None = None
 
+    def to(self, device: torch.device) -> "Splits":
+        test = None if self.test is None else self.test.to(device)
+        return Splits(self.train.to(device), self.val.to(device), self.num_classes, test)
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.inputs.shape[1:])

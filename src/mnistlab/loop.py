@@ -1,8 +1,9 @@
 """The plain five-step training loop (forward, loss, zero_grad, backward, step) and evaluation."""
 
 import logging
+import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -13,6 +14,8 @@ from mnistlab.data import Batch
 
 log = logging.getLogger(__name__)
 
+NAN_POLICIES = ("stop", "skip")
+
 
 @dataclass
 class LoopSettings:
@@ -22,6 +25,9 @@ class LoopSettings:
     log_every_n_batches: int = 100
     seed: int = 0
     grad_clip_norm: float | None = None
+    checkpoint_every_n_steps: int | None = None  # besides the one at every epoch's end
+    nan_policy: str = "stop"  # stop: end the run as failed; skip: drop that batch's update
+    resume: str | None = None  # a run folder or checkpoint file to continue
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -34,53 +40,111 @@ class LoopSettings:
             raise SettingError(
                 f"loop.grad_clip_norm={self.grad_clip_norm} must be > 0 (null: no clipping)"
             )
+        if self.checkpoint_every_n_steps is not None and self.checkpoint_every_n_steps < 1:
+            raise SettingError(
+                f"loop.checkpoint_every_n_steps={self.checkpoint_every_n_steps} must be >= 1 "
+                "(null: only at the end of each epoch)"
+            )
+        if self.nan_policy not in NAN_POLICIES:
+            raise SettingError(f"loop.nan_policy={self.nan_policy!r} is unknown: use stop or skip")
+
+
+@dataclass
+class Progress:
+    """Where training stands. Checkpoints save it, so a resumed run continues exactly."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # optimizer steps taken (the global batch index)
+    epoch_step: int = 0  # batches done in the current epoch
+    epoch_samples: int = 0
+    samples: int = 0  # samples trained on, all epochs
+    seconds: float = 0.0  # time spent training, all epochs
+    skipped: int = 0  # batches dropped for a non-finite loss (nan_policy=skip)
+    # Running sums stay on the device; they are read only at logging points.
+    epoch_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    window_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    val: dict[str, float] = field(default_factory=dict)  # the last validation metrics
+
+    def start_epoch(self) -> None:
+        self.epoch_step, self.epoch_samples = 0, 0
+        self.epoch_loss = torch.zeros((), device=self.epoch_loss.device)
+
+
+class NonFiniteLoss(SettingError):
+    """The loss became NaN or infinite: the run stops as failed."""
 
 
 def train_epoch(
     model: nn.Module,
     batches: Iterable[Batch],
     optimizer: torch.optim.Optimizer,
-    device: torch.device,
     settings: LoopSettings,
+    progress: Progress,
     *,
-    first_step: int,
     total: int,
     log_loss: Callable[[int, float], None],
+    after_step: Callable[[], bool] = lambda: False,
     description: str = "",
-) -> tuple[float, int]:
-    """Train over `batches`; return the mean training loss and the number of samples seen.
+) -> bool:
+    """Train over `batches`, updating `progress`; return False if `after_step` asked to stop.
 
     Losses stay on the device and are only read every `log_every_n_batches` steps, so the
     loop never waits for the device on ordinary steps.
     """
     loss_fn = nn.CrossEntropyLoss()
+    device = progress.epoch_loss.device
     model.train()
-    every = settings.log_every_n_batches
-    epoch_sum = window_sum = torch.zeros((), device=device)
-    samples, step = 0, first_step
-    with tqdm(total=total, desc=description, disable=None, leave=False, mininterval=0.5) as bar:
+    every, skip_bad = settings.log_every_n_batches, settings.nan_policy == "skip"
+    with tqdm(
+        total=total,
+        initial=progress.epoch_step,
+        desc=description,
+        disable=None,
+        leave=False,
+        mininterval=0.5,
+    ) as bar:
         for inputs, targets in batches:
             inputs = inputs.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
             logits = model(inputs)  # 1. forward
             loss = loss_fn(logits, targets)  # 2. loss
-            optimizer.zero_grad(set_to_none=True)  # 3. clear old gradients
-            loss.backward()  # 4. backward
-            if settings.grad_clip_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip_norm)
-            optimizer.step()  # 5. update
-            step += 1
-            samples += len(targets)
-            loss = loss.detach()
-            epoch_sum = epoch_sum + loss * len(targets)
-            window_sum = window_sum + loss
+            if skip_bad and not torch.isfinite(loss):  # a device sync: only with nan_policy=skip
+                progress.skipped += 1
+            else:
+                optimizer.zero_grad(set_to_none=True)  # 3. clear old gradients
+                loss.backward()  # 4. backward
+                if settings.grad_clip_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip_norm)
+                optimizer.step()  # 5. update
+                loss = loss.detach()
+                progress.epoch_loss = progress.epoch_loss + loss * len(targets)
+                progress.window_loss = progress.window_loss + loss
+            progress.step += 1
+            progress.epoch_step += 1
+            progress.epoch_samples += len(targets)
             bar.update()
-            if step % every == 0:
-                window = window_sum.item() / every
-                log_loss(step, window)
+            if progress.step % every == 0:
+                steps = (
+                    f"steps {progress.step - every + 1}-{progress.step}"
+                    if every > 1
+                    else f"step {progress.step}"
+                )
+                window = check_finite(
+                    progress.window_loss.item() / every, f"training loss at {steps}"
+                )
+                log_loss(progress.step, window)
                 bar.set_postfix(loss=f"{window:.4f}", refresh=False)
-                window_sum = torch.zeros((), device=device)
-    return epoch_sum.item() / max(samples, 1), samples
+                progress.window_loss = torch.zeros((), device=device)
+            if after_step():
+                return False
+    return True
+
+
+def check_finite(value: float, what: str) -> float:
+    """Return `value`, or raise NonFiniteLoss saying which loss went bad, and where."""
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f"the {what} became {value}")
+    return value
 
 
 @torch.no_grad()

@@ -3,12 +3,16 @@
 mnistlab-train                                   # synthetic digits, lesson MLP, Adam, 3 epochs
 mnistlab-train optimizer=sgd optimizer.lr=0.1 loop.epochs=5
 mnistlab-train -m optimizer=sgd,adam,rmsprop optimizer.lr=0.1,0.01,0.001
+mnistlab-train loop.resume=outputs/runs/<run>    # continue an interrupted run
 """
 
 import dataclasses
 import json
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,35 +22,111 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import config
-from mnistlab.data import Splits, batches, num_batches
+from mnistlab import checkpoint, config
+from mnistlab.data import Batch, Splits, batches, num_batches
 from mnistlab.device import describe, resolve_device
-from mnistlab.loop import evaluate, train_epoch
+from mnistlab.loop import NonFiniteLoss, Progress, check_finite, evaluate, train_epoch
 
 log = logging.getLogger(__name__)
 config.register_schemas()
 
 
+@dataclasses.dataclass
+class Run:
+    """The parts of one training run, built from its config."""
+
+    cfg: DictConfig
+    settings: config.Settings
+    device: torch.device
+    data: Splits
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    out_dir: Path
+    progress: Progress
+
+    def save_checkpoint(self) -> None:
+        path = self.out_dir / checkpoint.FILENAME
+        checkpoint.save(path, self.cfg, self.model, self.optimizer, self.progress)
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; the run saved a checkpoint and stopped."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+class Interrupts:
+    """Turn SIGINT/SIGTERM into a flag that the loop checks after each step."""
+
+    signum: int | None = None
+
+    def __enter__(self) -> "Interrupts":
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():  # only it may set handlers
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
 def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Train and evaluate as `cfg` says; write TensorBoard events and metrics.json to out_dir."""
+    """Train and evaluate as `cfg` says; write TensorBoard events and metrics.json to out_dir.
+
+    With `loop.resume`, the run continues in its own folder with its own saved config.
+    """
+    state = None
+    if cfg.loop.resume is not None:
+        path = checkpoint.find(cfg.loop.resume)
+        state = checkpoint.load(path)
+        cfg, out_dir = checkpoint.config_of(state), path.parent
+        log.info("resuming %s (its saved config is used)", out_dir)
+    run = build(cfg, out_dir, state)
+
+    from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
+
+    # purge_step hides events a killed process logged after its last checkpoint.
+    purge = run.progress.step + 1 if state is not None else None
+    with SummaryWriter(log_dir=str(out_dir), purge_step=purge) as writer, Interrupts() as stop:
+        if state is None:
+            write_hparams(writer, cfg)
+        try:
+            metrics = fit(run, writer, stop)
+        except NonFiniteLoss as err:
+            lr = run.optimizer.param_groups[0]["lr"]
+            saved = out_dir / checkpoint.FILENAME
+            kept = f"the last good checkpoint is {saved}" if saved.exists() else "no checkpoint yet"
+            message = f"{err} with optimizer.lr={lr:g}: run marked failed; {kept}"
+            write_metrics(
+                out_dir, {"status": "failed", "error": message, "step": run.progress.step}
+            )
+            raise NonFiniteLoss(message) from None
+        if stop.signum is None:
+            write_hparams_end(writer)
+    write_metrics(out_dir, metrics)
+    if stop.signum is not None:
+        raise Interrupted(stop.signum)
+    return metrics
+
+
+def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
+    """Check the config, then build data, model and optimizer in that order (or restore them)."""
     settings = config.check(cfg)
     device = resolve_device(settings.device.name)
     if settings.device.threads is not None:
         torch.set_num_threads(settings.device.threads)
     log.info("device: %s", describe(device))
-
     torch.manual_seed(settings.loop.seed)
     data: Splits = instantiate(cfg.dataset.source)
     if settings.loader.mode == "tensor":
-        data = Splits(
-            data.train.to(device),
-            data.val.to(device),
-            data.num_classes,
-            data.test.to(device) if data.test is not None else None,
-        )
-    model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
-    model = model.to(device)
-    optimizer = instantiate(cfg.optimizer, params=model.parameters())
+        data = data.to(device)
     log.info(
         "data: %d train / %d val samples, input %s, %d classes",
         len(data.train),
@@ -54,80 +134,110 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         data.input_shape,
         data.num_classes,
     )
+    model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    model = model.to(device)
+    optimizer = instantiate(cfg.optimizer, params=model.parameters())
+    if state is not None:
+        progress = checkpoint.restore(state, model, optimizer, device)
+        log.info("resumed at epoch %d, step %d", progress.epoch, progress.step)
+    else:
+        zero = torch.zeros((), device=device)
+        progress = Progress(epoch_loss=zero, window_loss=zero)
+    return Run(cfg, settings, device, data, model, optimizer, out_dir, progress)
 
-    from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
 
-    with SummaryWriter(log_dir=str(out_dir)) as writer:
-        write_hparams(writer, cfg)
-        metrics = fit(model, optimizer, data, settings, device, writer)
-        metrics["device"] = describe(device)
-        write_hparams_end(writer)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+def fit(run: Run, writer, stop: Interrupts) -> dict[str, Any]:
+    """Train the remaining epochs (validating and checkpointing each), then test if there is one."""
+    loop, loader, progress = run.settings.loop, run.settings.loader, run.progress
+    steps_per_epoch = num_batches(len(run.data.train), loader.batch_size)
 
+    def after_step() -> bool:
+        every = loop.checkpoint_every_n_steps
+        if every is not None and progress.step % every == 0:
+            if not torch.isfinite(progress.epoch_loss):
+                raise NonFiniteLoss(
+                    f"the training loss became non-finite before step {progress.step}"
+                )
+            run.save_checkpoint()
+        return stop.signum is not None
 
-def fit(
-    model, optimizer, data: Splits, settings: config.Settings, device: torch.device, writer
-) -> dict[str, Any]:
-    """Run every epoch: train, validate, log; then test where the data has a test split."""
-    loop, loader = settings.loop, settings.loader
-    steps_per_epoch = num_batches(len(data.train), loader.batch_size)
-    eval_loader = dataclasses.replace(
-        loader, shuffle=False, batch_size=max(loader.batch_size, 1024)
-    )
-    step, samples, train_seconds = 0, 0, 0.0
     started = time.perf_counter()
-    for epoch in range(loop.epochs):
-        tick = time.perf_counter()
-        train_loss, seen = train_epoch(
-            model,
-            batches(data.train, loader, seed=loop.seed, epoch=epoch),
-            optimizer,
-            device,
+    while progress.epoch < loop.epochs and stop.signum is None:
+        tick, samples_before = time.perf_counter(), progress.epoch_samples
+        epoch_batches = batches(
+            run.data.train, loader, seed=loop.seed, epoch=progress.epoch, start=progress.epoch_step
+        )
+        finished = train_epoch(
+            run.model,
+            epoch_batches,
+            run.optimizer,
             loop,
-            first_step=step,
+            progress,
             total=steps_per_epoch,
-            log_loss=lambda s, value: writer.add_scalar("train/loss", value, s),
-            description=f"epoch {epoch + 1}/{loop.epochs}",
+            log_loss=lambda step, value: writer.add_scalar("train/loss", value, step),
+            after_step=after_step,
+            description=f"epoch {progress.epoch + 1}/{loop.epochs}",
         )
-        train_seconds += time.perf_counter() - tick
-        step, samples = step + steps_per_epoch, samples + seen
-        val_loss, val_accuracy = evaluate(
-            model, batches(data.val, eval_loader, seed=0, epoch=0), device
-        )
-        writer.add_scalar("val/loss", val_loss, step)
-        writer.add_scalar("val/accuracy", val_accuracy, step)
-        log.info(
-            "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_accuracy %.2f%%  (%.0f samples/s)",
-            epoch + 1,
-            loop.epochs,
-            train_loss,
-            val_loss,
-            100 * val_accuracy,
-            seen / (time.perf_counter() - tick),
-        )
+        progress.seconds += time.perf_counter() - tick
+        progress.samples += progress.epoch_samples - samples_before
+        if finished:
+            end_epoch(run, writer, time.perf_counter() - tick)
+        run.save_checkpoint()
     metrics = {
-        "status": "completed",
-        "train_loss": train_loss,
-        "val_loss": val_loss,
-        "val_accuracy": val_accuracy,
-        "epochs": loop.epochs,
-        "steps": step,
-        "samples_per_second": samples / train_seconds,
+        "status": "completed" if stop.signum is None else "interrupted",
+        **progress.val,
+        "epochs": progress.epoch,
+        "steps": progress.step,
+        "samples_per_second": progress.samples / max(progress.seconds, 1e-9),
         "wall_time_s": time.perf_counter() - started,
+        "device": describe(run.device),
     }
-    if data.test is not None:
-        metrics["test_loss"], metrics["test_accuracy"] = evaluate(
-            model, batches(data.test, eval_loader, seed=0, epoch=0), device
-        )
-        writer.add_scalar("test/loss", metrics["test_loss"], step)
-        writer.add_scalar("test/accuracy", metrics["test_accuracy"], step)
-        log.info(
-            "test_loss %.4f  test_accuracy %.2f%%",
-            metrics["test_loss"],
-            100 * metrics["test_accuracy"],
-        )
+    if stop.signum is None and run.data.test is not None:
+        metrics.update(test(run, writer))
     return metrics
+
+
+def end_epoch(run: Run, writer, seconds: float) -> None:
+    """Validate, log the epoch's metrics, and move `progress` on to the next epoch."""
+    progress, epochs, step = run.progress, run.settings.loop.epochs, run.progress.step
+    mean_loss = progress.epoch_loss.item() / progress.epoch_samples
+    train_loss = check_finite(mean_loss, f"training loss by step {step}")
+    val_loss, val_accuracy = evaluate(run.model, eval_batches(run, run.data.val), run.device)
+    check_finite(val_loss, f"validation loss after step {step}")
+    writer.add_scalar("val/loss", val_loss, step)
+    writer.add_scalar("val/accuracy", val_accuracy, step)
+    progress.val = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
+    log.info(
+        "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_accuracy %.2f%%  (%.0f samples/s)",
+        progress.epoch + 1,
+        epochs,
+        train_loss,
+        val_loss,
+        100 * val_accuracy,
+        progress.epoch_samples / seconds,
+    )
+    progress.epoch += 1
+    progress.start_epoch()
+
+
+def test(run: Run, writer) -> dict[str, float]:
+    """Evaluate on the test split once training is done."""
+    loss, accuracy = evaluate(run.model, eval_batches(run, run.data.test), run.device)
+    writer.add_scalar("test/loss", loss, run.progress.step)
+    writer.add_scalar("test/accuracy", accuracy, run.progress.step)
+    log.info("test_loss %.4f  test_accuracy %.2f%%", loss, 100 * accuracy)
+    return {"test_loss": loss, "test_accuracy": accuracy}
+
+
+def eval_batches(run: Run, split) -> Iterator[Batch]:
+    """Batches for evaluation: in order, and larger, since no gradients are kept."""
+    loader = run.settings.loader
+    loader = dataclasses.replace(loader, shuffle=False, batch_size=max(loader.batch_size, 1024))
+    return batches(split, loader, seed=0, epoch=0)
+
+
+def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 def hparams_of(cfg: DictConfig) -> dict[str, Any]:
@@ -140,11 +250,8 @@ def hparams_of(cfg: DictConfig) -> dict[str, Any]:
                 walk(value, prefix if key == "_target_" else f"{prefix}.{key}")
         elif isinstance(node, bool | int | float | str):
             # `_target_` names the component: "torch.optim.Adam" -> optimizer = "Adam"
-            flat[prefix] = (
-                node.rsplit(".", 1)[-1]
-                if prefix in ("optimizer", "model", "dataset.source")
-                else node
-            )
+            named = prefix in ("optimizer", "model", "dataset.source")
+            flat[prefix] = node.rsplit(".", 1)[-1] if named else node
 
     for group in ("dataset", "model", "optimizer", "loop"):
         walk(OmegaConf.to_container(cfg[group], resolve=True), group)
@@ -169,7 +276,11 @@ def write_hparams_end(writer) -> None:
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point: train in Hydra's output folder, return the objective for sweepers."""
-    metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except Interrupted as stop:
+        log.warning("%s: checkpoint saved; continue with loop.resume=<this run's folder>", stop)
+        raise SystemExit(stop.exit_code) from None
     return metrics[cfg.objective]
 
 
