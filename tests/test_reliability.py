@@ -1,0 +1,294 @@
+"""Reliability: bad settings fail early and clearly, runs survive signals and resume exactly,
+a diverging loss stops cleanly, and checkpoints load safely."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT, compose_config, run_cli
+from mnistlab import SettingError, checkpoint
+from mnistlab.loop import NonFiniteLoss
+from mnistlab.synthetic import synthetic_digits
+from mnistlab.train import train
+
+BAD_COMMAND_LINES = [
+    ("optimizer.lr=abc", "optimizer.lr"),
+    ("optimizer.lr=0", "optimizer.lr"),
+    ("optimizer.lr=-1", "optimizer.lr"),
+    ("optimizer.momentum=-0.5", "optimizer.momentum"),
+    ("+optimizer.betas2=1", "optimizer.betas2"),
+    ("dataset.loader.batch_size=0", "dataset.loader.batch_size"),
+    ("dataset.loader.mode=fast", "dataset.loader.mode"),
+    ("dataset.source.val_fraction=1.5", "dataset.source.val_fraction"),
+    ("dataset.source.val_fraction=0", "dataset.source.val_fraction"),
+    ("dataset.source.num_samples=0", "dataset.source.num_samples"),
+    ("loop.epochs=0", "loop.epochs"),
+    ("loop.epochs=abc", "loop.epochs"),
+    ("loop.epoch=3", "loop.epoch"),
+    ("+loop.speed=3", "loop.speed"),
+    ("loop.log_every_n_batches=0", "loop.log_every_n_batches"),
+    ("loop.grad_clip_norm=0", "loop.grad_clip_norm"),
+    ("loop.nan_policy=ignore", "loop.nan_policy"),
+    ("loop.checkpoint_every_n_steps=0", "loop.checkpoint_every_n_steps"),
+    ("loop.resume=/nonexistent/run", "loop.resume"),
+    ("device.name=tpu", "device.name"),
+    ("device=tpu", "device"),
+    ("model.hidden=abc", "model.hidden"),
+    ("model.dropout=1.5", "model.dropout"),
+    ("objective=accuracy", "objective"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "key"), BAD_COMMAND_LINES, ids=[o for o, _ in BAD_COMMAND_LINES]
+)
+def test_bad_command_line_fails_early_and_clearly(tmp_path, override, key):
+    result = run_cli("mnistlab.train", override, cwd=tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert key in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "data:" not in result.stderr + result.stdout  # stopped before loading data
+    assert not list(tmp_path.rglob("metrics.json"))
+    assert not list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+# --- kill and resume ------------------------------------------------------------------------
+
+KILL_RUN = (
+    "dataset.source.num_samples=12000",
+    "dataset.loader.batch_size=16",
+    "model.hidden=1024",
+    "model.dropout=0.1",
+    "loop.epochs=3",
+    "loop.log_every_n_batches=20",
+)
+
+
+def start(cwd: Path, run_dir: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnistlab.train", f"hydra.run.dir={run_dir}", *overrides],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the run"
+        time.sleep(0.02)
+
+
+def training_started(run_dir: Path) -> bool:
+    return bool(list(run_dir.glob("events.out.tfevents.*")))
+
+
+def epoch_logged(run_dir: Path, epoch: int) -> bool:
+    log = run_dir / "train.log"
+    return log.exists() and f"epoch {epoch}/" in log.read_text()
+
+
+def final_state(run_dir: Path) -> tuple[dict, dict, list]:
+    state = checkpoint.load(run_dir / checkpoint.FILENAME)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    losses = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    return state["model"], metrics, losses
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[dict, dict, list]:
+    """The uninterrupted run every interrupted one must match, bit for bit."""
+    cwd = tmp_path_factory.mktemp("reference")
+    process = start(cwd, cwd / "run", *KILL_RUN)
+    assert process.wait(300) == 0, process.stderr.read()
+    return final_state(cwd / "run")
+
+
+def when_started(run_dir: Path) -> None:
+    wait_for(lambda: training_started(run_dir))
+    time.sleep(0.4)
+
+
+def at_epoch_boundary(run_dir: Path) -> None:
+    wait_for(lambda: epoch_logged(run_dir, 1), timeout=300)
+
+
+def mid_second_epoch(run_dir: Path) -> None:
+    at_epoch_boundary(run_dir)
+    time.sleep(0.5)
+
+
+KILL_POINTS = [
+    ("sigterm-mid-epoch-1", signal.SIGTERM, when_started, 143, ()),
+    ("sigterm-at-epoch-boundary", signal.SIGTERM, at_epoch_boundary, 143, ()),
+    ("sigint-mid-epoch-2", signal.SIGINT, mid_second_epoch, 130, ()),
+    # Checkpointing every step, a hard kill most likely lands while one is being written.
+    (
+        "sigkill-while-checkpointing",
+        signal.SIGKILL,
+        mid_second_epoch,
+        -9,
+        ("loop.checkpoint_every_n_steps=1",),
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "signum", "when", "code", "extra"), KILL_POINTS, ids=[k[0] for k in KILL_POINTS]
+)
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(
+    tmp_path, reference, name, signum, when, code, extra
+):
+    run_dir = tmp_path / "run"
+    process = start(tmp_path, run_dir, *KILL_RUN, *extra)
+    when(run_dir)
+    process.send_signal(signum)
+    assert process.wait(120) == code, process.stderr.read()
+    if signum != signal.SIGKILL:
+        assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+    interrupted_at = checkpoint.load(run_dir / checkpoint.FILENAME)["progress"]["step"]
+    assert 0 < interrupted_at < reference[1]["steps"], "the signal did not land mid-run"
+
+    resumed = start(tmp_path, tmp_path / "resume", f"loop.resume={run_dir}")
+    assert resumed.wait(300) == 0, resumed.stderr.read()
+    weights, metrics, losses = final_state(run_dir)
+    ref_weights, ref_metrics, ref_losses = reference
+    assert weights.keys() == ref_weights.keys()
+    for key, tensor in weights.items():
+        assert torch.equal(tensor, ref_weights[key]), key
+    for key in ("train_loss", "val_loss", "val_accuracy", "steps", "epochs", "status"):
+        assert metrics[key] == ref_metrics[key], key
+    # One TensorBoard run, no duplicate or out-of-order steps, the same values as uninterrupted.
+    assert losses == ref_losses
+
+
+# --- non-finite losses ----------------------------------------------------------------------
+
+
+def poisoned_digits(num_samples: int = 3000, val_fraction: float = 0.1, seed: int = 0):
+    """Synthetic digits with a few NaN images in the training split."""
+    splits = synthetic_digits(num_samples, val_fraction, seed)
+    splits.train.inputs[::500] = float("nan")
+    return splits
+
+
+def test_nan_loss_stops_the_run_naming_step_and_lr(tmp_path):
+    result = run_cli(
+        "mnistlab.train",
+        "optimizer=sgd",
+        "optimizer.lr=1e3",
+        "dataset.source.num_samples=3000",
+        "loop.log_every_n_batches=5",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "the training loss at steps 6-10 became nan with optimizer.lr=1000" in result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "optimizer.lr=1000" in metrics["error"]
+
+
+def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = compose_config(
+        "dataset.source._target_=test_reliability.poisoned_digits",
+        "loop.log_every_n_batches=1",
+        "loop.checkpoint_every_n_steps=1",
+    )
+    with pytest.raises(NonFiniteLoss, match=r"at step 1 became nan"):
+        train(cfg, tmp_path)  # the very first batch holds a NaN image
+    assert not (tmp_path / checkpoint.FILENAME).exists()
+    cfg.dataset.source._target_ = "mnistlab.synthetic.synthetic_digits"
+    cfg.loop.epochs = 1
+    train(cfg, tmp_path)
+    cfg.loop.resume, cfg.loop.epochs = str(tmp_path), 2
+    state_before = (tmp_path / checkpoint.FILENAME).read_bytes()
+    # Poison the weights of the next run by an absurd lr and resume: the good file survives.
+    bad = compose_config(
+        "dataset.source._target_=test_reliability.poisoned_digits",
+        "loop.log_every_n_batches=1",
+        "loop.checkpoint_every_n_steps=1",
+    )
+    with pytest.raises(NonFiniteLoss):
+        train(bad, tmp_path / "other")
+    assert (tmp_path / checkpoint.FILENAME).read_bytes() == state_before
+    weights = checkpoint.load(tmp_path / checkpoint.FILENAME)["model"]
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_skip_policy_drops_bad_batches_and_finishes(tmp_path):
+    cfg = compose_config(
+        "dataset.source._target_=test_reliability.poisoned_digits",
+        "loop.nan_policy=skip",
+        "loop.epochs=2",
+        "loop.log_every_n_batches=7",
+    )
+    metrics = train(cfg, tmp_path)
+    assert metrics["status"] == "completed"
+    assert metrics["val_accuracy"] > 0.5
+    state = checkpoint.load(tmp_path / checkpoint.FILENAME)
+    assert state["progress"]["skipped"] == 2 * 6  # six poisoned images, each in its own batch
+
+
+# --- safe loading ---------------------------------------------------------------------------
+
+
+def finished_run(tmp_path: Path) -> Path:
+    train(compose_config("dataset=random", "loop.epochs=1"), tmp_path / "run")
+    return tmp_path / "run" / checkpoint.FILENAME
+
+
+def resume_from(path: Path, tmp_path: Path):
+    return train(compose_config(f"loop.resume={path}"), tmp_path / "unused")
+
+
+def test_truncated_checkpoint_is_refused_and_nothing_is_overwritten(tmp_path):
+    path = finished_run(tmp_path)
+    path.write_bytes(path.read_bytes()[:500])
+    before = {p.name: p.read_bytes() for p in path.parent.iterdir() if p.is_file()}
+    with pytest.raises(SettingError, match="is not a readable mnistlab checkpoint"):
+        resume_from(path, tmp_path)
+    assert {p.name: p.read_bytes() for p in path.parent.iterdir() if p.is_file()} == before
+
+
+def test_foreign_file_is_refused(tmp_path):
+    foreign = tmp_path / "weights.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    with pytest.raises(SettingError, match="is not an mnistlab checkpoint"):
+        resume_from(foreign, tmp_path)
+
+
+class RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "payload": RunsCode(marker)}, evil)
+    with pytest.raises(SettingError, match="is not a readable mnistlab checkpoint"):
+        resume_from(evil, tmp_path)
+    assert not marker.exists()
+    with open(evil, "rb") as file:  # the file really does run code when unpickled naively
+        torch.load(file, weights_only=False)
+    assert marker.exists()
