@@ -163,7 +163,7 @@ def test_training_benchmark_writes_all_three_figures(tmp_path: Path, capsys) -> 
 
     medians = {name: v["samples_per_s"] for name, v in results["variants"].items()}
     assert set(medians) == {"lesson", "mnistlab", "bare"} and min(medians.values()) > 0
-    assert all(len(v["rounds"]) == 3 for v in results["variants"].values())
+    assert all(len(v["per_round_samples_per_s"]) == 3 for v in results["variants"].values())
     assert results["ratios"]["mnistlab_over_lesson"] == medians["mnistlab"] / medians["lesson"]
     assert results["ratios"]["mnistlab_over_bare"] == medians["mnistlab"] / medians["bare"]
     assert "(2)/(1) =" in out and "(2)/(3) =" in out and "lesson loop" in out

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 import torch
@@ -31,6 +31,9 @@ from mnistlab.data import LoaderSettings, TensorPairs, batches, num_batches
 from mnistlab.device import DeviceSettings, cpu_model, describe, resolve_device
 from mnistlab.loop import LoopSettings, train_epoch
 from mnistlab.models import MNISTClassifier
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +346,7 @@ class Workload:
     on_device: TensorPairs  # what the fast paths slice (the same tensors on a CPU run)
     settings: TrainingSettings
     device: torch.device
-    writer: Any  # mnistlab's loop logs train/loss here, as a real run does
+    writer: "SummaryWriter"  # mnistlab's loop logs train/loss here, as a real run does
 
     def head(self, count: int) -> "Workload":
         """The first `count` samples: a short epoch for warming up."""
@@ -529,7 +532,7 @@ def training_results(
             "samples_per_s": medians[name],
             "min_samples_per_s": min(values),
             "max_samples_per_s": max(values),
-            "rounds": values,
+            "per_round_samples_per_s": values,
         }
         for name, values in speeds.items()
     }
