@@ -294,19 +294,24 @@ def seconds(value: float | None) -> str:
     return f"{value * 1e6:.1f} us"
 
 
+def rate(value: float) -> str:
+    """GFLOP/s with three significant digits at least: 1,306.3, 79.6, 0.0406."""
+    return f"{value:,.1f}" if value >= 10 else f"{value:.3g}"
+
+
 MATMUL_COLUMNS = [  # (heading, row key, format); the GPU columns follow the CPU ones
     ("size", "size", str),
     ("dtype", "dtype", str),
     ("CPU median", "cpu_median_s", seconds),
     ("CPU min", "cpu_min_s", seconds),
     ("runs", "cpu_runs", str),
-    ("CPU GFLOP/s", "cpu_gflops", "{:.1f}".format),
+    ("CPU GFLOP/s", "cpu_gflops", rate),
 ]
 GPU_COLUMNS = [
     ("GPU median", "gpu_median_s", seconds),
     ("GPU min", "gpu_min_s", seconds),
     ("runs", "gpu_runs", str),
-    ("GPU GFLOP/s", "gpu_gflops", "{:.1f}".format),
+    ("GPU GFLOP/s", "gpu_gflops", rate),
     ("TF32", "tf32", lambda on: {True: "on", False: "off"}.get(on, "-")),
     ("H2D copy", "h2d_copy_s", seconds),
     ("GPU+copy", "gpu_with_transfer_s", seconds),
