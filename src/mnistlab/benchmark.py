@@ -330,11 +330,14 @@ def matmul_table(rows: list[dict[str, Any]], with_gpu: bool) -> str:
     return format_table(cells)
 
 
-def format_table(cells: list[list[str]]) -> str:
-    """Right-align every column of `cells` (first row: headings) under a rule."""
+def format_table(cells: list[list[str]], left: int = 0) -> str:
+    """Lay out `cells` (first row: headings) under a rule: `left` text columns, then numbers."""
     widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
     lines = [
-        "  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True))
+        "  ".join(
+            cell.ljust(width) if i < left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
         for line in cells
     ]
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
@@ -442,9 +445,9 @@ VARIANTS: dict[str, Variant] = {
     "mnistlab": Variant("(2) mnistlab loop: train_epoch, TensorBoard on", mnistlab_epoch),
     "bare": Variant("(3) bare loop: sliced tensors, no logging", bare_epoch),
 }
-RATIOS = {
-    "mnistlab_over_lesson": ("mnistlab", "lesson"),
-    "mnistlab_over_bare": ("mnistlab", "bare"),
+RATIOS = {  # key: (top variant, bottom variant, label in the table)
+    "mnistlab_over_lesson": ("mnistlab", "lesson", "(2)/(1)"),
+    "mnistlab_over_bare": ("mnistlab", "bare", "(2)/(3)"),
 }
 
 
@@ -528,7 +531,7 @@ def training_results(
     medians = {name: statistics.median(values) for name, values in speeds.items()}
     ratios = {
         key: medians[top] / medians[bottom]
-        for key, (top, bottom) in RATIOS.items()
+        for key, (top, bottom, _) in RATIOS.items()
         if top in medians and bottom in medians
     }
     variants = {
@@ -556,9 +559,10 @@ def training_table(results: dict[str, Any]) -> str:
     for figures in results["variants"].values():
         speeds = ("samples_per_s", "min_samples_per_s", "max_samples_per_s")
         cells.append([figures["title"], *(f"{figures[key]:,.0f}" for key in speeds)])
-    names = {"mnistlab_over_lesson": "(2)/(1)", "mnistlab_over_bare": "(2)/(3)"}
-    ratios = "   ".join(f"{names[key]} = {value:.2f}x" for key, value in results["ratios"].items())
-    return format_table(cells) + ("\n" + ratios if ratios else "")
+    ratios = "   ".join(
+        f"{RATIOS[key][2]} = {value:.2f}x" for key, value in results["ratios"].items()
+    )
+    return format_table(cells, left=1) + ("\n" + ratios if ratios else "")
 
 
 def training_scalars(results: dict[str, Any], batch_size: int) -> dict[str, list]:
