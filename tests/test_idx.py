@@ -165,3 +165,8 @@ def test_idx_dataset_trains_the_cnn(tmp_path: Path, mode: str) -> None:
     metrics = train(cfg, tmp_path)
     assert metrics["test_accuracy"] > 0.9  # the label is the bright band: easy when it learns
     assert json.loads((tmp_path / "metrics.json").read_text())["test_accuracy"] > 0.9
+
+
+def test_idx_needs_a_root() -> None:
+    with pytest.raises(SettingError, match="dataset.source.root is required"):
+        idx()

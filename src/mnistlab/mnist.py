@@ -241,7 +241,7 @@ def split(
 
 
 def idx(
-    root: str,
+    root: str | None = None,
     mirrors: Sequence[str] = (),
     md5: Mapping[str, str] | None = None,
     num_val_samples: int = 5000,
@@ -249,6 +249,9 @@ def idx(
     seed: int = 0,
 ) -> Splits:
     """Any dataset in MNIST's four-file IDX layout; sizes and class count come from the files."""
+    if root is None:
+        # A Python check rather than `???` in the YAML: Hydra prints this without a traceback.
+        raise SettingError(f"dataset.source.root is required: the folder with {', '.join(FILES)}")
     paths = ensure_files(Path(root).expanduser(), mirrors, md5 or {})
     images, labels = read_pair(paths[TRAIN_IMAGES], paths[TRAIN_LABELS])
     test_images, test_labels = read_pair(paths[TEST_IMAGES], paths[TEST_LABELS])
