@@ -52,7 +52,7 @@ def server(tmp_path: Path, mnist_dir: Path) -> Iterator[str]:
     raw[100] ^= 0xFF  # one flipped byte: same size, wrong MD5
     labels.write_bytes(bytes(raw))
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
