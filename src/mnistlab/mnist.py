@@ -16,6 +16,7 @@ import urllib.request
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -145,7 +146,9 @@ def fetch(url: str, target: Path, md5: str | None) -> None:
         part.unlink(missing_ok=True)
 
 
-def stream(response, file, size: int | None, name: str) -> tuple[int, str]:
+def stream(
+    response: http.client.HTTPResponse, file: BinaryIO, size: int | None, name: str
+) -> tuple[int, str]:
     """Copy a response into `file` with a progress bar; return the byte count and MD5."""
     digest, written = hashlib.md5(), 0
     with tqdm(total=size, desc=name, unit="B", unit_scale=True, disable=None, leave=False) as bar:
