@@ -1,0 +1,289 @@
+"""Real MNIST, and any dataset in its IDX layout: find or download, verify, parse, split.
+
+A dataset folder holds four files, each gzipped (`name.gz`) or not (`name`):
+training images and labels, test images and labels. `mnist()` fills a per-user cache folder
+from a list of mirrors, checking every file against its known MD5; `idx()` reads any folder
+in the same layout, with the image size and class count taken from the files.
+Parsing is plain numpy: an IDX file is a big-endian header followed by raw uint8 values.
+"""
+
+import gzip
+import hashlib
+import http.client
+import logging
+import os
+import urllib.request
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mnistlab import SettingError
+from mnistlab.data import Splits, TensorPairs
+
+log = logging.getLogger(__name__)
+
+TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
+TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
+FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+ENV_VAR = "MNISTLAB_DATA"
+
+# The original files, gzipped (what mirrors serve) and unpacked (what some people keep).
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049  # 0x08 (uint8), then the number of dimensions
+DOWNLOAD_TIMEOUT_S = 30
+
+
+class ChecksumError(Exception):
+    """A downloaded file whose MD5 is not the known one."""
+
+
+def default_root() -> Path:
+    """Where MNIST is cached: $MNISTLAB_DATA, else the per-user cache folder."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "mnistlab" / "mnist"
+
+
+def parse_idx(raw: bytes, name: str, magic: int) -> np.ndarray:
+    """The uint8 array in an IDX file's bytes; SettingError naming `name` if it is not one."""
+    if len(raw) < 4 or int.from_bytes(raw[:4], "big") != magic:
+        found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else "nothing"
+        raise SettingError(f"{name} is not an IDX file: magic number {found}, expected {magic}")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise SettingError(f"{name} is truncated: its header needs {header} bytes")
+    shape = tuple(int(n) for n in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(shape))
+    if len(raw) != expected:
+        raise SettingError(
+            f"{name} has {len(raw)} bytes but its header {shape} says {expected}: "
+            "the file is truncated or damaged; delete it to download it again"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """Read and parse one IDX file, gzipped or not."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as error:
+            raise SettingError(f"{path} is not a complete gzip file ({error})") from error
+    return parse_idx(raw, str(path), magic)
+
+
+def read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, H, W) and labels (N,) whose counts must agree."""
+    images = read_idx(images_path, IMAGES_MAGIC)
+    labels = read_idx(labels_path, LABELS_MAGIC)
+    if len(images) != len(labels):
+        raise SettingError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
+        )
+    return images, labels
+
+
+def md5sum(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def find(root: Path, name: str) -> Path | None:
+    """The file `name` in `root`, gzipped or not; None where neither is there."""
+    for candidate in (root / f"{name}.gz", root / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def verify(path: Path, checksums: Mapping[str, str]) -> None:
+    """Refuse a file whose MD5 is known and differs (a damaged or different download)."""
+    expected = checksums.get(path.name)
+    if expected is None:
+        return
+    found = md5sum(path)
+    if found != expected:
+        raise SettingError(
+            f"{path} has MD5 {found}, expected {expected}: delete it to download it again"
+        )
+
+
+def fetch(url: str, target: Path, md5: str | None) -> None:
+    """Download `url` to `target` via a temporary file renamed only once complete and verified."""
+    # The process id keeps parallel runs (a sweep) from writing into each other's file.
+    part = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            size = int(response.headers.get("Content-Length") or 0) or None
+            with part.open("wb") as file:
+                written, digest = stream(response, file, size, target.name)
+        if size is not None and written != size:
+            raise OSError(f"the connection closed after {written} of {size} bytes")
+        if md5 is not None and digest != md5:
+            raise ChecksumError(f"MD5 {digest}, expected {md5}")
+        os.replace(part, target)  # atomic: the final name only ever holds a whole file
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def stream(
+    response: http.client.HTTPResponse, file: BinaryIO, size: int | None, name: str
+) -> tuple[int, str]:
+    """Copy a response into `file` with a progress bar; return the byte count and MD5."""
+    digest, written = hashlib.md5(), 0
+    with tqdm(total=size, desc=name, unit="B", unit_scale=True, disable=None, leave=False) as bar:
+        while chunk := response.read(1 << 20):
+            file.write(chunk)
+            digest.update(chunk)
+            written += len(chunk)
+            bar.update(len(chunk))
+    return written, digest.hexdigest()
+
+
+def download(name: str, root: Path, mirrors: Sequence[str], md5: Mapping[str, str]) -> bool:
+    """Fetch `name`.gz from the first mirror that serves it intact; False if none does."""
+    filename = f"{name}.gz"
+    for mirror in mirrors:
+        url = f"{mirror.rstrip('/')}/{filename}"
+        log.info("downloading %s", url)
+        try:
+            fetch(url, root / filename, md5.get(filename))
+            return True
+        except (OSError, http.client.HTTPException, ChecksumError) as error:
+            # URLError, HTTPError and timeouts are OSErrors: try the next mirror.
+            log.warning("could not download %s: %s", url, error)
+    return False
+
+
+def missing_error(root: Path, mirrors: Sequence[str]) -> SettingError:
+    """The one error for files that are neither here nor downloadable: where to get them."""
+    names = ", ".join(FILES)
+    where = ", ".join(mirrors) if mirrors else "the dataset's publisher"
+    return SettingError(
+        f"dataset files missing in {root}: need {names} (each may be gzipped, name.gz). "
+        f"Download them from {where} and place them in that folder, or point "
+        f"dataset.source.root (or ${ENV_VAR}) at a folder that has them."
+    )
+
+
+def ensure_files(root: Path, mirrors: Sequence[str], md5: Mapping[str, str]) -> dict[str, Path]:
+    """The four files in `root`, downloading the missing ones; every known MD5 checked."""
+    missing = [name for name in FILES if find(root, name) is None]
+    if missing and mirrors:
+        root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK):
+            raise SettingError(f"{root} is not writable: set dataset.source.root elsewhere")
+    for name in missing:
+        if not download(name, root, mirrors, md5):
+            raise missing_error(root, mirrors)
+    paths = {name: find(root, name) for name in FILES}
+    for path in paths.values():
+        verify(path, md5)
+    return paths
+
+
+def to_pairs(images: np.ndarray, labels: np.ndarray) -> TensorPairs:
+    """Float images in [0, 1] and int64 labels, copied so torch owns (and may write) them."""
+    inputs = torch.tensor(images).to(torch.float32).div_(255)
+    return TensorPairs(inputs, torch.tensor(labels).to(torch.int64))
+
+
+def normalize_in_place(data: Splits) -> Splits:
+    """Scale every split with the training inputs' mean and std, as `data.normalize` does.
+
+    In place, because `data.normalize` makes a new copy of every split: 0.6 s of a load
+    from the cache that otherwise takes under 0.5 s.
+    """
+    std, mean = torch.std_mean(data.train.inputs)
+    for part in (data.train, data.val, data.test):
+        if part is not None:
+            part.inputs.sub_(mean).div_(std)
+    return data
+
+
+def split(
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_val_samples: int,
+    num_train_samples: int | None,
+    seed: int,
+) -> tuple[TensorPairs, TensorPairs]:
+    """A seeded random train/validation split; optionally only the first training samples."""
+    if not 0 < num_val_samples < len(labels):
+        raise SettingError(
+            f"dataset.source.num_val_samples={num_val_samples} must be between 1 and "
+            f"{len(labels) - 1} (the file holds {len(labels)} training samples)"
+        )
+    if num_train_samples is not None and num_train_samples < 1:
+        raise SettingError(
+            f"dataset.source.num_train_samples={num_train_samples} must be >= 1, or null for all"
+        )
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).numpy()
+    val, train = order[:num_val_samples], order[num_val_samples:][:num_train_samples]
+    return to_pairs(images[train], labels[train]), to_pairs(images[val], labels[val])
+
+
+def idx(
+    root: str | None = None,
+    mirrors: Sequence[str] = (),
+    md5: Mapping[str, str] | None = None,
+    num_val_samples: int = 5000,
+    num_train_samples: int | None = None,
+    seed: int = 0,
+) -> Splits:
+    """Any dataset in MNIST's four-file IDX layout; sizes and class count come from the files."""
+    if root is None:
+        # A Python check rather than `???` in the YAML: Hydra prints this without a traceback.
+        raise SettingError(f"dataset.source.root is required: the folder with {', '.join(FILES)}")
+    paths = ensure_files(Path(root).expanduser(), mirrors, md5 or {})
+    images, labels = read_pair(paths[TRAIN_IMAGES], paths[TRAIN_LABELS])
+    test_images, test_labels = read_pair(paths[TEST_IMAGES], paths[TEST_LABELS])
+    if images.shape[1:] != test_images.shape[1:]:
+        raise SettingError(
+            f"{paths[TRAIN_IMAGES]} holds images of {images.shape[1:]} but "
+            f"{paths[TEST_IMAGES]} holds {test_images.shape[1:]}"
+        )
+    train, val = split(images, labels, num_val_samples, num_train_samples, seed)
+    num_classes = int(max(labels.max(), test_labels.max())) + 1
+    data = Splits(train, val, num_classes, to_pairs(test_images, test_labels))
+    return normalize_in_place(data)
+
+
+def mnist(
+    root: str | None = None,
+    mirrors: Sequence[str] = MNIST_MIRRORS,
+    download: bool = True,
+    checksums: bool = True,
+    num_val_samples: int = 5000,
+    num_train_samples: int | None = None,
+    seed: int = 0,
+) -> Splits:
+    """Real MNIST from `root` (default: $MNISTLAB_DATA, else the user cache); fetched if missing."""
+    return idx(
+        str(default_root() if root is None else root),
+        mirrors=mirrors if download else (),
+        md5=MNIST_MD5 if checksums else None,
+        num_val_samples=num_val_samples,
+        num_train_samples=num_train_samples,
+        seed=seed,
+    )
