@@ -44,7 +44,7 @@ EXPECTED = {
         "loop.log_every_n_batches": 5,
     },
     "mnist_mlp": {"model._target_": "mnistlab.models.MNISTClassifier", "loop.epochs": 3},
-    "mnist_cnn": {"loop.epochs": 3},
+    "mnist_cnn": {"model._target_": "mnistlab.models.ConvNet", "loop.epochs": 5},
     "optuna_lr_search": {
         "hydra.mode": RunMode.MULTIRUN,
         "hydra.sweeper.direction": "minimize",
@@ -240,6 +240,7 @@ def wait_for_training(tmp_path: Path, job: str, timeout: float = 120) -> None:
     pytest.fail(f"job {job} did not start training within {timeout} s")
 
 
+@pytest.mark.slow
 def test_joblib_preset_runs_jobs_side_by_side_on_one_thread_each(tmp_path: Path) -> None:
     skip_without_plugin("hydra_plugins.hydra_joblib_launcher")
     result = run_cli(
@@ -259,6 +260,7 @@ def test_joblib_preset_runs_jobs_side_by_side_on_one_thread_each(tmp_path: Path)
         assert "(1 threads)" in log_file.read_text()  # device.threads=1 reached torch
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path) -> None:
     skip_without_plugin("hydra_plugins.hydra_submitit_launcher")
     result = run_cli(
@@ -282,6 +284,7 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path) -> None:
     assert (sweep / "summary.md").read_text().strip() in result.stdout
 
 
+@pytest.mark.slow
 def test_optuna_preset_runs_a_tiny_search(tmp_path: Path) -> None:
     skip_without_plugin("hydra_plugins.hydra_optuna_sweeper")
     result = run_cli(

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from conftest import run_cli
 
+pytestmark = pytest.mark.slow  # a sweep, then a TensorBoard server
+
 SMALL = ("loop.epochs=1", "dataset.source.num_samples=2000", "loop.log_every_n_batches=5")
 TAGS = {"train/loss", "val/loss", "val/accuracy"}
 STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]

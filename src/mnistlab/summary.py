@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -133,9 +134,14 @@ def write_csv(path: Path, jobs: list[Job]) -> None:
         writer.writerows(row(job) for job in jobs)
 
 
-def markdown_table(jobs: list[Job], objective: str) -> str:
+def markdown_table(jobs: list[Job]) -> str:
     """The ranked jobs as a Markdown table, numbers rounded for reading."""
-    header = ["rank", *columns(jobs, TABLE_KEYS)[:-1]]  # the folder name repeats the overrides
+    # The folder name repeats the overrides; an error column only where some job has one.
+    has_error = any(job.metrics.get("error") for job in jobs)
+    header = [
+        "rank",
+        *(key for key in columns(jobs, TABLE_KEYS)[:-1] if has_error or key != "error"),
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for place, job in enumerate(jobs, start=1):
         values = row(job) | {"rank": place if job.status == "completed" else "-"}
@@ -149,22 +155,22 @@ def cell(key: str, value: Any) -> str:
     if isinstance(value, float) and math.isfinite(value):
         if key.endswith("accuracy"):
             return f"{100 * value:.2f}%"
-        if key in ("samples_per_second", "wall_time_s"):
-            return f"{value:.0f}" if key == "samples_per_second" else f"{value:.1f}"
+        if key == "samples_per_second":
+            return f"{value:.0f}"
+        if key == "wall_time_s":
+            return f"{value:.1f}"
         return f"{value:.4f}"
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def summary_text(sweep_dir: Path, jobs: list[Job], objective: str) -> str:
     """The summary.md text: a line on what was ranked, then the table."""
-    counts: dict[str, int] = {}
-    for job in jobs:
-        counts[job.status] = counts.get(job.status, 0) + 1
+    counts = Counter(job.status for job in jobs)
     tally = ", ".join(f"{count} {status}" for status, count in counts.items())
     better = "higher" if objective.endswith("accuracy") else "lower"
     return (
         f"Sweep {sweep_dir}: {len(jobs)} jobs ({tally}), "
-        f"ranked by {objective} ({better} is better)\n\n{markdown_table(jobs, objective)}\n"
+        f"ranked by {objective} ({better} is better)\n\n{markdown_table(jobs)}\n"
     )
 
 
@@ -216,7 +222,7 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Print the ranked table when the sweep's process exits, however the sweep ended."""
         # Hydra skips on_multirun_end once a job has failed, and Ctrl-C skips it too; an exit
-        # hook runs in all three cases, after Hydra's own error message.
+        # hook runs whether the sweep succeeded, failed or was stopped (after Hydra's error).
         atexit.register(print_summary, Path(config.hydra.sweep.dir))
 
 
