@@ -211,13 +211,14 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """Runs in the job's own process, whichever launcher started it."""
+        if config.hydra.mode is not RunMode.MULTIRUN:
+            return  # a single run reports its own failure on the terminal
         if job_return.status is JobStatus.FAILED:
             # `return_value` would re-raise the job's exception; the stored one is what we record.
             error = job_return._return_value
             log.error("job failed: %s: %s", type(error).__name__, error)
             record_failure(Path(config.hydra.runtime.output_dir), error)
-        if config.hydra.mode is RunMode.MULTIRUN:
-            write_summary(Path(config.hydra.sweep.dir))
+        write_summary(Path(config.hydra.sweep.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Print the ranked table when the sweep's process exits, however the sweep ended."""
