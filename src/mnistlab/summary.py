@@ -1,0 +1,249 @@
+"""Sweep summaries: one row per job of a multirun, ranked by the objective.
+
+mnistlab-summarize outputs/sweeps/<time>     # (re)build summary.csv + summary.md, print the table
+
+The `SweepSummary` Hydra callback (`hydra.callbacks` in conf/train.yaml) does the same after
+every job and prints the table when the sweep's process exits. It cannot rely on
+`on_multirun_end`: Hydra never calls it once a job has raised, nor after Ctrl-C. Everything is
+rebuilt from the job folders, so the command works on any sweep, finished, failed or stopped.
+Kept free of torch so that the command starts in a blink.
+"""
+
+import argparse
+import atexit
+import csv
+import json
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# metrics.json keys in the order the summary shows them (mnistlab.train writes them).
+METRIC_KEYS = (
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "epochs",
+    "steps",
+    "samples_per_second",
+    "wall_time_s",
+    "device",
+)
+# The compact table leaves out what rarely differs between jobs (the CSV keeps everything).
+TABLE_KEYS = METRIC_KEYS[:5] + ("samples_per_second", "wall_time_s")
+UNFINISHED = "unfinished"
+
+
+@dataclass
+class Job:
+    """One job folder of a sweep: its number, overrides and what its metrics.json says."""
+
+    folder: Path
+    num: int
+    overrides: dict[str, str]
+    metrics: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return self.metrics.get("status", UNFINISHED)
+
+
+def load_job(folder: Path) -> Job:
+    """Read a job folder that Hydra made: .hydra/hydra.yaml, and metrics.json where it exists."""
+    hydra_cfg = OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra
+    hidden = set(hydra_cfg.job.config.override_dirname.exclude_keys)
+    overrides = dict(item.split("=", 1) for item in hydra_cfg.overrides.task if "=" in item)
+    metrics_file = folder / "metrics.json"
+    metrics = (
+        json.loads(metrics_file.read_text())
+        if metrics_file.exists()
+        # No metrics.json: the job is still running, or was stopped before it could write one.
+        else {"status": UNFINISHED, "error": "no metrics.json: still running, or killed"}
+    )
+    return Job(
+        folder=folder,
+        num=hydra_cfg.job.num,
+        overrides={key: value for key, value in overrides.items() if key not in hidden},
+        metrics=metrics,
+    )
+
+
+def find_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job folder directly under `sweep_dir` (those holding Hydra's .hydra/ record)."""
+    folders = [path.parent.parent for path in sweep_dir.glob("*/.hydra/hydra.yaml")]
+    return sorted((load_job(folder) for folder in folders), key=lambda job: job.num)
+
+
+def objective_of(jobs: list[Job]) -> str:
+    """The metric the sweep optimises: the `objective` setting of its jobs' configs."""
+    return OmegaConf.load(jobs[0].folder / ".hydra" / "config.yaml").objective
+
+
+def rank(jobs: list[Job], objective: str) -> list[Job]:
+    """Completed jobs best first; then failed and unfinished ones, in job order."""
+    # Losses are minimised; accuracies (the only other metrics we return) are maximised.
+    sign = -1.0 if objective.endswith("accuracy") else 1.0
+
+    def key(job: Job) -> tuple[bool, float, int]:
+        value = job.metrics.get(objective)
+        usable = job.status == "completed" and isinstance(value, float) and math.isfinite(value)
+        return (not usable, sign * value if usable else 0.0, job.num)
+
+    return sorted(jobs, key=key)
+
+
+def columns(jobs: list[Job], metric_keys: tuple[str, ...]) -> list[str]:
+    """The header: job, every overridden key, status, the metrics some job has, error."""
+    override_keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
+    present = [key for key in metric_keys if any(key in job.metrics for job in jobs)]
+    return ["job", *override_keys, "status", *present, "error", "folder"]
+
+
+def row(job: Job) -> dict[str, Any]:
+    """One job as a flat dict keyed like `columns`."""
+    return {
+        "job": job.num,
+        **job.overrides,
+        **{key: job.metrics[key] for key in METRIC_KEYS if key in job.metrics},
+        "status": job.status,
+        "error": job.metrics.get("error", ""),
+        "folder": job.folder.name,
+    }
+
+
+def write_csv(path: Path, jobs: list[Job]) -> None:
+    """All columns, values as Python writes them (floats round-trip exactly)."""
+    header = columns(jobs, METRIC_KEYS)
+    with open_atomic(path) as file:
+        writer = csv.DictWriter(file, fieldnames=header, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(row(job) for job in jobs)
+
+
+def markdown_table(jobs: list[Job]) -> str:
+    """The ranked jobs as a Markdown table, numbers rounded for reading."""
+    # The folder name repeats the overrides; an error column only where some job has one.
+    has_error = any(job.metrics.get("error") for job in jobs)
+    header = [
+        "rank",
+        *(key for key in columns(jobs, TABLE_KEYS)[:-1] if has_error or key != "error"),
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for place, job in enumerate(jobs, start=1):
+        values = row(job) | {"rank": place if job.status == "completed" else "-"}
+        cells = [cell(key, values.get(key, "")) for key in header]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cell(key: str, value: Any) -> str:
+    """A value as a table cell: accuracies in %, losses to 4 decimals, no stray pipes."""
+    if isinstance(value, float) and math.isfinite(value):
+        if key.endswith("accuracy"):
+            return f"{100 * value:.2f}%"
+        if key == "samples_per_second":
+            return f"{value:.0f}"
+        if key == "wall_time_s":
+            return f"{value:.1f}"
+        return f"{value:.4f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def summary_text(sweep_dir: Path, jobs: list[Job], objective: str) -> str:
+    """The summary.md text: a line on what was ranked, then the table."""
+    counts = Counter(job.status for job in jobs)
+    tally = ", ".join(f"{count} {status}" for status, count in counts.items())
+    better = "higher" if objective.endswith("accuracy") else "lower"
+    return (
+        f"Sweep {sweep_dir}: {len(jobs)} jobs ({tally}), "
+        f"ranked by {objective} ({better} is better)\n\n{markdown_table(jobs)}\n"
+    )
+
+
+def write_summary(sweep_dir: Path) -> str:
+    """Rebuild summary.csv and summary.md in `sweep_dir` from its job folders; return the text."""
+    jobs = find_jobs(sweep_dir)
+    if not jobs:
+        raise FileNotFoundError(f"{sweep_dir} holds no Hydra job folders (*/.hydra/hydra.yaml)")
+    objective = objective_of(jobs)
+    jobs = rank(jobs, objective)
+    write_csv(sweep_dir / "summary.csv", jobs)
+    text = summary_text(sweep_dir, jobs, objective)
+    with open_atomic(sweep_dir / "summary.md") as file:
+        file.write(text)
+    return text
+
+
+@contextmanager
+def open_atomic(path: Path) -> Iterator[TextIO]:
+    """Write to a temporary name and rename, so a reader never sees half a summary."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with partial.open("w", newline="") as file:
+        yield file
+    os.replace(partial, path)
+
+
+def record_failure(out_dir: Path, error: BaseException) -> None:
+    """Mark a job that raised as failed in its metrics.json, keeping whatever it had written."""
+    metrics_file = out_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    metrics["status"] = "failed"
+    metrics.setdefault("error", f"{type(error).__name__}: {error}")
+    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+class SweepSummary(Callback):
+    """Hydra callback: record failed jobs and keep the sweep's summary current after each job."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """Runs in the job's own process, whichever launcher started it."""
+        if config.hydra.mode is not RunMode.MULTIRUN:
+            return  # a single run reports its own failure on the terminal
+        if job_return.status is JobStatus.FAILED:
+            # `return_value` would re-raise the job's exception; the stored one is what we record.
+            error = job_return._return_value
+            log.error("job failed: %s: %s", type(error).__name__, error)
+            record_failure(Path(config.hydra.runtime.output_dir), error)
+        write_summary(Path(config.hydra.sweep.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Print the ranked table when the sweep's process exits, however the sweep ended."""
+        # Hydra skips on_multirun_end once a job has failed, and Ctrl-C skips it too; an exit
+        # hook runs whether the sweep succeeded, failed or was stopped (after Hydra's error).
+        atexit.register(print_summary, Path(config.hydra.sweep.dir))
+
+
+def print_summary(sweep_dir: Path) -> None:
+    """Rebuild the summary and print it, if the sweep got as far as starting a job."""
+    if find_jobs(sweep_dir):
+        print(write_summary(sweep_dir), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """mnistlab-summarize <sweep dir>: rebuild a sweep's summary from its job folders."""
+    parser = argparse.ArgumentParser(prog="mnistlab-summarize", description=main.__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="e.g. outputs/sweeps/2024-05-01_12-00-00_0")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        parser.error(f"{args.sweep_dir} is not a folder")
+    if not find_jobs(args.sweep_dir):
+        parser.error(f"{args.sweep_dir} holds no Hydra job folders (*/.hydra/hydra.yaml)")
+    print_summary(args.sweep_dir)
+
+
+if __name__ == "__main__":
+    main()
