@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import compose_config, run_cli
 from mnistlab import SettingError, benchmark
 
 TINY_MATMUL = (

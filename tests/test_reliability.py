@@ -14,7 +14,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, compose_config, run_cli
-from mnistlab import SettingError, checkpoint
+from mnistlab import SettingError, checkpoint, config
+from mnistlab.data import batches
 from mnistlab.loop import NonFiniteLoss
 from mnistlab.synthetic import synthetic_digits
 from mnistlab.train import train
@@ -181,11 +182,17 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(
 # --- non-finite losses ----------------------------------------------------------------------
 
 
-def poisoned_digits(num_samples: int = 3000, val_fraction: float = 0.1, seed: int = 0):
-    """Synthetic digits with a few NaN images in the training split."""
+def poisoned_digits(num_samples: int, val_fraction: float, seed: int, every: int = 500):
+    """Synthetic digits where every `every`-th training image is NaN."""
     splits = synthetic_digits(num_samples, val_fraction, seed)
-    splits.train.inputs[::500] = float("nan")
+    splits.train.inputs[::every] = float("nan")
     return splits
+
+
+POISONED = (
+    "dataset.source._target_=test_reliability.poisoned_digits",
+    "dataset.source.num_samples=3000",
+)
 
 
 def test_nan_loss_stops_the_run_naming_step_and_lr(tmp_path):
@@ -206,44 +213,40 @@ def test_nan_loss_stops_the_run_naming_step_and_lr(tmp_path):
 
 
 def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path):
+    # One NaN image, somewhere in the first epoch's shuffled order; checkpoints every step.
     cfg = compose_config(
-        "dataset.source._target_=test_reliability.poisoned_digits",
+        *POISONED,
+        "+dataset.source.every=100000",
         "loop.log_every_n_batches=1",
         "loop.checkpoint_every_n_steps=1",
     )
-    with pytest.raises(NonFiniteLoss, match=r"at step 1 became nan"):
-        train(cfg, tmp_path)  # the very first batch holds a NaN image
-    assert not (tmp_path / checkpoint.FILENAME).exists()
-    cfg.dataset.source._target_ = "mnistlab.synthetic.synthetic_digits"
-    cfg.loop.epochs = 1
-    train(cfg, tmp_path)
-    cfg.loop.resume, cfg.loop.epochs = str(tmp_path), 2
-    state_before = (tmp_path / checkpoint.FILENAME).read_bytes()
-    # Poison the weights of the next run by an absurd lr and resume: the good file survives.
-    bad = compose_config(
-        "dataset.source._target_=test_reliability.poisoned_digits",
-        "loop.log_every_n_batches=1",
-        "loop.checkpoint_every_n_steps=1",
-    )
-    with pytest.raises(NonFiniteLoss):
-        train(bad, tmp_path / "other")
-    assert (tmp_path / checkpoint.FILENAME).read_bytes() == state_before
-    weights = checkpoint.load(tmp_path / checkpoint.FILENAME)["model"]
-    assert all(torch.isfinite(t).all() for t in weights.values())
+    with pytest.raises(NonFiniteLoss, match=r"at step \d+ became nan"):
+        train(cfg, tmp_path)
+    bad_step = json.loads((tmp_path / "metrics.json").read_text())["step"]
+    assert bad_step > 1, "the poisoned image should not be in the very first batch"
+    state = checkpoint.load(tmp_path / checkpoint.FILENAME)
+    assert state["progress"]["step"] == bad_step - 1  # the last good step, not the bad one
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
 
 
 def test_skip_policy_drops_bad_batches_and_finishes(tmp_path):
     cfg = compose_config(
-        "dataset.source._target_=test_reliability.poisoned_digits",
-        "loop.nan_policy=skip",
-        "loop.epochs=2",
-        "loop.log_every_n_batches=7",
+        *POISONED, "loop.nan_policy=skip", "loop.epochs=2", "loop.log_every_n_batches=7"
     )
     metrics = train(cfg, tmp_path)
     assert metrics["status"] == "completed"
     assert metrics["val_accuracy"] > 0.5
-    state = checkpoint.load(tmp_path / checkpoint.FILENAME)
-    assert state["progress"]["skipped"] == 2 * 6  # six poisoned images, each in its own batch
+    settings, data = config.check(cfg), poisoned_digits(3000, 0.1, 0)
+    poisoned_batches = sum(
+        bool(torch.isnan(inputs).any())
+        for epoch in range(2)
+        for inputs, _ in batches(data.train, settings.loader, seed=0, epoch=epoch)
+    )
+    assert poisoned_batches >= 6
+    assert (
+        checkpoint.load(tmp_path / checkpoint.FILENAME)["progress"]["skipped"] == poisoned_batches
+    )
 
 
 # --- safe loading ---------------------------------------------------------------------------

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from conftest import ROOT, run_cli
 from mnistlab import config
 
 SMALL = ("loop.epochs=1", "dataset.source.num_samples=2000")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import run_cli
 
 pytestmark = pytest.mark.slow  # a sweep, then a TensorBoard server

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from mnistlab import SettingError, config
 from mnistlab.data import LoaderSettings, TensorPairs, batches, num_batches
 from mnistlab.device import DeviceSettings, cpu_model, describe, resolve_device
-from mnistlab.loop import LoopSettings, train_epoch
+from mnistlab.loop import LoopSettings, Progress, train_epoch
 from mnistlab.models import MNISTClassifier
 
 if TYPE_CHECKING:
@@ -401,18 +401,19 @@ def mnistlab_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
     loader = LoaderSettings(batch_size=settings.batch_size, shuffle=True, mode="tensor")
     loop = LoopSettings(epochs=1, log_every_n_batches=settings.log_every_n_batches, seed=0)
     steps_per_epoch = num_batches(len(work.on_device), loader.batch_size)
-    _, seen = train_epoch(
+    zero = torch.zeros((), device=work.device)
+    progress = Progress(step=epoch * steps_per_epoch, epoch_loss=zero, window_loss=zero)
+    train_epoch(
         trainee.model,
         batches(work.on_device, loader, seed=loop.seed, epoch=epoch),
         trainee.optimizer,
-        work.device,
         loop,
-        first_step=epoch * steps_per_epoch,
+        progress,
         total=steps_per_epoch,
         log_loss=lambda step, value: work.writer.add_scalar("train/loss", value, step),
         description=f"mnistlab loop, epoch {epoch}",
     )
-    return seen
+    return progress.epoch_samples
 
 
 def bare_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
