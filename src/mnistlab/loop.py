@@ -28,6 +28,7 @@ class LoopSettings:
     checkpoint_every_n_steps: int | None = None  # besides the one at every epoch's end
     nan_policy: str = "stop"  # stop: end the run as failed; skip: drop that batch's update
     resume: str | None = None  # a run folder or checkpoint file to continue
+    fast_optimizer: bool = True  # fused (else foreach) optimizer kernels where torch has them
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -19,13 +19,15 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import checkpoint, config
+from mnistlab import SettingError, checkpoint, config
 from mnistlab.data import Batch, Splits, batches, num_batches
 from mnistlab.device import describe, resolve_device
 from mnistlab.loop import NonFiniteLoss, Progress, check_finite, evaluate, train_epoch
+from mnistlab.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 config.register_schemas()
@@ -124,7 +126,13 @@ def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
         torch.set_num_threads(settings.device.threads)
     log.info("device: %s", describe(device))
     torch.manual_seed(settings.loop.seed)
-    data: Splits = instantiate(cfg.dataset.source)
+    try:
+        data: Splits = instantiate(cfg.dataset.source)
+    except InstantiationException as err:
+        # Hydra wraps what the builder raised; a bad setting should still read as one line.
+        if isinstance(err.__cause__, SettingError):
+            raise err.__cause__ from None
+        raise
     if settings.loader.mode == "tensor":
         data = data.to(device)
     log.info(
@@ -136,7 +144,9 @@ def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
     )
     model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
     model = model.to(device)
-    optimizer = instantiate(cfg.optimizer, params=model.parameters())
+    optimizer = build_optimizer(
+        cfg.optimizer, model.parameters(), device, settings.loop.fast_optimizer
+    )
     if state is not None:
         progress = checkpoint.restore(state, model, optimizer, device)
         log.info("resumed at epoch %d, step %d", progress.epoch, progress.step)
