@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import SettingError
+from mnistlab import SettingError, distributed
 from mnistlab.data import LoaderSettings
 from mnistlab.device import DeviceSettings
 from mnistlab.loop import LoopSettings
@@ -31,6 +31,8 @@ def register_schemas() -> None:
     store.store(group="schema", name="device", node=DeviceSettings)
     store.store(group="schema", name="loop", node=LoopSettings)
     store.store(group="schema", name="loader", node=LoaderSettings)
+    # ${mnistlab.started:...} names run folders: one time for all ranks under torchrun.
+    OmegaConf.register_new_resolver("mnistlab.started", distributed.started, replace=True)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from mnistlab import SettingError
 
@@ -91,29 +91,58 @@ def batches(
     seed: int,
     epoch: int,
     start: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[Batch]:
-    """The batches of one epoch, from batch index `start` on."""
-    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    """The batches of one epoch for one rank, from batch index `start` on.
+
+    With several ranks every rank draws the same permutation and takes its own slice of it,
+    so the ranks see disjoint samples, and a different split every epoch.
+    """
     if loader.mode == "dataloader":
-        sampler = RandomSampler(data, generator=generator) if loader.shuffle else None
-        batches_ = DataLoader(
-            data,
-            batch_size=loader.batch_size,
-            sampler=sampler,
-            num_workers=loader.num_workers,
-            pin_memory=torch.cuda.is_available(),
-        )
-        for index, batch in enumerate(batches_):
-            if index >= start:
-                yield batch
+        yield from _dataloader_batches(data, loader, seed, epoch, rank, world_size, start)
         return
     inputs, targets = data.inputs, data.targets
-    if loader.shuffle:
+    if loader.shuffle or world_size > 1:
+        generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+        order = (
+            torch.randperm(len(data), generator=generator)
+            if loader.shuffle
+            else torch.arange(len(data))
+        )
+        order = order[: len(order) - len(order) % world_size][rank::world_size]
         # One gather per epoch, then every batch is a contiguous view: no per-step copy.
-        order = torch.randperm(len(data), generator=generator).to(inputs.device)
-        inputs, targets = inputs[order], targets[order]
-    for first in range(start * loader.batch_size, len(data), loader.batch_size):
+        inputs, targets = inputs[order.to(inputs.device)], targets[order.to(inputs.device)]
+    for first in range(start * loader.batch_size, len(targets), loader.batch_size):
         yield inputs[first : first + loader.batch_size], targets[first : first + loader.batch_size]
+
+
+def _dataloader_batches(
+    data: TensorPairs,
+    loader: LoaderSettings,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    start: int,
+) -> Iterator[Batch]:
+    """The lesson's way: a DataLoader over the Dataset (a DistributedSampler under torchrun)."""
+    if world_size > 1:
+        sampler = DistributedSampler(data, world_size, rank, shuffle=loader.shuffle, seed=seed)
+        sampler.set_epoch(epoch)
+    else:
+        generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+        sampler = RandomSampler(data, generator=generator) if loader.shuffle else None
+    batches_ = DataLoader(
+        data,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
+    for index, batch in enumerate(batches_):
+        if index >= start:
+            yield batch
 
 
 def fake_mnist(num_samples: int = 1000, num_val_samples: int = 200, seed: int = 0) -> Splits:

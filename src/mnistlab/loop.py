@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from mnistlab import SettingError
 from mnistlab.data import Batch
+from mnistlab.distributed import SINGLE, World
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def train_epoch(
     log_loss: Callable[[int, float], None],
     after_step: Callable[[], bool] = lambda: False,
     description: str = "",
+    world: World = SINGLE,
 ) -> bool:
     """Train over `batches`, updating `progress`; return False if `after_step` asked to stop.
 
@@ -100,7 +102,7 @@ def train_epoch(
         total=total,
         initial=progress.epoch_step,
         desc=description,
-        disable=None,
+        disable=None if world.main else True,  # one progress bar: rank 0's
         leave=False,
         mininterval=0.5,
     ) as bar:
@@ -130,9 +132,8 @@ def train_epoch(
                     if every > 1
                     else f"step {progress.step}"
                 )
-                window = check_finite(
-                    progress.window_loss.item() / every, f"training loss at {steps}"
-                )
+                window = world.mean(progress.window_loss).item() / every  # synced here anyway
+                window = check_finite(window, f"training loss at {steps}")
                 log_loss(progress.step, window)
                 bar.set_postfix(loss=f"{window:.4f}", refresh=False)
                 progress.window_loss = torch.zeros((), device=device)

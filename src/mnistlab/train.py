@@ -10,9 +10,11 @@ import dataclasses
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
 
-from mnistlab import SettingError, checkpoint, config
+from mnistlab import SettingError, checkpoint, config, distributed
 from mnistlab.data import Batch, Splits, batches, num_batches
 from mnistlab.device import describe, resolve_device
+from mnistlab.distributed import World
 from mnistlab.loop import NonFiniteLoss, Progress, check_finite, evaluate, train_epoch
 from mnistlab.optim import build_optimizer
 
@@ -45,10 +49,27 @@ class Run:
     optimizer: torch.optim.Optimizer
     out_dir: Path
     progress: Progress
+    world: World
+
+    @property
+    def net(self) -> torch.nn.Module:
+        """The model itself, unwrapped from DistributedDataParallel where it is wrapped."""
+        return getattr(self.model, "module", self.model)
 
     def save_checkpoint(self) -> None:
-        path = self.out_dir / checkpoint.FILENAME
-        checkpoint.save(path, self.cfg, self.model, self.optimizer, self.progress)
+        if self.world.main:
+            path = self.out_dir / checkpoint.FILENAME
+            checkpoint.save(path, self.cfg, self.net, self.optimizer, self.progress)
+
+
+class NoWriter:
+    """Stands in for SummaryWriter on ranks other than 0, which write nothing."""
+
+    def add_scalar(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class Interrupted(Exception):
@@ -94,10 +115,12 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
 
+    main = run.world.main
     # purge_step hides events a killed process logged after its last checkpoint.
     purge = run.progress.step + 1 if state is not None else None
-    with SummaryWriter(log_dir=str(out_dir), purge_step=purge) as writer, Interrupts() as stop:
-        if state is None:
+    writer = SummaryWriter(log_dir=str(out_dir), purge_step=purge) if main else NoWriter()
+    with closing(writer), Interrupts() as stop:
+        if state is None and main:
             write_hparams(writer, cfg)
         try:
             metrics = fit(run, writer, stop)
@@ -106,13 +129,14 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             saved = out_dir / checkpoint.FILENAME
             kept = f"the last good checkpoint is {saved}" if saved.exists() else "no checkpoint yet"
             message = f"{err} with optimizer.lr={lr:g}: run marked failed; {kept}"
-            write_metrics(
-                out_dir, {"status": "failed", "error": message, "step": run.progress.step}
-            )
+            if main:
+                failed = {"status": "failed", "error": message, "step": run.progress.step}
+                write_metrics(out_dir, failed)
             raise NonFiniteLoss(message) from None
-        if stop.signum is None:
+        if stop.signum is None and main:
             write_hparams_end(writer)
-    write_metrics(out_dir, metrics)
+    if main:
+        write_metrics(out_dir, metrics)
     if stop.signum is not None:
         raise Interrupted(stop.signum)
     return metrics
@@ -120,8 +144,11 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
 def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
     """Check the config, then build data, model and optimizer in that order (or restore them)."""
-    settings = config.check(cfg)
+    settings, layout = config.check(cfg), distributed.world()
     device = resolve_device(settings.device.name)
+    distributed.check_devices(device, layout)
+    if layout.size > 1 and settings.loop.nan_policy == "skip":
+        raise SettingError("loop.nan_policy=skip is single-process only (ranks must step together)")
     if settings.device.threads is not None:
         torch.set_num_threads(settings.device.threads)
     log.info("device: %s", describe(device))
@@ -144,22 +171,34 @@ def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
     )
     model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
     model = model.to(device)
+    if layout.size > 1:
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        torch.manual_seed(settings.loop.seed + layout.rank)  # dropout differs between ranks
+        log.info(
+            "rank %d of %d; global batch size %d",
+            layout.rank,
+            layout.size,
+            settings.loader.batch_size * layout.size,
+        )
     optimizer = build_optimizer(
         cfg.optimizer, model.parameters(), device, settings.loop.fast_optimizer
     )
     if state is not None:
-        progress = checkpoint.restore(state, model, optimizer, device)
+        progress = checkpoint.restore(state, getattr(model, "module", model), optimizer, device)
         log.info("resumed at epoch %d, step %d", progress.epoch, progress.step)
     else:
         zero = torch.zeros((), device=device)
         progress = Progress(epoch_loss=zero, window_loss=zero)
-    return Run(cfg, settings, device, data, model, optimizer, out_dir, progress)
+    return Run(cfg, settings, device, data, model, optimizer, out_dir, progress, layout)
 
 
 def fit(run: Run, writer, stop: Interrupts) -> dict[str, Any]:
     """Train the remaining epochs (validating and checkpointing each), then test if there is one."""
     loop, loader, progress = run.settings.loop, run.settings.loader, run.progress
-    steps_per_epoch = num_batches(len(run.data.train), loader.batch_size)
+    world = run.world
+    steps_per_epoch = num_batches(len(run.data.train) // world.size, loader.batch_size)
 
     def after_step() -> bool:
         every = loop.checkpoint_every_n_steps
@@ -169,13 +208,21 @@ def fit(run: Run, writer, stop: Interrupts) -> dict[str, Any]:
                     f"the training loss became non-finite before step {progress.step}"
                 )
             run.save_checkpoint()
-        return stop.signum is not None
+        if world.size > 1 and progress.step % loop.log_every_n_batches:
+            return False  # ranks must stop at the same step: they agree at logging points
+        return world.any(stop.signum is not None, run.device)
 
     started = time.perf_counter()
     while progress.epoch < loop.epochs and stop.signum is None:
         tick, samples_before = time.perf_counter(), progress.epoch_samples
         epoch_batches = batches(
-            run.data.train, loader, seed=loop.seed, epoch=progress.epoch, start=progress.epoch_step
+            run.data.train,
+            loader,
+            seed=loop.seed,
+            epoch=progress.epoch,
+            start=progress.epoch_step,
+            rank=world.rank,
+            world_size=world.size,
         )
         finished = train_epoch(
             run.model,
@@ -187,6 +234,7 @@ def fit(run: Run, writer, stop: Interrupts) -> dict[str, Any]:
             log_loss=lambda step, value: writer.add_scalar("train/loss", value, step),
             after_step=after_step,
             description=f"epoch {progress.epoch + 1}/{loop.epochs}",
+            world=world,
         )
         progress.seconds += time.perf_counter() - tick
         progress.samples += progress.epoch_samples - samples_before
@@ -198,7 +246,9 @@ def fit(run: Run, writer, stop: Interrupts) -> dict[str, Any]:
         **progress.val,
         "epochs": progress.epoch,
         "steps": progress.step,
-        "samples_per_second": progress.samples / max(progress.seconds, 1e-9),
+        "samples_per_second": world.size * progress.samples / max(progress.seconds, 1e-9),
+        "world_size": world.size,
+        "global_batch_size": world.size * loader.batch_size,
         "wall_time_s": time.perf_counter() - started,
         "device": describe(run.device),
     }
@@ -210,9 +260,9 @@ def fit(run: Run, writer, stop: Interrupts) -> dict[str, Any]:
 def end_epoch(run: Run, writer, seconds: float) -> None:
     """Validate, log the epoch's metrics, and move `progress` on to the next epoch."""
     progress, epochs, step = run.progress, run.settings.loop.epochs, run.progress.step
-    mean_loss = progress.epoch_loss.item() / progress.epoch_samples
+    mean_loss = run.world.mean(progress.epoch_loss / progress.epoch_samples).item()
     train_loss = check_finite(mean_loss, f"training loss by step {step}")
-    val_loss, val_accuracy = evaluate(run.model, eval_batches(run, run.data.val), run.device)
+    val_loss, val_accuracy = evaluate(run.net, eval_batches(run, run.data.val), run.device)
     check_finite(val_loss, f"validation loss after step {step}")
     writer.add_scalar("val/loss", val_loss, step)
     writer.add_scalar("val/accuracy", val_accuracy, step)
@@ -224,7 +274,7 @@ def end_epoch(run: Run, writer, seconds: float) -> None:
         train_loss,
         val_loss,
         100 * val_accuracy,
-        progress.epoch_samples / seconds,
+        run.world.size * progress.epoch_samples / seconds,
     )
     progress.epoch += 1
     progress.start_epoch()
@@ -232,7 +282,7 @@ def end_epoch(run: Run, writer, seconds: float) -> None:
 
 def test(run: Run, writer) -> dict[str, float]:
     """Evaluate on the test split once training is done."""
-    loss, accuracy = evaluate(run.model, eval_batches(run, run.data.test), run.device)
+    loss, accuracy = evaluate(run.net, eval_batches(run, run.data.test), run.device)
     writer.add_scalar("test/loss", loss, run.progress.step)
     writer.add_scalar("test/accuracy", accuracy, run.progress.step)
     log.info("test_loss %.4f  test_accuracy %.2f%%", loss, 100 * accuracy)
@@ -294,5 +344,23 @@ def main(cfg: DictConfig) -> float:
     return metrics[cfg.objective]
 
 
+def cli() -> None:
+    """Console entry point. Under torchrun the ranks meet before Hydra picks the run folder."""
+    layout = distributed.world()
+    if layout.size > 1:
+        if {"-m", "--multirun"} & set(sys.argv[1:]):
+            raise SystemExit(
+                "mnistlab-train: sweeps (-m) do not run under torchrun; start one per job"
+            )
+        distributed.join()
+        if not layout.main:
+            # Only rank 0 writes into the run folder: no .hydra/ copy and no log file here.
+            sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    try:
+        main()
+    finally:
+        distributed.leave()
+
+
 if __name__ == "__main__":
-    main()
+    cli()

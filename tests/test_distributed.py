@@ -1,0 +1,75 @@
+"""Data-parallel training under torchrun: one run folder, disjoint shards, single-run accuracy."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, compose_config
+from mnistlab.data import LoaderSettings, TensorPairs, batches
+from mnistlab.train import train
+
+RUN = (
+    "device=cpu",
+    "device.threads=1",
+    "dataset.source.num_samples=12000",
+    "loop.epochs=2",
+    "loop.log_every_n_batches=20",
+)
+
+
+@pytest.mark.parametrize("mode", ["tensor", "dataloader"])
+def test_ranks_see_disjoint_shards_and_a_new_split_every_epoch(mode):
+    data = TensorPairs(torch.arange(1000).float()[:, None], torch.arange(1000))
+    loader = LoaderSettings(batch_size=32, mode=mode)
+
+    def seen(rank, epoch):
+        return [
+            int(i)
+            for _, t in batches(data, loader, seed=3, epoch=epoch, rank=rank, world_size=2)
+            for i in t
+        ]
+
+    for epoch in range(2):
+        first, second = seen(0, epoch), seen(1, epoch)
+        assert len(first) == len(second) == 500
+        assert not set(first) & set(second)
+        assert set(first) | set(second) == set(range(1000))
+    assert seen(0, 0) != seen(0, 1)
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_writes_one_run_close_to_a_single_process_run(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "mnistlab.train",
+        *RUN,
+    ]
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()  # one folder for both ranks
+    assert len(list(tmp_path.rglob("events.out.tfevents.*"))) == 1
+    assert len(list(tmp_path.rglob("metrics.json"))) == 1
+    assert len(list(tmp_path.rglob("train.log"))) == 1
+    log = (run / "train.log").read_text()
+    assert "rank 0 of 2; global batch size 128" in log
+    assert "rank 1" not in log  # other ranks write nothing into the run folder
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["world_size"], metrics["global_batch_size"]) == (2, 128)
+    assert metrics["steps"] == 2 * (10800 // 2 // 64 + 1)
+
+    # The same global batch in one process reaches about the same accuracy.
+    single = train(compose_config(*RUN, "dataset.loader.batch_size=128"), tmp_path / "single")
+    assert abs(metrics["val_accuracy"] - single["val_accuracy"]) < 0.03
+    assert metrics["val_accuracy"] > 0.8
