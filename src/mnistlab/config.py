@@ -31,8 +31,11 @@ def register_schemas() -> None:
     store.store(group="schema", name="device", node=DeviceSettings)
     store.store(group="schema", name="loop", node=LoopSettings)
     store.store(group="schema", name="loader", node=LoaderSettings)
-    # ${mnistlab.started:...} names run folders: one time for all ranks under torchrun.
-    OmegaConf.register_new_resolver("mnistlab.started", distributed.started, replace=True)
+    # ${mnistlab.started:...} names run folders: one time for all ranks under torchrun;
+    # cached in the config (like Hydra's ${now:}) so launcher workers see the same value.
+    OmegaConf.register_new_resolver(
+        "mnistlab.started", distributed.started, replace=True, use_cache=True
+    )
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ class World:
     local_size: int = 1
 
     @property
-    def main(self) -> bool:
+    def is_main(self) -> bool:
         return self.rank == 0
 
     def mean(self, tensor: torch.Tensor) -> torch.Tensor:

@@ -102,7 +102,7 @@ def train_epoch(
         total=total,
         initial=progress.epoch_step,
         desc=description,
-        disable=None if world.main else True,  # one progress bar: rank 0's
+        disable=None if world.is_main else True,  # one progress bar: rank 0's
         leave=False,
         mininterval=0.5,
     ) as bar:

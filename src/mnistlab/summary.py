@@ -41,6 +41,8 @@ METRIC_KEYS = (
     "steps",
     "samples_per_second",
     "wall_time_s",
+    "world_size",
+    "global_batch_size",
     "device",
 )
 # The compact table leaves out what rarely differs between jobs (the CSV keeps everything).

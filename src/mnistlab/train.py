@@ -57,7 +57,7 @@ class Run:
         return getattr(self.model, "module", self.model)
 
     def save_checkpoint(self) -> None:
-        if self.world.main:
+        if self.world.is_main:
             path = self.out_dir / checkpoint.FILENAME
             checkpoint.save(path, self.cfg, self.net, self.optimizer, self.progress)
 
@@ -115,12 +115,12 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
 
-    main = run.world.main
+    is_main = run.world.is_main
     # purge_step hides events a killed process logged after its last checkpoint.
     purge = run.progress.step + 1 if state is not None else None
-    writer = SummaryWriter(log_dir=str(out_dir), purge_step=purge) if main else NoWriter()
+    writer = SummaryWriter(log_dir=str(out_dir), purge_step=purge) if is_main else NoWriter()
     with closing(writer), Interrupts() as stop:
-        if state is None and main:
+        if state is None and is_main:
             write_hparams(writer, cfg)
         try:
             metrics = fit(run, writer, stop)
@@ -129,13 +129,13 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             saved = out_dir / checkpoint.FILENAME
             kept = f"the last good checkpoint is {saved}" if saved.exists() else "no checkpoint yet"
             message = f"{err} with optimizer.lr={lr:g}: run marked failed; {kept}"
-            if main:
+            if is_main:
                 failed = {"status": "failed", "error": message, "step": run.progress.step}
                 write_metrics(out_dir, failed)
             raise NonFiniteLoss(message) from None
-        if stop.signum is None and main:
+        if stop.signum is None and is_main:
             write_hparams_end(writer)
-    if main:
+    if is_main:
         write_metrics(out_dir, metrics)
     if stop.signum is not None:
         raise Interrupted(stop.signum)
@@ -353,7 +353,7 @@ def cli() -> None:
                 "mnistlab-train: sweeps (-m) do not run under torchrun; start one per job"
             )
         distributed.join()
-        if not layout.main:
+        if not layout.is_main:
             # Only rank 0 writes into the run folder: no .hydra/ copy and no log file here.
             sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
     try:
@@ -363,4 +363,8 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
-    cli()
+    # Run the imported module's entry point, not this __main__ copy: launchers that pickle the
+    # task function (joblib, submitit) can then send it by reference.
+    from mnistlab.train import cli as imported_cli
+
+    imported_cli()
