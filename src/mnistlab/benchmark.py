@@ -140,7 +140,7 @@ class TimeToAccuracySettings:
     recipes: dict[str, Recipe] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=lambda: {"_target_": "mnistlab.mnist.mnist"})
     eval_every_n_steps: int | None = None  # also evaluate mid-epoch; null: only at epoch ends
-    eval_batch_size: int = 2000
+    eval_batch_size: int = 500
     log_every_n_batches: int = 100
     fast_optimizer: bool = True  # fused (else foreach) Adam, as loop.fast_optimizer does
     seed: int = 0
