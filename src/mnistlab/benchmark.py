@@ -879,7 +879,7 @@ def race_summary(results: dict[str, Any]) -> str:
     r = results
     where = (
         f"{r['wall_time_s']:.1f} s ({r['epochs']:.2f} epochs, {r['steps']} steps; "
-        f"{r['eval_time_s']:.1f} s of it evaluating; data loading {r['load_time_s']:.2f} s apart)"
+        f"{r['eval_time_s']:.2f} s of it evaluating; data loading {r['load_time_s']:.2f} s apart)"
     )
     target = f"{r['target_accuracy']:.2%} {r['split']} accuracy"
     if r["reached"]:
