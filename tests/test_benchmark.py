@@ -1,4 +1,4 @@
-"""The benchmark job: the matmul table and its results, the training benchmark, the CLI."""
+"""The benchmark job: matmul, the training benchmark, time to accuracy, the CLI."""
 
 import csv
 import json
@@ -163,11 +163,14 @@ def test_training_benchmark_writes_all_three_figures(tmp_path: Path, capsys) -> 
     out = capsys.readouterr().out
 
     medians = {name: v["samples_per_s"] for name, v in results["variants"].items()}
-    assert set(medians) == {"lesson", "mnistlab", "bare"} and min(medians.values()) > 0
+    assert list(medians) == ["lesson", "lesson_fused", "mnistlab", "bare", "bare_plain"]
+    assert min(medians.values()) > 0
     assert all(len(v["per_round_samples_per_s"]) == 3 for v in results["variants"].values())
-    assert results["ratios"]["mnistlab_over_lesson"] == medians["mnistlab"] / medians["lesson"]
-    assert results["ratios"]["mnistlab_over_bare"] == medians["mnistlab"] / medians["bare"]
-    assert "(2)/(1) =" in out and "(2)/(3) =" in out and "lesson loop" in out
+    assert len(results["ratios"]) == len(benchmark.RATIOS)
+    for key, (top, bottom, label, _) in benchmark.RATIOS.items():
+        assert results["ratios"][key] == medians[top] / medians[bottom]
+        assert f"{label} =" in out
+    assert "(1f) lesson loop + fused Adam" in out and "(3p) bare loop, plain Adam" in out
     assert json.loads((tmp_path / "results.json").read_text())["ratios"] == results["ratios"]
 
     series = scalars(tmp_path)
@@ -177,6 +180,132 @@ def test_training_benchmark_writes_all_three_figures(tmp_path: Path, capsys) -> 
     # epochs 1-3 after the untimed warm-up epoch 0.
     steps = [step for step, _ in scalars(tmp_path / "mnistlab_loop")["train/loss"]]
     assert steps == list(range(25, 81, 5))
+
+
+def test_each_variant_builds_its_own_adam() -> None:
+    settings = benchmark.TrainingSettings()
+    fused = {}
+    for name, variant in benchmark.VARIANTS.items():
+        optimizer = benchmark.make_trainee(variant, settings, torch.device("cpu")).optimizer
+        assert isinstance(optimizer, torch.optim.Adam)
+        assert optimizer.defaults["lr"] == settings.lr
+        fused[name] = bool(optimizer.defaults["fused"])
+    # (2) builds its Adam as mnistlab-train does, and gets the fused kernel on the CPU.
+    expected = {"lesson": False, "lesson_fused": True, "mnistlab": True, "bare": True}
+    assert fused == {**expected, "bare_plain": False}
+    slow = benchmark.TrainingSettings(fast_optimizer=False)
+    trainee = benchmark.make_trainee(benchmark.VARIANTS["mnistlab"], slow, torch.device("cpu"))
+    assert not trainee.optimizer.defaults["fused"] and not trainee.optimizer.defaults["foreach"]
+
+
+# ---------------------------------------------------------------- time to accuracy
+
+SYNTHETIC = {"_target_": "mnistlab.synthetic.synthetic_digits", "num_samples": 1200}
+
+
+def race_config(*overrides: str, data: dict | None = None):
+    """The shipped time_to_accuracy config on the CPU; small synthetic digits unless `data`."""
+    cfg = compose_config(
+        "device=cpu", "benchmark=time_to_accuracy", *overrides, config_name="benchmark"
+    )
+    cfg.benchmark.data = SYNTHETIC if data is None else data
+    return cfg
+
+
+def test_time_to_accuracy_presets_compose() -> None:
+    for model, target, name in [("mlp", 0.975, "MNISTClassifier"), ("cnn", 0.99, "ConvNet")]:
+        cfg = compose_config(
+            "benchmark=time_to_accuracy", f"benchmark.model={model}", config_name="benchmark"
+        )
+        settings = benchmark.config.to_settings(
+            cfg.benchmark, benchmark.TimeToAccuracySettings, "benchmark"
+        )
+        assert settings.recipe.target_accuracy == target
+        assert settings.recipe.model["_target_"] == f"mnistlab.models.{name}"
+        trained = compose_config(f"model={model}")  # the same model config as mnistlab-train's
+        assert settings.recipe.model == dict(trained.model)
+    with pytest.raises(SettingError, match="benchmark.model='vit' is unknown: use one of mlp, cnn"):
+        benchmark.run(race_config("benchmark.model=vit"), Path("never-made"))
+
+
+def test_time_to_accuracy_stops_at_the_target(tmp_path: Path, capsys) -> None:
+    cfg = race_config("benchmark.model=mlp", "benchmark.recipes.mlp.target_accuracy=0.5")
+    results = benchmark.run(cfg, tmp_path)
+    out = capsys.readouterr().out
+
+    assert results["reached"] and results["split"] == "val"  # synthetic digits: no test split
+    evaluations = results["evaluations"]
+    assert [row["accuracy"] >= 0.5 for row in evaluations] == [False] * (len(evaluations) - 1) + [
+        True
+    ]
+    assert results["accuracy"] == evaluations[-1]["accuracy"] >= 0.5
+    assert results["epochs"] == evaluations[-1]["epoch"] == len(evaluations)  # at epoch ends
+    assert 0 < results["eval_time_s"] < results["wall_time_s"] and results["load_time_s"] > 0
+    assert "reached 50.00% val accuracy in" in out
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["reached"] and saved["epochs"] == results["epochs"]
+    series = scalars(tmp_path)
+    assert [value for _, value in series["val/accuracy"]] == pytest.approx(
+        [row["accuracy"] for row in evaluations]
+    )
+    assert series["time_to_accuracy/seconds"] == [(0, pytest.approx(results["wall_time_s"]))]
+
+
+def test_time_to_accuracy_can_stop_mid_epoch(tmp_path: Path) -> None:
+    cfg = race_config(
+        "benchmark.model=mlp",
+        "benchmark.recipes.mlp.target_accuracy=0.3",
+        "benchmark.eval_every_n_steps=3",
+    )
+    results = benchmark.run(cfg, tmp_path)
+    steps_per_epoch = 1080 // 64 + 1  # 1,200 digits less a 10% validation split, batch 64
+    assert results["reached"] and results["steps"] % 3 == 0
+    assert results["steps"] < steps_per_epoch and results["epochs"] < 1
+
+
+def test_time_to_accuracy_not_reached_is_a_result(tmp_path: Path, capsys) -> None:
+    cfg = race_config(
+        "benchmark.model=cnn",
+        "benchmark.recipes.cnn.target_accuracy=1.0",
+        "benchmark.recipes.cnn.epochs=1",
+        "benchmark.recipes.cnn.model.channels=[4,8]",
+    )
+    results = benchmark.run(cfg, tmp_path)
+    assert not results["reached"] and results["epochs"] == 1 and results["accuracy"] < 1
+    assert "NOT REACHED: 100.00% val accuracy" in capsys.readouterr().out
+    assert json.loads((tmp_path / "results.json").read_text())["reached"] is False
+
+
+def test_time_to_accuracy_without_mnist_files_says_where(tmp_path: Path) -> None:
+    data = {"_target_": "mnistlab.mnist.mnist", "root": str(tmp_path), "download": False}
+    with pytest.raises(SettingError, match=f"dataset files missing in {tmp_path}"):
+        benchmark.run(race_config(data=data), tmp_path / "out")
+
+
+def test_cli_time_to_accuracy_sweeps_both_models_on_real_mnist(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    done = run_cli(
+        "mnistlab.benchmark",
+        "-m",
+        "device=cpu",
+        "benchmark=time_to_accuracy",
+        "benchmark.model=mlp,cnn",
+        f"benchmark.data.root={mnist_dir}",
+        "benchmark.data.num_train_samples=1000",
+        "benchmark.recipes.mlp.target_accuracy=0.6",
+        "benchmark.recipes.cnn.target_accuracy=0.6",
+        "benchmark.recipes.cnn.epochs=1",
+        cwd=tmp_path,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    paths = sorted((tmp_path / "outputs" / "benchmarks" / "sweeps").rglob("results.json"))
+    results = [json.loads(path.read_text()) for path in paths]
+    assert [r["model"] for r in results] == ["mlp", "cnn"]
+    assert all(r["split"] == "test" and r["accuracy"] >= 0.6 for r in results if r["reached"])
+    assert results[0]["reached"]  # the MLP gets 60% of MNIST's test set from 1,000 samples
+    assert "test accuracy" in done.stdout
 
 
 @pytest.mark.cuda

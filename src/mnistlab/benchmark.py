@@ -5,6 +5,8 @@ mnistlab-benchmark 'benchmark.sizes=[10000]'         # the lesson's experiment e
 mnistlab-benchmark 'benchmark.dtypes=[float32,float64,bfloat16,float16]'
 mnistlab-benchmark benchmark=training                # lesson loop vs mnistlab loop vs bare loop
 mnistlab-benchmark -m benchmark=training benchmark.batch_size=32,64,256
+mnistlab-benchmark benchmark=time_to_accuracy        # the CNN to 99.0% test accuracy on MNIST
+mnistlab-benchmark -m benchmark=time_to_accuracy benchmark.model=mlp,cnn
 """
 
 import csv
@@ -12,7 +14,7 @@ import json
 import logging
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,15 +24,18 @@ import hydra
 import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
 from mnistlab import SettingError, config
-from mnistlab.data import LoaderSettings, TensorPairs, batches, num_batches
+from mnistlab.data import LoaderSettings, Splits, TensorPairs, batches, num_batches
 from mnistlab.device import DeviceSettings, cpu_model, describe, resolve_device
-from mnistlab.loop import LoopSettings, Progress, train_epoch
+from mnistlab.loop import LoopSettings, Progress, evaluate, train_epoch
 from mnistlab.models import MNISTClassifier
+from mnistlab.optim import build_optimizer
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -76,13 +81,16 @@ class TrainingSettings:
     """The `benchmark=training` group: one workload, trained by every loop variant in turn."""
 
     name: str = "training"
-    variants: list[str] = field(default_factory=lambda: ["lesson", "mnistlab", "bare"])
+    variants: list[str] = field(
+        default_factory=lambda: ["lesson", "lesson_fused", "mnistlab", "bare", "bare_plain"]
+    )
     num_samples: int = 60_000
     batch_size: int = 64
     lr: float = 1e-3
     rounds: int = 3  # each round trains every variant one epoch; we report the median
     warmup_samples: int = 6400  # one short untimed epoch per variant first
     log_every_n_batches: int = 100
+    fast_optimizer: bool = True  # (2)'s optimizer, as loop.fast_optimizer sets it for a run
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -100,12 +108,76 @@ class TrainingSettings:
             raise SettingError(f"benchmark.lr={self.lr} must be > 0")
 
 
+@dataclass
+class Recipe:
+    """How `benchmark=time_to_accuracy` trains one model to its target: one of `recipes`."""
+
+    model: dict[str, Any] = field(default_factory=dict)  # a `_target_` node: conf/model/*.yaml
+    target_accuracy: float = 0.99  # stop as soon as the test accuracy reaches this
+    batch_size: int = 128
+    lr: float = 3e-3  # Adam's peak learning rate in the one-cycle schedule
+    epochs: int = 3  # the one-cycle schedule's length, and where we give up
+
+    def check(self, name: str) -> None:
+        key = f"benchmark.recipes.{name}"
+        if not 0 < self.target_accuracy <= 1:
+            raise SettingError(f"{key}.target_accuracy={self.target_accuracy} must be in (0, 1]")
+        for setting in ("batch_size", "epochs"):
+            if getattr(self, setting) < 1:
+                raise SettingError(f"{key}.{setting}={getattr(self, setting)} must be >= 1")
+        if self.lr <= 0:
+            raise SettingError(f"{key}.lr={self.lr} must be > 0")
+        if "_target_" not in self.model:
+            raise SettingError(f"{key}.model needs a _target_, e.g. mnistlab.models.ConvNet")
+
+
+@dataclass
+class TimeToAccuracySettings:
+    """The `benchmark=time_to_accuracy` group: train one recipe until it reaches its target."""
+
+    name: str = "time_to_accuracy"
+    model: str = "cnn"  # which of `recipes` to train
+    recipes: dict[str, Recipe] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=lambda: {"_target_": "mnistlab.mnist.mnist"})
+    eval_every_n_steps: int | None = None  # also evaluate mid-epoch; null: only at epoch ends
+    eval_batch_size: int = 500
+    log_every_n_batches: int = 100
+    fast_optimizer: bool = True  # fused (else foreach) Adam, as loop.fast_optimizer does
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.recipes = {
+            name: recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
+            for name, recipe in self.recipes.items()
+        }
+        if self.model not in self.recipes:
+            raise SettingError(
+                f"benchmark.model={self.model!r} is unknown: use one of {', '.join(self.recipes)}"
+            )
+        self.recipe.check(self.model)
+        if self.eval_every_n_steps is not None and self.eval_every_n_steps < 1:
+            raise SettingError(
+                f"benchmark.eval_every_n_steps={self.eval_every_n_steps} must be >= 1 "
+                "(null: evaluate at the end of each epoch only)"
+            )
+        for key in ("eval_batch_size", "log_every_n_batches"):
+            if getattr(self, key) < 1:
+                raise SettingError(f"benchmark.{key}={getattr(self, key)} must be at least 1")
+        if "_target_" not in self.data:
+            raise SettingError("benchmark.data needs a _target_, e.g. mnistlab.mnist.mnist")
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.recipes[self.model]
+
+
 def register_schemas() -> None:
     """Make the benchmark schemas available to conf/benchmark/*.yaml, beside the device one."""
     config.register_schemas()
     store = ConfigStore.instance()
     store.store(group="schema", name="benchmark_matmul", node=MatmulSettings)
     store.store(group="schema", name="benchmark_training", node=TrainingSettings)
+    store.store(group="schema", name="benchmark_time_to_accuracy", node=TimeToAccuracySettings)
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -431,33 +503,76 @@ def bare_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
     return len(targets)
 
 
+# An optimizer factory builds a variant's Adam from the model's parameters.
+OptimizerFn = Callable[
+    [Iterable[nn.Parameter], TrainingSettings, torch.device], torch.optim.Optimizer
+]
+
+
+def plain_adam(
+    params: Iterable[nn.Parameter], settings: TrainingSettings, device: torch.device
+) -> torch.optim.Optimizer:
+    """The lesson's `torch.optim.Adam(model.parameters(), lr=...)`: torch's default kernels."""
+    return torch.optim.Adam(params, lr=settings.lr)
+
+
+def fused_adam(
+    params: Iterable[nn.Parameter], settings: TrainingSettings, device: torch.device
+) -> torch.optim.Optimizer:
+    """The same Adam with `fused=True`: one kernel updates every parameter."""
+    return torch.optim.Adam(params, lr=settings.lr, fused=True)
+
+
+def mnistlab_adam(
+    params: Iterable[nn.Parameter], settings: TrainingSettings, device: torch.device
+) -> torch.optim.Optimizer:
+    """Adam exactly as mnistlab-train builds it: conf/optimizer/adam.yaml via build_optimizer."""
+    return build_optimizer(adam_node(settings.lr), params, device, fast=settings.fast_optimizer)
+
+
 @dataclass(frozen=True)
 class Variant:
-    """A named way to train: its epoch function and the options its Adam is built with."""
+    """A named way to train: its epoch function and how its Adam is built."""
 
     title: str
     epoch: EpochFn
-    adam_options: dict[str, Any] = field(default_factory=dict)
+    optimizer: OptimizerFn
 
 
-# The order is the table's order; the numbers (1)-(3) are the ones the ratios refer to.
+# The order is the table's order; the labels (1)-(3p) are the ones the ratios refer to.
 VARIANTS: dict[str, Variant] = {
-    "lesson": Variant("(1) lesson loop: Dataset + DataLoader", lesson_epoch),
-    "mnistlab": Variant("(2) mnistlab loop: train_epoch, TensorBoard on", mnistlab_epoch),
-    "bare": Variant("(3) bare loop: sliced tensors, no logging", bare_epoch),
+    "lesson": Variant("(1)  lesson loop: Dataset + DataLoader, Adam", lesson_epoch, plain_adam),
+    "lesson_fused": Variant("(1f) lesson loop + fused Adam", lesson_epoch, fused_adam),
+    "mnistlab": Variant(
+        "(2)  mnistlab loop: train_epoch, TensorBoard on, build_optimizer",
+        mnistlab_epoch,
+        mnistlab_adam,
+    ),
+    "bare": Variant(
+        "(3)  bare loop: sliced tensors, no logging, fused Adam", bare_epoch, fused_adam
+    ),
+    "bare_plain": Variant("(3p) bare loop, plain Adam", bare_epoch, plain_adam),
 }
-RATIOS = {  # key: (top variant, bottom variant, label in the table)
-    "mnistlab_over_lesson": ("mnistlab", "lesson", "(2)/(1)"),
-    "mnistlab_over_bare": ("mnistlab", "bare", "(2)/(3)"),
+RATIOS = {  # key: (top variant, bottom variant, label, what it shows)
+    "mnistlab_over_lesson": ("mnistlab", "lesson", "(2)/(1)", "mnistlab against the lesson"),
+    "mnistlab_over_bare": ("mnistlab", "bare", "(2)/(3)", "mnistlab's overhead (goal >= 0.95)"),
+    "mnistlab_over_lesson_fused": (
+        "mnistlab",
+        "lesson_fused",
+        "(2)/(1f)",
+        "the data path, same fused Adam",
+    ),
+    "bare_plain_over_lesson": ("bare_plain", "lesson", "(3p)/(1)", "the data path, plain Adam"),
+    "lesson_fused_over_lesson": ("lesson_fused", "lesson", "(1f)/(1)", "fused Adam, lesson loop"),
+    "bare_over_bare_plain": ("bare", "bare_plain", "(3)/(3p)", "fused Adam, bare loop"),
 }
 
 
 def make_trainee(variant: Variant, settings: TrainingSettings, device: torch.device) -> Trainee:
-    """The lesson's MLP and Adam, initialised alike for every variant."""
+    """The lesson's MLP, initialised alike for every variant, and the variant's own Adam."""
     torch.manual_seed(settings.seed)
     model = MNISTClassifier(input_shape=(28, 28), num_classes=10).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, **variant.adam_options)
-    return Trainee(model, optimizer)
+    return Trainee(model, variant.optimizer(model.parameters(), settings, device))
 
 
 def mnist_shaped(settings: TrainingSettings) -> TensorPairs:
@@ -505,7 +620,7 @@ def measure_variants(work: Workload) -> dict[str, list[float]]:
 def training_benchmark(
     settings: TrainingSettings, device: torch.device, out_dir: Path
 ) -> dict[str, Any]:
-    """Samples/s of the lesson's loop, mnistlab's loop and a bare loop; the ratios between them."""
+    """Samples/s of the lesson's loop, mnistlab's loop and bare loops; the ratios between them."""
     from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
 
     host = mnist_shaped(settings)
@@ -532,7 +647,7 @@ def training_results(
     medians = {name: statistics.median(values) for name, values in speeds.items()}
     ratios = {
         key: medians[top] / medians[bottom]
-        for key, (top, bottom, _) in RATIOS.items()
+        for key, (top, bottom, _, _) in RATIOS.items()
         if top in medians and bottom in medians
     }
     variants = {
@@ -555,15 +670,16 @@ def training_results(
 
 
 def training_table(results: dict[str, Any]) -> str:
-    """One line per variant, then the ratios."""
+    """One line per variant, then one line per ratio with what it shows."""
     cells = [["variant", "samples/s (median)", "min", "max"]]
     for figures in results["variants"].values():
         speeds = ("samples_per_s", "min_samples_per_s", "max_samples_per_s")
         cells.append([figures["title"], *(f"{figures[key]:,.0f}" for key in speeds)])
-    ratios = "   ".join(
-        f"{RATIOS[key][2]} = {value:.2f}x" for key, value in results["ratios"].items()
-    )
-    return format_table(cells, left=1) + ("\n" + ratios if ratios else "")
+    ratios = [
+        f"{RATIOS[key][2] + ' =':<11}{value:.2f}x  {RATIOS[key][3]}"
+        for key, value in results["ratios"].items()
+    ]
+    return "\n".join([format_table(cells, left=1), *ratios])
 
 
 def training_scalars(results: dict[str, Any], batch_size: int) -> dict[str, list]:
@@ -575,6 +691,200 @@ def training_scalars(results: dict[str, Any], batch_size: int) -> dict[str, list
     for key, value in results["ratios"].items():
         series[f"training/{key}"] = [(batch_size, value)]
     return series
+
+
+# ---------------------------------------------------------------- time to accuracy (real MNIST)
+
+
+def load_data(node: dict[str, Any], device: torch.device) -> tuple[Splits, float]:
+    """Build the dataset `node` names and move it to the device; return it and the seconds taken."""
+    started = time.perf_counter()
+    try:
+        data: Splits = instantiate(node)
+    except InstantiationException as err:
+        # Hydra wraps what the builder raised (missing files...): show it as one line.
+        if isinstance(err.__cause__, SettingError):
+            raise err.__cause__ from None
+        raise
+    data = data.to(device)
+    synchronize(device)
+    return data, time.perf_counter() - started
+
+
+@dataclass
+class Race:
+    """One model trained until it reaches its target: every evaluation, and the outcome."""
+
+    split: str  # what the accuracy is measured on: "test", or "val" for data without a test set
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+    eval_seconds: float = 0.0
+    reached: bool = False
+
+
+def race(
+    model: nn.Module,
+    data: Splits,
+    settings: TimeToAccuracySettings,
+    device: torch.device,
+    writer: "SummaryWriter",
+) -> Race:
+    """Train with a one-cycle schedule, evaluating at each epoch's end (and every N steps)."""
+    recipe = settings.recipe
+    eval_split = data.test if data.test is not None else data.val
+    outcome = Race(split="test" if data.test is not None else "val")
+    loader = LoaderSettings(batch_size=recipe.batch_size, shuffle=True, mode="tensor")
+    loop = LoopSettings(log_every_n_batches=settings.log_every_n_batches, seed=settings.seed)
+    steps_per_epoch = num_batches(len(data.train), recipe.batch_size)
+    optimizer = build_optimizer(
+        adam_node(recipe.lr), model.parameters(), device, fast=settings.fast_optimizer
+    )
+    # OneCycleLR: warm up to the peak lr, then anneal far below it over `epochs` epochs.
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch
+    )
+    zero = torch.zeros((), device=device)
+    progress = Progress(epoch_loss=zero, window_loss=zero)
+    eval_loader = LoaderSettings(batch_size=settings.eval_batch_size, shuffle=False)
+    started = time.perf_counter()
+
+    def reached() -> bool:
+        """Evaluate now; True once the target is met."""
+        tick = time.perf_counter()
+        _, accuracy = evaluate(model, batches(eval_split, eval_loader, seed=0, epoch=0), device)
+        model.train()  # evaluate() switched to eval mode; a mid-epoch check must switch back
+        now = time.perf_counter()
+        outcome.eval_seconds += now - tick
+        outcome.evaluations.append(
+            {
+                "epoch": progress.step / steps_per_epoch,
+                "step": progress.step,
+                "seconds": now - started,
+                "accuracy": accuracy,
+            }
+        )
+        writer.add_scalar(f"{outcome.split}/accuracy", accuracy, progress.step)
+        return accuracy >= recipe.target_accuracy
+
+    def after_step() -> bool:
+        scheduler.step()  # per step: one-cycle changes the lr every batch
+        every = settings.eval_every_n_steps
+        mid_epoch = progress.epoch_step < steps_per_epoch  # the epoch's end is checked below
+        return every is not None and progress.step % every == 0 and mid_epoch and reached()
+
+    for epoch in range(recipe.epochs):
+        progress.start_epoch()
+        finished = train_epoch(
+            model,
+            batches(data.train, loader, seed=settings.seed, epoch=epoch),
+            optimizer,
+            loop,
+            progress,
+            total=steps_per_epoch,
+            log_loss=lambda step, value: writer.add_scalar("train/loss", value, step),
+            after_step=after_step,
+            description=f"epoch {epoch + 1}/{recipe.epochs}",
+        )
+        if not finished or reached():  # not finished: after_step met the target mid-epoch
+            outcome.reached = True
+            break
+    return outcome
+
+
+def adam_node(lr: float) -> DictConfig:
+    """conf/optimizer/adam.yaml with `lr`: the optimizer config mnistlab-train would use."""
+    node = OmegaConf.load(Path(config.CONF_DIR) / "optimizer" / "adam.yaml")
+    node.lr = lr
+    return node
+
+
+def time_to_accuracy_benchmark(
+    settings: TimeToAccuracySettings, device: torch.device, out_dir: Path
+) -> dict[str, Any]:
+    """Train one recipe on real MNIST until its target test accuracy; report time and epochs."""
+    from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
+
+    recipe = settings.recipe
+    data, load_seconds = load_data(settings.data, device)
+    torch.manual_seed(settings.seed)
+    model = instantiate(recipe.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    model = model.to(device)
+    print(f"device: {describe(device)}")
+    print(
+        f"{settings.model}: {describe_model(recipe.model)}, Adam one-cycle to lr {recipe.lr:g}, "
+        f"batch {recipe.batch_size}, target {recipe.target_accuracy:.2%}, "
+        f"at most {recipe.epochs} epochs"
+    )
+    print(
+        f"data: {len(data.train):,} training samples, loaded in {load_seconds:.2f} s "
+        "(not counted in the time below)"
+    )
+    with SummaryWriter(log_dir=str(out_dir)) as writer:
+        outcome = race(model, data, settings, device, writer)
+        results = race_results(outcome, settings, device, load_seconds)
+        writer.add_scalar("time_to_accuracy/seconds", results["wall_time_s"], 0)
+        writer.add_scalar("time_to_accuracy/epochs", results["epochs"], 0)
+        writer.add_scalar("time_to_accuracy/accuracy", results["accuracy"], 0)
+    print(race_table(outcome))
+    print(race_summary(results))
+    write_results(out_dir, results, outcome.evaluations)
+    return results
+
+
+def describe_model(node: dict[str, Any]) -> str:
+    """ConvNet(channels=[16, 32], hidden=128, dropout=0.25): a model node on one line."""
+    arguments = ", ".join(f"{key}={value}" for key, value in node.items() if key != "_target_")
+    return f"{node['_target_'].rsplit('.', 1)[-1]}({arguments})"
+
+
+def race_results(
+    outcome: Race, settings: TimeToAccuracySettings, device: torch.device, load_seconds: float
+) -> dict[str, Any]:
+    """The figures of one race: reached or not, wall time, epochs, final accuracy."""
+    last = outcome.evaluations[-1]
+    return {
+        "benchmark": "time_to_accuracy",
+        "device": describe(device),
+        "settings": asdict(settings),
+        "model": settings.model,
+        "target_accuracy": settings.recipe.target_accuracy,
+        "split": outcome.split,
+        "reached": outcome.reached,
+        "wall_time_s": last["seconds"],  # training and evaluation; data loading excluded
+        "eval_time_s": outcome.eval_seconds,
+        "load_time_s": load_seconds,
+        "epochs": last["epoch"],
+        "steps": last["step"],
+        "accuracy": last["accuracy"],
+        "evaluations": outcome.evaluations,
+    }
+
+
+def race_table(outcome: Race) -> str:
+    """One line per evaluation: where training stood, the time so far, the accuracy."""
+    cells = [["epoch", "step", "time", f"{outcome.split} accuracy"]]
+    for row in outcome.evaluations:
+        cells.append(
+            [
+                f"{row['epoch']:.2f}",
+                str(row["step"]),
+                f"{row['seconds']:.1f} s",
+                f"{row['accuracy']:.2%}",
+            ]
+        )
+    return format_table(cells)
+
+
+def race_summary(results: dict[str, Any]) -> str:
+    """The one line to quote: reached (in how long) or not reached (and how close)."""
+    r = results
+    where = (
+        f"{r['wall_time_s']:.1f} s ({r['epochs']:.2f} epochs, {r['steps']} steps; "
+        f"{r['eval_time_s']:.2f} s of it evaluating; data loading {r['load_time_s']:.2f} s apart)"
+    )
+    target = f"{r['target_accuracy']:.2%} {r['split']} accuracy"
+    if r["reached"]:
+        return f"reached {target} in {where}: {r['accuracy']:.2%}"
+    return f"NOT REACHED: {target}; {r['accuracy']:.2%} at the end, after {where}"
 
 
 # ---------------------------------------------------------------- results
@@ -604,6 +914,7 @@ def write_scalars(out_dir: Path, series: dict[str, list[tuple[int, float]]]) -> 
 BENCHMARKS: dict[str, tuple[type, Callable[[Any, torch.device, Path], dict[str, Any]]]] = {
     "matmul": (MatmulSettings, matmul_benchmark),
     "training": (TrainingSettings, training_benchmark),
+    "time_to_accuracy": (TimeToAccuracySettings, time_to_accuracy_benchmark),
 }
 register_schemas()
 
