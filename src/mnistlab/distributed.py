@@ -61,6 +61,21 @@ def world() -> World:
     )
 
 
+def adopt_slurm() -> None:
+    """In a multi-task SLURM job from Hydra's submitit launcher, set what torchrun would set.
+
+    Every task runs the Hydra job with the launcher's already-resolved config, so they share
+    the run folder; they only need RANK, WORLD_SIZE, MASTER_ADDR, ... to meet.
+    """
+    many_tasks = int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    if "RANK" in os.environ or not many_tasks or "SUBMITIT_EXECUTOR" not in os.environ:
+        return
+    from submitit.helpers import TorchDistributedEnvironment  # the submitit launcher brings it
+
+    # Keep every GPU visible: the device is chosen by LOCAL_RANK (mnistlab.device).
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
 def join() -> None:
     """Join the process group (gloo on CPU, nccl for CUDA tensors) and share rank 0's clock."""
     global _started

@@ -336,6 +336,9 @@ def write_hparams_end(writer) -> None:
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point: train in Hydra's output folder, return the objective for sweepers."""
+    distributed.adopt_slurm()
+    if distributed.world().size > 1 and not torch.distributed.is_initialized():
+        distributed.join()  # a SLURM task; under torchrun `cli` has joined already
     try:
         metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
     except Interrupted as stop:
