@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -73,3 +75,47 @@ def test_two_process_torchrun_writes_one_run_close_to_a_single_process_run(tmp_p
     single = train(compose_config(*RUN, "dataset.loader.batch_size=128"), tmp_path / "single")
     assert abs(metrics["val_accuracy"] - single["val_accuracy"]) < 0.03
     assert metrics["val_accuracy"] > 0.8
+
+
+@pytest.mark.slow
+def test_torchrun_run_stops_on_sigterm_and_resumes_under_torchrun(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    run = tmp_path / "run"
+    args = (*RUN, "dataset.loader.batch_size=16", f"hydra.run.dir={run}")
+    process = subprocess.Popen(
+        [*torchrun, "-m", "mnistlab.train", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list(run.glob("events.out.tfevents.*")):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
+    process.wait(120)
+    assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
+
+    resume = [
+        *torchrun,
+        "-m",
+        "mnistlab.train",
+        f"loop.resume={run}",
+        f"hydra.run.dir={tmp_path / 'again'}",
+    ]
+    result = subprocess.run(
+        resume, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["status"], metrics["epochs"], metrics["world_size"]) == ("completed", 2, 2)
+    assert metrics["steps"] == 2 * (10800 // 2 // 16 + 1)
+    events = EventAccumulator(str(run))
+    events.Reload()
+    steps = [event.step for event in events.Scalars("train/loss")]
+    assert steps == list(range(20, metrics["steps"] + 1, 20))  # no gap, no duplicate

@@ -239,7 +239,8 @@ def fit(run: Run, writer, stop: Interrupts) -> dict[str, Any]:
         progress.seconds += time.perf_counter() - tick
         progress.samples += progress.epoch_samples - samples_before
         if finished:
-            end_epoch(run, writer, time.perf_counter() - tick)
+            trained = world.size * (progress.epoch_samples - samples_before)  # since a resume too
+            end_epoch(run, writer, trained / (time.perf_counter() - tick))
         run.save_checkpoint()
     metrics = {
         "status": "completed" if stop.signum is None else "interrupted",
@@ -257,7 +258,7 @@ def fit(run: Run, writer, stop: Interrupts) -> dict[str, Any]:
     return metrics
 
 
-def end_epoch(run: Run, writer, seconds: float) -> None:
+def end_epoch(run: Run, writer, samples_per_second: float) -> None:
     """Validate, log the epoch's metrics, and move `progress` on to the next epoch."""
     progress, epochs, step = run.progress, run.settings.loop.epochs, run.progress.step
     mean_loss = run.world.mean(progress.epoch_loss / progress.epoch_samples).item()
@@ -274,7 +275,7 @@ def end_epoch(run: Run, writer, seconds: float) -> None:
         train_loss,
         val_loss,
         100 * val_accuracy,
-        run.world.size * progress.epoch_samples / seconds,
+        samples_per_second,
     )
     progress.epoch += 1
     progress.start_epoch()
