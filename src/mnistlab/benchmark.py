@@ -24,7 +24,6 @@ import hydra
 import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -32,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from mnistlab import SettingError, config
 from mnistlab.data import LoaderSettings, Splits, TensorPairs, batches, num_batches
+from mnistlab.data import build as build_data
 from mnistlab.device import DeviceSettings, cpu_model, describe, resolve_device
 from mnistlab.loop import LoopSettings, Progress, evaluate, train_epoch
 from mnistlab.models import MNISTClassifier
@@ -473,8 +473,7 @@ def mnistlab_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
     loader = LoaderSettings(batch_size=settings.batch_size, shuffle=True, mode="tensor")
     loop = LoopSettings(epochs=1, log_every_n_batches=settings.log_every_n_batches, seed=0)
     steps_per_epoch = num_batches(len(work.on_device), loader.batch_size)
-    zero = torch.zeros((), device=work.device)
-    progress = Progress(step=epoch * steps_per_epoch, epoch_loss=zero, window_loss=zero)
+    progress = Progress.on(work.device, step=epoch * steps_per_epoch)
     train_epoch(
         trainee.model,
         batches(work.on_device, loader, seed=loop.seed, epoch=epoch),
@@ -699,13 +698,7 @@ def training_scalars(results: dict[str, Any], batch_size: int) -> dict[str, list
 def load_data(node: dict[str, Any], device: torch.device) -> tuple[Splits, float]:
     """Build the dataset `node` names and move it to the device; return it and the seconds taken."""
     started = time.perf_counter()
-    try:
-        data: Splits = instantiate(node)
-    except InstantiationException as err:
-        # Hydra wraps what the builder raised (missing files...): show it as one line.
-        if isinstance(err.__cause__, SettingError):
-            raise err.__cause__ from None
-        raise
+    data = build_data(node)
     data = data.to(device)
     synchronize(device)
     return data, time.perf_counter() - started
@@ -742,8 +735,7 @@ def race(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch
     )
-    zero = torch.zeros((), device=device)
-    progress = Progress(epoch_loss=zero, window_loss=zero)
+    progress = Progress.on(device)
     eval_loader = LoaderSettings(batch_size=settings.eval_batch_size, shuffle=False)
     started = time.perf_counter()
 

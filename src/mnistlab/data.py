@@ -9,8 +9,11 @@ shuffle per epoch, which skips per-sample indexing and collation.
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from mnistlab import SettingError
@@ -73,6 +76,17 @@ class LoaderSettings:
             )
         if self.num_workers < 0:
             raise SettingError(f"dataset.loader.num_workers={self.num_workers} must be >= 0")
+
+
+def build(source: Any) -> Splits:
+    """Instantiate a dataset's `source` node; a bad setting inside the builder stays one line."""
+    try:
+        return instantiate(source)
+    except InstantiationException as err:
+        # Hydra wraps what the builder raised (missing files, bad sizes...): unwrap ours.
+        if isinstance(err.__cause__, SettingError):
+            raise err.__cause__ from None
+        raise
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -67,6 +67,12 @@ class Progress:
     window_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
     val: dict[str, float] = field(default_factory=dict)  # the last validation metrics
 
+    @classmethod
+    def on(cls, device: torch.device, step: int = 0) -> "Progress":
+        """A fresh start at `step`, with the running sums on `device`."""
+        zero = torch.zeros((), device=device)
+        return cls(step=step, epoch_loss=zero, window_loss=zero)
+
     def start_epoch(self) -> None:
         self.epoch_step, self.epoch_samples = 0, 0
         self.epoch_loss = torch.zeros((), device=self.epoch_loss.device)

@@ -21,13 +21,13 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from mnistlab import SettingError, checkpoint, config, distributed
 from mnistlab.data import Batch, Splits, batches, num_batches
+from mnistlab.data import build as build_data
 from mnistlab.device import describe, resolve_device
 from mnistlab.distributed import World
 from mnistlab.loop import NonFiniteLoss, Progress, check_finite, evaluate, train_epoch
@@ -153,13 +153,7 @@ def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
         torch.set_num_threads(settings.device.threads)
     log.info("device: %s", describe(device))
     torch.manual_seed(settings.loop.seed)
-    try:
-        data: Splits = instantiate(cfg.dataset.source)
-    except InstantiationException as err:
-        # Hydra wraps what the builder raised; a bad setting should still read as one line.
-        if isinstance(err.__cause__, SettingError):
-            raise err.__cause__ from None
-        raise
+    data = build_data(cfg.dataset.source)
     if settings.loader.mode == "tensor":
         data = data.to(device)
     log.info(
@@ -189,8 +183,7 @@ def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
         progress = checkpoint.restore(state, getattr(model, "module", model), optimizer, device)
         log.info("resumed at epoch %d, step %d", progress.epoch, progress.step)
     else:
-        zero = torch.zeros((), device=device)
-        progress = Progress(epoch_loss=zero, window_loss=zero)
+        progress = Progress.on(device)
     return Run(cfg, settings, device, data, model, optimizer, out_dir, progress, layout)
 
 
