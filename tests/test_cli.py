@@ -91,3 +91,27 @@ def test_console_script_is_installed_and_shows_help(tmp_path):
     )
     assert result.returncode == 0
     assert "optimizer: adam, adamw, rmsprop, sgd" in result.stdout
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """Module names from Python's -X importtime report (PYTHONPROFILEIMPORTTIME=1)."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+@pytest.mark.parametrize(
+    ("flag", "shows"),
+    [("--help", "optimizer: adam, adamw, rmsprop, sgd"), ("--cfg=job", "flush_denormal: true")],
+)
+def test_help_and_cfg_answer_without_importing_torch(tmp_path, monkeypatch, flag, shows):
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    result = run_cli("mnistlab.train", flag, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert shows in result.stdout
+    modules = imported_modules(result.stderr)
+    assert "hydra" in modules  # the report is there, and read correctly
+    assert not {"torch", "tensorboard", "numpy"} & modules
+    assert not (tmp_path / "outputs").exists()  # nothing built, nothing written

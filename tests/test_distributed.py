@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from conftest import ROOT, compose_config
-from mnistlab.data import LoaderSettings, TensorPairs, batches
-from mnistlab.train import train
+from mnistlab.config import LoaderSettings
+from mnistlab.data import TensorPairs, batches
+from mnistlab.run import train
 
 RUN = (
     "device=cpu",

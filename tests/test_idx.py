@@ -13,7 +13,7 @@ from conftest import compose_config
 from mnistlab import SettingError
 from mnistlab.mnist import FILES, idx, parse_idx, read_idx, read_pair
 from mnistlab.models import ConvNet
-from mnistlab.train import train
+from mnistlab.run import train
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

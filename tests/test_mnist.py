@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import compose_config, run_cli
 from mnistlab import SettingError
 from mnistlab.mnist import FILES, MNIST_MD5, default_root, ensure_files, mnist
-from mnistlab.train import train
+from mnistlab.run import train
 
 GZ = [f"{name}.gz" for name in FILES]
 

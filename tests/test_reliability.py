@@ -17,8 +17,8 @@ from conftest import ROOT, compose_config, run_cli
 from mnistlab import SettingError, checkpoint, config
 from mnistlab.data import batches
 from mnistlab.loop import NonFiniteLoss
+from mnistlab.run import train
 from mnistlab.synthetic import synthetic_digits
-from mnistlab.train import train
 
 BAD_COMMAND_LINES = [
     ("optimizer.lr=abc", "optimizer.lr"),

@@ -30,10 +30,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mnistlab import SettingError, config
-from mnistlab.data import LoaderSettings, Splits, TensorPairs, batches, num_batches
+from mnistlab.config import DeviceSettings, LoaderSettings, LoopSettings
+from mnistlab.data import Splits, TensorPairs, batches, num_batches
 from mnistlab.data import build as build_data
-from mnistlab.device import DeviceSettings, cpu_model, describe, resolve_device
-from mnistlab.loop import LoopSettings, Progress, evaluate, train_epoch
+from mnistlab.device import configure as configure_device
+from mnistlab.device import cpu_model, describe, resolve_device
+from mnistlab.loop import Progress, evaluate, train_epoch
 from mnistlab.models import MNISTClassifier
 from mnistlab.optim import build_optimizer
 
@@ -82,8 +84,16 @@ class TrainingSettings:
 
     name: str = "training"
     variants: list[str] = field(
-        default_factory=lambda: ["lesson", "lesson_fused", "mnistlab", "bare", "bare_plain"]
+        default_factory=lambda: [
+            "lesson",
+            "lesson_fused",
+            "mnistlab",
+            "bare",
+            "bare_unflushed",
+            "bare_plain",
+        ]
     )
+    data: str = "random"  # random: MNIST-shaped noise, no files; mnist: the real training images
     num_samples: int = 60_000
     batch_size: int = 64
     lr: float = 1e-3
@@ -91,6 +101,7 @@ class TrainingSettings:
     warmup_samples: int = 6400  # one short untimed epoch per variant first
     log_every_n_batches: int = 100
     fast_optimizer: bool = True  # (2)'s optimizer, as loop.fast_optimizer sets it for a run
+    flush_denormal: bool = True  # (2) and (3), as device.flush_denormal sets it for a run
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -99,6 +110,8 @@ class TrainingSettings:
             raise SettingError(
                 f"benchmark.variants={self.variants} must list some of {', '.join(VARIANTS)}"
             )
+        if self.data not in ("random", "mnist"):
+            raise SettingError(f"benchmark.data={self.data!r} is unknown: use random or mnist")
         for key in ("num_samples", "batch_size", "log_every_n_batches"):
             if getattr(self, key) < 1:
                 raise SettingError(f"benchmark.{key}={getattr(self, key)} must be at least 1")
@@ -190,8 +203,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     settings = config.to_settings(cfg.benchmark, kind, "benchmark")
     device_settings = config.to_settings(cfg.device, DeviceSettings, "device")
     device = resolve_device(device_settings.name)  # device=cuda without CUDA stops here
-    if device_settings.threads is not None:
-        torch.set_num_threads(device_settings.threads)
+    configure_device(device_settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     return benchmark(settings, device, out_dir)
 
@@ -536,6 +548,7 @@ class Variant:
     title: str
     epoch: EpochFn
     optimizer: OptimizerFn
+    flush: bool = False  # flush denormals as mnistlab-train does (else torch's default: keep)
 
 
 # The order is the table's order; the labels (1)-(3p) are the ones the ratios refer to.
@@ -543,27 +556,43 @@ VARIANTS: dict[str, Variant] = {
     "lesson": Variant("(1)  lesson loop: Dataset + DataLoader, Adam", lesson_epoch, plain_adam),
     "lesson_fused": Variant("(1f) lesson loop + fused Adam", lesson_epoch, fused_adam),
     "mnistlab": Variant(
-        "(2)  mnistlab loop: train_epoch, TensorBoard on, build_optimizer",
+        "(2)  mnistlab loop: train_epoch, TensorBoard on, build_optimizer, denormals flushed",
         mnistlab_epoch,
         mnistlab_adam,
+        flush=True,
     ),
     "bare": Variant(
-        "(3)  bare loop: sliced tensors, no logging, fused Adam", bare_epoch, fused_adam
+        "(3)  bare loop: sliced tensors, no logging, fused Adam, denormals flushed",
+        bare_epoch,
+        fused_adam,
+        flush=True,
     ),
-    "bare_plain": Variant("(3p) bare loop, plain Adam", bare_epoch, plain_adam),
+    "bare_unflushed": Variant("(3u) bare loop, fused Adam, denormals kept", bare_epoch, fused_adam),
+    "bare_plain": Variant("(3p) bare loop, plain Adam, denormals kept", bare_epoch, plain_adam),
 }
 RATIOS = {  # key: (top variant, bottom variant, label, what it shows)
     "mnistlab_over_lesson": ("mnistlab", "lesson", "(2)/(1)", "mnistlab against the lesson"),
     "mnistlab_over_bare": ("mnistlab", "bare", "(2)/(3)", "mnistlab's overhead (goal >= 0.95)"),
-    "mnistlab_over_lesson_fused": (
-        "mnistlab",
+    "lesson_fused_over_lesson": ("lesson_fused", "lesson", "(1f)/(1)", "fused Adam, lesson loop"),
+    "bare_unflushed_over_bare_plain": (
+        "bare_unflushed",
+        "bare_plain",
+        "(3u)/(3p)",
+        "fused Adam, bare loop",
+    ),
+    "bare_unflushed_over_lesson_fused": (
+        "bare_unflushed",
         "lesson_fused",
-        "(2)/(1f)",
+        "(3u)/(1f)",
         "the data path, same fused Adam",
     ),
     "bare_plain_over_lesson": ("bare_plain", "lesson", "(3p)/(1)", "the data path, plain Adam"),
-    "lesson_fused_over_lesson": ("lesson_fused", "lesson", "(1f)/(1)", "fused Adam, lesson loop"),
-    "bare_over_bare_plain": ("bare", "bare_plain", "(3)/(3p)", "fused Adam, bare loop"),
+    "bare_over_bare_unflushed": (
+        "bare",
+        "bare_unflushed",
+        "(3)/(3u)",
+        "flushing denormals, bare loop",
+    ),
 }
 
 
@@ -574,8 +603,21 @@ def make_trainee(variant: Variant, settings: TrainingSettings, device: torch.dev
     return Trainee(model, variant.optimizer(model.parameters(), settings, device))
 
 
-def mnist_shaped(settings: TrainingSettings) -> TensorPairs:
-    """Random 28×28 images and labels 0-9: MNIST's shape and size, no download needed."""
+DATA_TITLES = {"random": "MNIST-shaped random samples", "mnist": "real MNIST training images"}
+
+
+def workload_data(settings: TrainingSettings) -> TensorPairs:
+    """`num_samples` MNIST-shaped random images and labels, or the first of the real ones."""
+    if settings.data == "mnist":
+        splits = build_data({"_target_": "mnistlab.mnist.mnist"})  # cached, else downloaded
+        images = torch.cat([splits.train.inputs, splits.val.inputs])
+        if settings.num_samples > len(images):
+            raise SettingError(
+                f"benchmark.num_samples={settings.num_samples} is more than MNIST's "
+                f"{len(images)} training images: use at most {len(images)}"
+            )
+        labels = torch.cat([splits.train.targets, splits.val.targets])
+        return TensorPairs(images[: settings.num_samples], labels[: settings.num_samples])
     generator = torch.Generator().manual_seed(settings.seed)
     return TensorPairs(
         torch.rand(settings.num_samples, 28, 28, generator=generator),
@@ -591,11 +633,17 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def run_epoch(variant: Variant, trainee: Trainee, work: Workload, epoch: int) -> int:
+    """One epoch of one variant, with denormals flushed or kept as the variant says."""
+    torch.set_flush_denormal(variant.flush and work.settings.flush_denormal)  # process-wide
+    return variant.epoch(trainee, work, epoch)
+
+
 def timed_epoch(variant: Variant, trainee: Trainee, work: Workload, epoch: int) -> float:
     """Samples per second of one epoch of one variant."""
     synchronize(work.device)
     started = time.perf_counter()
-    samples = variant.epoch(trainee, work, epoch)
+    samples = run_epoch(variant, trainee, work, epoch)
     synchronize(work.device)
     return samples / (time.perf_counter() - started)
 
@@ -606,7 +654,7 @@ def measure_variants(work: Workload) -> dict[str, list[float]]:
     trainees = {name: make_trainee(VARIANTS[name], work.settings, work.device) for name in names}
     warmup = work.head(min(work.settings.warmup_samples, len(work.host)))
     for name in names:
-        VARIANTS[name].epoch(trainees[name], warmup, 0)  # untimed: lazy set-up, caches, Adam state
+        run_epoch(VARIANTS[name], trainees[name], warmup, 0)  # untimed: lazy set-up, Adam state
     speeds: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(1, work.settings.rounds + 1):
         # Rotating the order spreads any drift (clock, heat, memory) evenly over the variants.
@@ -622,11 +670,11 @@ def training_benchmark(
     """Samples/s of the lesson's loop, mnistlab's loop and bare loops; the ratios between them."""
     from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
 
-    host = mnist_shaped(settings)
+    host = workload_data(settings)
     print(f"device: {describe(device)}")
     print(
         f"lesson MLP, Adam lr {settings.lr}, batch {settings.batch_size}, "
-        f"{settings.num_samples} MNIST-shaped random samples, median of {settings.rounds} epochs"
+        f"{settings.num_samples} {DATA_TITLES[settings.data]}, median of {settings.rounds} epochs"
     )
     with SummaryWriter(log_dir=str(out_dir / "mnistlab_loop")) as writer:
         work = Workload(host, host.to(device), settings, device, writer)

@@ -4,8 +4,11 @@ The plain settings groups (device, loop, dataset.loader) have dataclass schemas 
 ConfigStore, so a wrong type fails while Hydra composes the config. Ranges are checked in
 each dataclass's `__post_init__`, and swappable components (`_target_` nodes) are checked
 against the signature of what they build, so a typo fails before any data is loaded.
+
+This module does not import torch: `mnistlab-train --help` and `--cfg job` only need it.
 """
 
+import datetime
 import inspect
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -15,14 +18,93 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import SettingError, distributed
-from mnistlab.data import LoaderSettings
-from mnistlab.device import DeviceSettings
-from mnistlab.loop import LoopSettings
+from mnistlab import SettingError
 
 # The repository's conf/ folder (the package is installed editable from the repository).
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
+
+_started: datetime.datetime | None = None
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class DeviceSettings:
+    """The `device` config group. Checked when a run starts."""
+
+    name: str = "auto"
+    threads: int | None = None  # torch CPU threads; null keeps torch's default
+    # Treat denormal floats (below 1.2e-38) as zero in CPU kernels. Adam's moments of rarely
+    # used weights decay into that range, where x86 arithmetic is many times slower.
+    flush_denormal: bool = True
+
+    def __post_init__(self) -> None:
+        if self.name not in DEVICES:
+            raise SettingError(
+                f"device.name={self.name!r} is unknown: use one of {', '.join(DEVICES)}"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise SettingError(
+                f"device.threads={self.threads} must be >= 1, or null for torch's default"
+            )
+
+
+NAN_POLICIES = ("stop", "skip")
+
+
+@dataclass
+class LoopSettings:
+    """The `loop` config group. Checked when a run starts."""
+
+    epochs: int = 3
+    log_every_n_batches: int = 100
+    seed: int = 0
+    grad_clip_norm: float | None = None
+    checkpoint_every_n_steps: int | None = None  # besides the one at every epoch's end
+    nan_policy: str = "stop"  # stop: end the run as failed; skip: drop that batch's update
+    resume: str | None = None  # a run folder or checkpoint file to continue
+    fast_optimizer: bool = True  # fused (else foreach) optimizer kernels where torch has them
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise SettingError(f"loop.epochs={self.epochs} must be at least 1")
+        if self.log_every_n_batches < 1:
+            raise SettingError(
+                f"loop.log_every_n_batches={self.log_every_n_batches} must be at least 1"
+            )
+        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
+            raise SettingError(
+                f"loop.grad_clip_norm={self.grad_clip_norm} must be > 0 (null: no clipping)"
+            )
+        if self.checkpoint_every_n_steps is not None and self.checkpoint_every_n_steps < 1:
+            raise SettingError(
+                f"loop.checkpoint_every_n_steps={self.checkpoint_every_n_steps} must be >= 1 "
+                "(null: only at the end of each epoch)"
+            )
+        if self.nan_policy not in NAN_POLICIES:
+            raise SettingError(f"loop.nan_policy={self.nan_policy!r} is unknown: use stop or skip")
+
+
+@dataclass
+class LoaderSettings:
+    """How batches are drawn (the `dataset.loader` block). Checked when a run starts."""
+
+    batch_size: int = 64
+    shuffle: bool = True
+    mode: str = "tensor"  # "tensor": slice in-memory tensors; "dataloader": Dataset + DataLoader
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise SettingError(f"dataset.loader.batch_size={self.batch_size} must be at least 1")
+        if self.mode not in ("tensor", "dataloader"):
+            raise SettingError(
+                f"dataset.loader.mode={self.mode!r} is unknown: use tensor or dataloader"
+            )
+        if self.num_workers < 0:
+            raise SettingError(f"dataset.loader.num_workers={self.num_workers} must be >= 0")
 
 
 def register_schemas() -> None:
@@ -33,9 +115,21 @@ def register_schemas() -> None:
     store.store(group="schema", name="loader", node=LoaderSettings)
     # ${mnistlab.started:...} names run folders: one time for all ranks under torchrun;
     # cached in the config (like Hydra's ${now:}) so launcher workers see the same value.
-    OmegaConf.register_new_resolver(
-        "mnistlab.started", distributed.started, replace=True, use_cache=True
-    )
+    OmegaConf.register_new_resolver("mnistlab.started", started, replace=True, use_cache=True)
+
+
+def started(pattern: str) -> str:
+    """The run's start time formatted by `pattern`: rank 0's under torchrun, else now (cached)."""
+    global _started
+    if _started is None:
+        _started = datetime.datetime.now()
+    return _started.strftime(pattern)
+
+
+def set_started(moment: datetime.datetime) -> None:
+    """Use `moment` as the start time (torchrun ranks take rank 0's)."""
+    global _started
+    _started = moment
 
 
 @dataclass(frozen=True)

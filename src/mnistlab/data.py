@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from mnistlab import SettingError
+from mnistlab.config import LoaderSettings
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -56,26 +57,6 @@ class Splits:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.inputs.shape[1:])
-
-
-@dataclass
-class LoaderSettings:
-    """How batches are drawn (the `dataset.loader` block). Checked when a run starts."""
-
-    batch_size: int = 64
-    shuffle: bool = True
-    mode: str = "tensor"  # "tensor": slice in-memory tensors; "dataloader": Dataset + DataLoader
-    num_workers: int = 0
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise SettingError(f"dataset.loader.batch_size={self.batch_size} must be at least 1")
-        if self.mode not in ("tensor", "dataloader"):
-            raise SettingError(
-                f"dataset.loader.mode={self.mode!r} is unknown: use tensor or dataloader"
-            )
-        if self.num_workers < 0:
-            raise SettingError(f"dataset.loader.num_workers={self.num_workers} must be >= 0")
 
 
 def build(source: Any) -> Splits:

@@ -2,32 +2,12 @@
 
 import os
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from mnistlab import SettingError
-
-CHOICES = ("auto", "cpu", "cuda", "mps")
-
-
-@dataclass
-class DeviceSettings:
-    """The `device` config group. Checked when a run starts."""
-
-    name: str = "auto"
-    threads: int | None = None  # torch CPU threads; null keeps torch's default
-
-    def __post_init__(self) -> None:
-        if self.name not in CHOICES:
-            raise SettingError(
-                f"device.name={self.name!r} is unknown: use one of {', '.join(CHOICES)}"
-            )
-        if self.threads is not None and self.threads < 1:
-            raise SettingError(
-                f"device.threads={self.threads} must be >= 1, or null for torch's default"
-            )
+from mnistlab.config import DeviceSettings
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,6 +27,14 @@ def resolve_device(name: str) -> torch.device:
             "device=mps but Apple MPS is not available here: use device=auto or device=cpu"
         )
     return torch.device("cuda", _local_rank()) if name == "cuda" else torch.device(name)
+
+
+def configure(settings: DeviceSettings) -> None:
+    """Apply the process-wide CPU settings: thread count and flushing denormals to zero."""
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    # Returns False where the CPU cannot (non-x86): nothing changes there.
+    torch.set_flush_denormal(settings.flush_denormal)
 
 
 def _local_rank() -> int:

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from mnistlab import SettingError
-
-_started: datetime.datetime | None = None
+from mnistlab import SettingError, config
 
 
 @dataclass(frozen=True)
@@ -78,26 +76,18 @@ def adopt_slurm() -> None:
 
 def join() -> None:
     """Join the process group (gloo on CPU, nccl for CUDA tensors) and share rank 0's clock."""
-    global _started
+    if dist.is_initialized():
+        return  # torchrun ranks joined in `cli`, before Hydra started
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
+    dist.init_process_group(backend)
     stamp = [datetime.datetime.now()]
     dist.broadcast_object_list(stamp, src=0)
-    _started = stamp[0]
+    config.set_started(stamp[0])
 
 
 def leave() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def started(pattern: str) -> str:
-    """The run's start time formatted by `pattern`: rank 0's under torchrun, else now (cached)."""
-    global _started
-    if _started is None:
-        _started = datetime.datetime.now()
-    return _started.strftime(pattern)
 
 
 def check_devices(device: torch.device, layout: World) -> None:

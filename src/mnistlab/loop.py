@@ -10,45 +10,11 @@ from torch import nn
 from tqdm import tqdm
 
 from mnistlab import SettingError
+from mnistlab.config import LoopSettings
 from mnistlab.data import Batch
 from mnistlab.distributed import SINGLE, World
 
 log = logging.getLogger(__name__)
-
-NAN_POLICIES = ("stop", "skip")
-
-
-@dataclass
-class LoopSettings:
-    """The `loop` config group. Checked when a run starts."""
-
-    epochs: int = 3
-    log_every_n_batches: int = 100
-    seed: int = 0
-    grad_clip_norm: float | None = None
-    checkpoint_every_n_steps: int | None = None  # besides the one at every epoch's end
-    nan_policy: str = "stop"  # stop: end the run as failed; skip: drop that batch's update
-    resume: str | None = None  # a run folder or checkpoint file to continue
-    fast_optimizer: bool = True  # fused (else foreach) optimizer kernels where torch has them
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise SettingError(f"loop.epochs={self.epochs} must be at least 1")
-        if self.log_every_n_batches < 1:
-            raise SettingError(
-                f"loop.log_every_n_batches={self.log_every_n_batches} must be at least 1"
-            )
-        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
-            raise SettingError(
-                f"loop.grad_clip_norm={self.grad_clip_norm} must be > 0 (null: no clipping)"
-            )
-        if self.checkpoint_every_n_steps is not None and self.checkpoint_every_n_steps < 1:
-            raise SettingError(
-                f"loop.checkpoint_every_n_steps={self.checkpoint_every_n_steps} must be >= 1 "
-                "(null: only at the end of each epoch)"
-            )
-        if self.nan_policy not in NAN_POLICIES:
-            raise SettingError(f"loop.nan_policy={self.nan_policy!r} is unknown: use stop or skip")
 
 
 @dataclass
@@ -70,8 +36,9 @@ class Progress:
     @classmethod
     def on(cls, device: torch.device, step: int = 0) -> "Progress":
         """A fresh start at `step`, with the running sums on `device`."""
-        zero = torch.zeros((), device=device)
-        return cls(step=step, epoch_loss=zero, window_loss=zero)
+        # Two separate tensors: the loop adds to each in place.
+        sums = {name: torch.zeros((), device=device) for name in ("epoch_loss", "window_loss")}
+        return cls(step=step, **sums)
 
     def start_epoch(self) -> None:
         self.epoch_step, self.epoch_samples = 0, 0
@@ -126,8 +93,8 @@ def train_epoch(
                     nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip_norm)
                 optimizer.step()  # 5. update
                 loss = loss.detach()
-                progress.epoch_loss = progress.epoch_loss + loss * len(targets)
-                progress.window_loss = progress.window_loss + loss
+                progress.epoch_loss.add_(loss, alpha=len(targets))  # in place: one small kernel
+                progress.window_loss.add_(loss)
             progress.step += 1
             progress.epoch_step += 1
             progress.epoch_samples += len(targets)

@@ -1,0 +1,320 @@
+"""One training run: check the config, build data, model and optimizer, fit, write metrics.
+
+`train(cfg, out_dir)` is plain Python (tests call it); `mnistlab.train` runs it under Hydra.
+"""
+
+import dataclasses
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+
+from mnistlab import SettingError, checkpoint, config, distributed
+from mnistlab.data import Batch, Splits, batches, num_batches
+from mnistlab.data import build as build_data
+from mnistlab.device import configure as configure_device
+from mnistlab.device import describe, resolve_device
+from mnistlab.distributed import World
+from mnistlab.loop import NonFiniteLoss, Progress, check_finite, evaluate, train_epoch
+from mnistlab.optim import build_optimizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Run:
+    """The parts of one training run, built from its config."""
+
+    cfg: DictConfig
+    settings: config.Settings
+    device: torch.device
+    data: Splits
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    out_dir: Path
+    progress: Progress
+    world: World
+
+    @property
+    def net(self) -> torch.nn.Module:
+        """The model itself, unwrapped from DistributedDataParallel where it is wrapped."""
+        return getattr(self.model, "module", self.model)
+
+    def save_checkpoint(self) -> None:
+        if self.world.is_main:
+            path = self.out_dir / checkpoint.FILENAME
+            checkpoint.save(path, self.cfg, self.net, self.optimizer, self.progress)
+
+
+class NoWriter:
+    """Stands in for SummaryWriter on ranks other than 0, which write nothing."""
+
+    def add_scalar(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; the run saved a checkpoint and stopped."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+class Interrupts:
+    """Turn SIGINT/SIGTERM into a flag that the loop checks after each step."""
+
+    signum: int | None = None
+
+    def __enter__(self) -> "Interrupts":
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():  # only it may set handlers
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Train and evaluate as `cfg` says; write TensorBoard events and metrics.json to out_dir.
+
+    With `loop.resume`, the run continues in its own folder with its own saved config.
+    """
+    state = None
+    if cfg.loop.resume is not None:
+        path = checkpoint.find(cfg.loop.resume)
+        state = checkpoint.load(path)
+        cfg, out_dir = checkpoint.config_of(state), path.parent
+        log.info("resuming %s (its saved config is used)", out_dir)
+    run = build(cfg, out_dir, state)
+
+    from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
+
+    is_main = run.world.is_main
+    # purge_step hides events a killed process logged after its last checkpoint.
+    purge = run.progress.step + 1 if state is not None else None
+    writer = SummaryWriter(log_dir=str(out_dir), purge_step=purge) if is_main else NoWriter()
+    with closing(writer), Interrupts() as stop:
+        if state is None and is_main:
+            write_hparams(writer, cfg)
+        try:
+            metrics = fit(run, writer, stop)
+        except NonFiniteLoss as err:
+            lr = run.optimizer.param_groups[0]["lr"]
+            saved = out_dir / checkpoint.FILENAME
+            kept = f"the last good checkpoint is {saved}" if saved.exists() else "no checkpoint yet"
+            message = f"{err} with optimizer.lr={lr:g}: run marked failed; {kept}"
+            if is_main:
+                failed = {"status": "failed", "error": message, "step": run.progress.step}
+                write_metrics(out_dir, failed)
+            raise NonFiniteLoss(message) from None
+        if stop.signum is None and is_main:
+            write_hparams_end(writer)
+    if is_main:
+        write_metrics(out_dir, metrics)
+    if stop.signum is not None:
+        raise Interrupted(stop.signum)
+    return metrics
+
+
+def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
+    """Check the config, then build data, model and optimizer in that order (or restore them)."""
+    settings, layout = config.check(cfg), distributed.world()
+    device = resolve_device(settings.device.name)
+    distributed.check_devices(device, layout)
+    if layout.size > 1 and settings.loop.nan_policy == "skip":
+        raise SettingError("loop.nan_policy=skip is single-process only (ranks must step together)")
+    configure_device(settings.device)
+    log.info("device: %s", describe(device))
+    torch.manual_seed(settings.loop.seed)
+    data = build_data(cfg.dataset.source)
+    if settings.loader.mode == "tensor":
+        data = data.to(device)
+    log.info(
+        "data: %d train / %d val samples, input %s, %d classes",
+        len(data.train),
+        len(data.val),
+        data.input_shape,
+        data.num_classes,
+    )
+    model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    model = model.to(device)
+    if layout.size > 1:
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        torch.manual_seed(settings.loop.seed + layout.rank)  # dropout differs between ranks
+        log.info(
+            "rank %d of %d; global batch size %d",
+            layout.rank,
+            layout.size,
+            settings.loader.batch_size * layout.size,
+        )
+    optimizer = build_optimizer(
+        cfg.optimizer, model.parameters(), device, settings.loop.fast_optimizer
+    )
+    if state is not None:
+        progress = checkpoint.restore(state, getattr(model, "module", model), optimizer, device)
+        log.info("resumed at epoch %d, step %d", progress.epoch, progress.step)
+    else:
+        progress = Progress.on(device)
+    return Run(cfg, settings, device, data, model, optimizer, out_dir, progress, layout)
+
+
+def fit(run: Run, writer, stop: Interrupts) -> dict[str, Any]:
+    """Train the remaining epochs (validating and checkpointing each), then test if there is one."""
+    loop, loader, progress = run.settings.loop, run.settings.loader, run.progress
+    world = run.world
+    steps_per_epoch = num_batches(len(run.data.train) // world.size, loader.batch_size)
+
+    def after_step() -> bool:
+        every = loop.checkpoint_every_n_steps
+        if every is not None and progress.step % every == 0:
+            if not torch.isfinite(progress.epoch_loss):
+                raise NonFiniteLoss(
+                    f"the training loss became non-finite before step {progress.step}"
+                )
+            run.save_checkpoint()
+        if world.size > 1 and progress.step % loop.log_every_n_batches:
+            return False  # ranks must stop at the same step: they agree at logging points
+        return world.any(stop.signum is not None, run.device)
+
+    started = time.perf_counter()
+    while progress.epoch < loop.epochs and stop.signum is None:
+        tick, samples_before = time.perf_counter(), progress.epoch_samples
+        epoch_batches = batches(
+            run.data.train,
+            loader,
+            seed=loop.seed,
+            epoch=progress.epoch,
+            start=progress.epoch_step,
+            rank=world.rank,
+            world_size=world.size,
+        )
+        finished = train_epoch(
+            run.model,
+            epoch_batches,
+            run.optimizer,
+            loop,
+            progress,
+            total=steps_per_epoch,
+            log_loss=lambda step, value: writer.add_scalar("train/loss", value, step),
+            after_step=after_step,
+            description=f"epoch {progress.epoch + 1}/{loop.epochs}",
+            world=world,
+        )
+        progress.seconds += time.perf_counter() - tick
+        progress.samples += progress.epoch_samples - samples_before
+        if finished:
+            trained = world.size * (progress.epoch_samples - samples_before)  # since a resume too
+            end_epoch(run, writer, trained / (time.perf_counter() - tick))
+        run.save_checkpoint()
+    metrics = {
+        "status": "completed" if stop.signum is None else "interrupted",
+        **progress.val,
+        "epochs": progress.epoch,
+        "steps": progress.step,
+        "samples_per_second": world.size * progress.samples / max(progress.seconds, 1e-9),
+        "world_size": world.size,
+        "global_batch_size": world.size * loader.batch_size,
+        "wall_time_s": time.perf_counter() - started,
+        "device": describe(run.device),
+    }
+    if stop.signum is None and run.data.test is not None:
+        metrics.update(test(run, writer))
+    return metrics
+
+
+def end_epoch(run: Run, writer, samples_per_second: float) -> None:
+    """Validate, log the epoch's metrics, and move `progress` on to the next epoch."""
+    progress, epochs, step = run.progress, run.settings.loop.epochs, run.progress.step
+    mean_loss = run.world.mean(progress.epoch_loss / progress.epoch_samples).item()
+    train_loss = check_finite(mean_loss, f"training loss by step {step}")
+    val_loss, val_accuracy = evaluate(run.net, eval_batches(run, run.data.val), run.device)
+    check_finite(val_loss, f"validation loss after step {step}")
+    writer.add_scalar("val/loss", val_loss, step)
+    writer.add_scalar("val/accuracy", val_accuracy, step)
+    progress.val = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
+    log.info(
+        "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_accuracy %.2f%%  (%.0f samples/s)",
+        progress.epoch + 1,
+        epochs,
+        train_loss,
+        val_loss,
+        100 * val_accuracy,
+        samples_per_second,
+    )
+    progress.epoch += 1
+    progress.start_epoch()
+
+
+def test(run: Run, writer) -> dict[str, float]:
+    """Evaluate on the test split once training is done."""
+    loss, accuracy = evaluate(run.net, eval_batches(run, run.data.test), run.device)
+    writer.add_scalar("test/loss", loss, run.progress.step)
+    writer.add_scalar("test/accuracy", accuracy, run.progress.step)
+    log.info("test_loss %.4f  test_accuracy %.2f%%", loss, 100 * accuracy)
+    return {"test_loss": loss, "test_accuracy": accuracy}
+
+
+def eval_batches(run: Run, split) -> Iterator[Batch]:
+    """Batches for evaluation: in order, and larger, since no gradients are kept."""
+    loader = run.settings.loader
+    loader = dataclasses.replace(loader, shuffle=False, batch_size=max(loader.batch_size, 1024))
+    return batches(split, loader, seed=0, epoch=0)
+
+
+def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def hparams_of(cfg: DictConfig) -> dict[str, Any]:
+    """The run's hyper-parameters as flat TensorBoard-friendly values: optimizer.lr -> 0.01."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, prefix if key == "_target_" else f"{prefix}.{key}")
+        elif isinstance(node, bool | int | float | str):
+            # `_target_` names the component: "torch.optim.Adam" -> optimizer = "Adam"
+            named = prefix in ("optimizer", "model", "dataset.source")
+            flat[prefix] = node.rsplit(".", 1)[-1] if named else node
+
+    for group in ("dataset", "model", "optimizer", "loop"):
+        walk(OmegaConf.to_container(cfg[group], resolve=True), group)
+    return flat
+
+
+def write_hparams(writer, cfg: DictConfig) -> None:
+    """Record the hyper-parameters in the run's own event file (not add_hparams' sub-folder)."""
+    from torch.utils.tensorboard.summary import hparams
+
+    _, session_start, _ = hparams(hparams_of(cfg), {})
+    writer.file_writer.add_summary(session_start)
+
+
+def write_hparams_end(writer) -> None:
+    from torch.utils.tensorboard.summary import hparams
+
+    _, _, session_end = hparams({}, {})
+    writer.file_writer.add_summary(session_end)
