@@ -107,6 +107,23 @@ def test_cli_device_cuda_without_cuda_fails_in_one_line(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("results.json"))
 
 
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
+def test_cli_training_runs_each_variant_with_its_own_cpu_settings(tmp_path: Path) -> None:
+    done = run_cli("mnistlab.benchmark", "device=cpu", *TINY_TRAINING, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    # In a fresh process the setting reaches all of torch's threads, in the child too.
+    assert (
+        "(2), (3) here, with mnistlab-train's CPU settings: denormal floats flushed to zero"
+        in lines
+    )
+    assert (
+        "(1), (1f), (3d), (3p) in a child process, with torch's defaults: denormal floats kept"
+        in lines
+    )
+    assert any(line.startswith("(3)/(3d) =") for line in lines)
+
+
 def test_cli_multirun_writes_one_folder_per_job(tmp_path: Path) -> None:
     done = run_cli(
         "mnistlab.benchmark",
@@ -168,7 +185,7 @@ def test_training_benchmark_writes_all_three_figures(tmp_path: Path, capsys) -> 
         "lesson_fused",
         "mnistlab",
         "bare",
-        "bare_unflushed",
+        "bare_defaults",
         "bare_plain",
     ]
     assert min(medians.values()) > 0
@@ -180,6 +197,9 @@ def test_training_benchmark_writes_all_three_figures(tmp_path: Path, capsys) -> 
     for variant in benchmark.VARIANTS.values():
         assert variant.title in out
     assert json.loads((tmp_path / "results.json").read_text())["ratios"] == results["ratios"]
+    # The lesson's loops, (3d) and (3p) ran in a fresh child process, with torch's defaults.
+    where = "(1), (1f), (3d), (3p) in a child process, with torch's defaults"
+    assert results["denormals"][where] == "kept" and f"{where}: denormal floats kept" in out
 
     series = scalars(tmp_path)
     for name, median in medians.items():
@@ -200,42 +220,10 @@ def test_each_variant_builds_its_own_adam() -> None:
         fused[name] = bool(optimizer.defaults["fused"])
     # (2) builds its Adam as mnistlab-train does, and gets the fused kernel on the CPU.
     expected = {"lesson": False, "lesson_fused": True, "mnistlab": True, "bare": True}
-    assert fused == {**expected, "bare_unflushed": True, "bare_plain": False}
+    assert fused == {**expected, "bare_defaults": True, "bare_plain": False}
     slow = benchmark.TrainingSettings(fast_optimizer=False)
     trainee = benchmark.make_trainee(benchmark.VARIANTS["mnistlab"], slow, torch.device("cpu"))
     assert not trainee.optimizer.defaults["fused"] and not trainee.optimizer.defaults["foreach"]
-
-
-def flushes_denormals() -> bool:
-    """Whether torch's CPU kernels currently turn a denormal float32 into zero."""
-    return (torch.tensor([1e-40]) * 1.0).item() == 0.0
-
-
-@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
-@pytest.mark.parametrize("flush_denormal", [True, False])
-def test_each_variant_flushes_denormals_as_its_title_says(
-    tmp_path: Path, flush_denormal: bool
-) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-
-    settings = benchmark.TrainingSettings(num_samples=64, flush_denormal=flush_denormal)
-    data = benchmark.workload_data(settings)
-    flushed = {}
-    try:
-        with SummaryWriter(log_dir=str(tmp_path)) as writer:
-            work = benchmark.Workload(data, data, settings, torch.device("cpu"), writer)
-            for name, variant in benchmark.VARIANTS.items():
-                trainee = benchmark.make_trainee(variant, settings, work.device)
-                benchmark.run_epoch(variant, trainee, work, 0)
-                flushed[name] = flushes_denormals()
-    finally:
-        torch.set_flush_denormal(False)  # torch's default, for the tests that follow
-    # (2) and (3) run as mnistlab-train does (device.flush_denormal); the others as torch does.
-    expected = {name: name in ("mnistlab", "bare") and flush_denormal for name in flushed}
-    assert flushed == expected
-    assert ("denormals flushed" in benchmark.VARIANTS["bare"].title) and (
-        "denormals kept" in benchmark.VARIANTS["bare_unflushed"].title
-    )
 
 
 def test_training_workload_can_be_the_real_mnist_images(

@@ -115,3 +115,22 @@ def test_help_and_cfg_answer_without_importing_torch(tmp_path, monkeypatch, flag
     assert "hydra" in modules  # the report is there, and read correctly
     assert not {"torch", "tensorboard", "numpy"} & modules
     assert not (tmp_path / "outputs").exists()  # nothing built, nothing written
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
+@pytest.mark.parametrize(("flush", "mode"), [("true", "flushed to zero"), ("false", "kept")])
+def test_flush_denormal_reaches_every_cpu_thread_of_a_run(tmp_path, flush, mode):
+    # Measured inside the run by a multiply that every worker thread takes part in: the flag
+    # must be set before torch starts its threads, which copy it only when they start.
+    result = run_cli(
+        "mnistlab.train",
+        "dataset=fake_mnist",
+        "loop.epochs=1",
+        "device=cpu",
+        "device.threads=2",
+        f"device.flush_denormal={flush}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert f"; CPU denormal floats {mode}\n" in (run / "train.log").read_text()

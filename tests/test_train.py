@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -148,3 +150,33 @@ def test_device_flush_denormal_reaches_torch_and_keeps_the_results(tmp_path):
     # Values below 1.2e-38 do not move this training: the same losses either way.
     for key in ("train_loss", "val_loss", "val_accuracy"):
         assert metrics[True][key] == pytest.approx(metrics[False][key], rel=1e-4)
+
+
+LATE = "threads started before the setting"
+SCRIPT = """
+import torch
+from mnistlab.device import denormals
+torch.set_num_threads(2)
+torch.set_flush_denormal({first})
+print(denormals())  # torch's worker threads start here and copy the flag
+torch.set_flush_denormal({then})
+print(denormals())
+"""
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
+@pytest.mark.parametrize(
+    ("first", "then", "reports"),
+    [
+        (True, True, ["flushed to zero", "flushed to zero"]),
+        (False, False, ["kept", "kept"]),
+        (False, True, ["kept", f"flushed on 50% of the work only ({LATE})"]),
+    ],
+)
+def test_denormals_reports_what_every_thread_does(first, then, reports):
+    script = SCRIPT.format(first=first, then=then)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    # Two threads split the multiply in halves; a late flag reaches the main thread's half.
+    assert result.stdout.splitlines() == reports

@@ -12,11 +12,13 @@ mnistlab-benchmark -m benchmark=time_to_accuracy benchmark.model=mlp,cnn
 import csv
 import json
 import logging
+import multiprocessing
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,7 @@ from mnistlab.config import DeviceSettings, LoaderSettings, LoopSettings
 from mnistlab.data import Splits, TensorPairs, batches, num_batches
 from mnistlab.data import build as build_data
 from mnistlab.device import configure as configure_device
-from mnistlab.device import cpu_model, describe, resolve_device
+from mnistlab.device import cpu_model, denormals, describe, resolve_device
 from mnistlab.loop import Progress, evaluate, train_epoch
 from mnistlab.models import MNISTClassifier
 from mnistlab.optim import build_optimizer
@@ -89,7 +91,7 @@ class TrainingSettings:
             "lesson_fused",
             "mnistlab",
             "bare",
-            "bare_unflushed",
+            "bare_defaults",
             "bare_plain",
         ]
     )
@@ -101,7 +103,6 @@ class TrainingSettings:
     warmup_samples: int = 6400  # one short untimed epoch per variant first
     log_every_n_batches: int = 100
     fast_optimizer: bool = True  # (2)'s optimizer, as loop.fast_optimizer sets it for a run
-    flush_denormal: bool = True  # (2) and (3), as device.flush_denormal sets it for a run
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -438,7 +439,7 @@ class Workload:
     on_device: TensorPairs  # what the fast paths slice (the same tensors on a CPU run)
     settings: TrainingSettings
     device: torch.device
-    writer: "SummaryWriter"  # mnistlab's loop logs train/loss here, as a real run does
+    writer: "SummaryWriter | None"  # mnistlab's loop logs train/loss here, as a real run does
 
     def head(self, count: int) -> "Workload":
         """The first `count` samples: a short epoch for warming up."""
@@ -548,7 +549,7 @@ class Variant:
     title: str
     epoch: EpochFn
     optimizer: OptimizerFn
-    flush: bool = False  # flush denormals as mnistlab-train does (else torch's default: keep)
+    torch_defaults: bool = True  # run as a user's own script does: torch's CPU settings
 
 
 # The order is the table's order; the labels (1)-(3p) are the ones the ratios refer to.
@@ -556,42 +557,44 @@ VARIANTS: dict[str, Variant] = {
     "lesson": Variant("(1)  lesson loop: Dataset + DataLoader, Adam", lesson_epoch, plain_adam),
     "lesson_fused": Variant("(1f) lesson loop + fused Adam", lesson_epoch, fused_adam),
     "mnistlab": Variant(
-        "(2)  mnistlab loop: train_epoch, TensorBoard on, build_optimizer, denormals flushed",
+        "(2)  mnistlab loop: train_epoch, TensorBoard on, build_optimizer",
         mnistlab_epoch,
         mnistlab_adam,
-        flush=True,
+        torch_defaults=False,
     ),
     "bare": Variant(
-        "(3)  bare loop: sliced tensors, no logging, fused Adam, denormals flushed",
+        "(3)  bare loop: sliced tensors, no logging, fused Adam",
         bare_epoch,
         fused_adam,
-        flush=True,
+        torch_defaults=False,
     ),
-    "bare_unflushed": Variant("(3u) bare loop, fused Adam, denormals kept", bare_epoch, fused_adam),
-    "bare_plain": Variant("(3p) bare loop, plain Adam, denormals kept", bare_epoch, plain_adam),
+    "bare_defaults": Variant(
+        "(3d) bare loop, fused Adam, torch's defaults", bare_epoch, fused_adam
+    ),
+    "bare_plain": Variant("(3p) bare loop, plain Adam, torch's defaults", bare_epoch, plain_adam),
 }
 RATIOS = {  # key: (top variant, bottom variant, label, what it shows)
     "mnistlab_over_lesson": ("mnistlab", "lesson", "(2)/(1)", "mnistlab against the lesson"),
     "mnistlab_over_bare": ("mnistlab", "bare", "(2)/(3)", "mnistlab's overhead (goal >= 0.95)"),
     "lesson_fused_over_lesson": ("lesson_fused", "lesson", "(1f)/(1)", "fused Adam, lesson loop"),
-    "bare_unflushed_over_bare_plain": (
-        "bare_unflushed",
+    "bare_defaults_over_bare_plain": (
+        "bare_defaults",
         "bare_plain",
-        "(3u)/(3p)",
+        "(3d)/(3p)",
         "fused Adam, bare loop",
     ),
-    "bare_unflushed_over_lesson_fused": (
-        "bare_unflushed",
+    "bare_defaults_over_lesson_fused": (
+        "bare_defaults",
         "lesson_fused",
-        "(3u)/(1f)",
+        "(3d)/(1f)",
         "the data path, same fused Adam",
     ),
     "bare_plain_over_lesson": ("bare_plain", "lesson", "(3p)/(1)", "the data path, plain Adam"),
-    "bare_over_bare_unflushed": (
+    "bare_over_bare_defaults": (
         "bare",
-        "bare_unflushed",
-        "(3)/(3u)",
-        "flushing denormals, bare loop",
+        "bare_defaults",
+        "(3)/(3d)",
+        "mnistlab's CPU settings (device.flush_denormal)",
     ),
 }
 
@@ -633,35 +636,100 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def run_epoch(variant: Variant, trainee: Trainee, work: Workload, epoch: int) -> int:
-    """One epoch of one variant, with denormals flushed or kept as the variant says."""
-    torch.set_flush_denormal(variant.flush and work.settings.flush_denormal)  # process-wide
-    return variant.epoch(trainee, work, epoch)
-
-
 def timed_epoch(variant: Variant, trainee: Trainee, work: Workload, epoch: int) -> float:
     """Samples per second of one epoch of one variant."""
     synchronize(work.device)
     started = time.perf_counter()
-    samples = run_epoch(variant, trainee, work, epoch)
+    samples = variant.epoch(trainee, work, epoch)
     synchronize(work.device)
     return samples / (time.perf_counter() - started)
 
 
-def measure_variants(work: Workload) -> dict[str, list[float]]:
-    """Samples/s per variant and round: variants alternate, in a rotating order, in one process."""
+class Trainer:
+    """Some variants' trainees on one workload, warmed up, each trained one epoch per call."""
+
+    def __init__(self, names: list[str], work: Workload) -> None:
+        self.work = work
+        self.trainees = {
+            name: make_trainee(VARIANTS[name], work.settings, work.device) for name in names
+        }
+        warmup = work.head(min(work.settings.warmup_samples, len(work.host)))
+        for name in names:  # untimed: lazy set-up, caches, Adam state
+            VARIANTS[name].epoch(self.trainees[name], warmup, 0)
+
+    def epoch(self, name: str, epoch: int) -> float:
+        return timed_epoch(VARIANTS[name], self.trainees[name], self.work, epoch)
+
+
+def torch_defaults_worker(
+    conn: Connection, names: list[str], settings: TrainingSettings, device: torch.device
+) -> None:
+    """A child process that trains `names` as a user's own script runs: torch's CPU settings.
+
+    Only the thread count is the parent's. It answers (variant, epoch) with samples/s.
+    """
+    torch.set_num_threads(conn.recv())
+    host = workload_data(settings)
+    trainer = Trainer(names, Workload(host, host.to(device), settings, device, writer=None))
+    conn.send(denormals())
+    while (request := conn.recv()) is not None:
+        conn.send(trainer.epoch(*request))
+
+
+@contextmanager
+def torch_defaults_process(
+    names: list[str], work: Workload
+) -> Iterator[tuple[Callable[[str, int], float], str]]:
+    """Start the child for `names`; yield its epoch function and its denormal report."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: torch's defaults
+    conn, child_conn = context.Pipe()
+    args = (child_conn, names, work.settings, work.device)
+    child = context.Process(target=torch_defaults_worker, args=args, daemon=True)
+    child.start()
+    try:
+        conn.send(torch.get_num_threads())
+
+        def epoch(name: str, number: int) -> float:
+            conn.send((name, number))
+            return conn.recv()
+
+        yield epoch, conn.recv()
+    finally:
+        if child.is_alive():
+            conn.send(None)
+        child.join(timeout=60)
+
+
+def measure_variants(work: Workload) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Samples/s per variant and round, and what each process does with denormal floats.
+
+    Variants alternate in a rotating order. Those with `torch_defaults` train in a child
+    process: a process-wide CPU setting such as flushing denormals cannot be switched back and
+    forth, since torch's worker threads keep the setting they started with.
+    """
     names = work.settings.variants
-    trainees = {name: make_trainee(VARIANTS[name], work.settings, work.device) for name in names}
-    warmup = work.head(min(work.settings.warmup_samples, len(work.host)))
-    for name in names:
-        run_epoch(VARIANTS[name], trainees[name], warmup, 0)  # untimed: lazy set-up, Adam state
-    speeds: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(1, work.settings.rounds + 1):
-        # Rotating the order spreads any drift (clock, heat, memory) evenly over the variants.
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            speeds[name].append(timed_epoch(VARIANTS[name], trainees[name], work, round_))
-    return speeds
+    here = [name for name in names if not VARIANTS[name].torch_defaults]
+    there = [name for name in names if VARIANTS[name].torch_defaults]
+    with torch_defaults_process(there, work) if there else nullcontext((None, "")) as child:
+        child_epoch, child_denormals = child
+        trainer = Trainer(here, work)
+        speeds: dict[str, list[float]] = {name: [] for name in names}
+        for round_ in range(1, work.settings.rounds + 1):
+            # Rotating the order spreads any drift (clock, heat, memory) evenly over the variants.
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                epoch = trainer.epoch if name in here else child_epoch
+                speeds[name].append(epoch(name, round_))
+
+    def labels(group: list[str]) -> str:
+        return ", ".join(VARIANTS[name].title.split()[0] for name in group)
+
+    modes = (
+        {f"{labels(here)} here, with mnistlab-train's CPU settings": denormals()} if here else {}
+    )
+    if there:
+        modes[f"{labels(there)} in a child process, with torch's defaults"] = child_denormals
+    return speeds, modes
 
 
 def training_benchmark(
@@ -678,8 +746,10 @@ def training_benchmark(
     )
     with SummaryWriter(log_dir=str(out_dir / "mnistlab_loop")) as writer:
         work = Workload(host, host.to(device), settings, device, writer)
-        speeds = measure_variants(work)
-    results = training_results(speeds, settings, device)
+        speeds, modes = measure_variants(work)
+    for where, mode in modes.items():
+        print(f"{where}: denormal floats {mode}")
+    results = {**training_results(speeds, settings, device), "denormals": modes}
     print(training_table(results))
     rows = [{"variant": name, **figures} for name, figures in results["variants"].items()]
     write_results(out_dir, results, rows)
@@ -722,8 +792,9 @@ def training_table(results: dict[str, Any]) -> str:
     for figures in results["variants"].values():
         speeds = ("samples_per_s", "min_samples_per_s", "max_samples_per_s")
         cells.append([figures["title"], *(f"{figures[key]:,.0f}" for key in speeds)])
+    width = max(len(label) for _, _, label, _ in RATIOS.values()) + 3  # "(3u)/(3p) = "
     ratios = [
-        f"{RATIOS[key][2] + ' =':<11}{value:.2f}x  {RATIOS[key][3]}"
+        f"{RATIOS[key][2] + ' =':<{width}}{value:.2f}x  {RATIOS[key][3]}"
         for key, value in results["ratios"].items()
     ]
     return "\n".join([format_table(cells, left=1), *ratios])

@@ -30,11 +30,26 @@ def resolve_device(name: str) -> torch.device:
 
 
 def configure(settings: DeviceSettings) -> None:
-    """Apply the process-wide CPU settings: thread count and flushing denormals to zero."""
+    """Apply the CPU settings: thread count, and whether denormals are flushed to zero.
+
+    Call it before the first parallel CPU operation: the flag is per thread, and torch's
+    worker threads copy the main thread's when they start, never later.
+    """
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     # Returns False where the CPU cannot (non-x86): nothing changes there.
     torch.set_flush_denormal(settings.flush_denormal)
+
+
+def denormals() -> str:
+    """What CPU kernels do with denormal floats now, on all threads: flushed, kept or mixed."""
+    # 2**20 copies of the smallest float32 denormal (bit pattern 1): a multiply large enough
+    # to run on every worker thread. Made from integers: no float conversion can flush it.
+    tiny = torch.ones(1 << 20, dtype=torch.int32).view(torch.float32)
+    share = (tiny * 1.0 == 0).float().mean().item()
+    if share in (0.0, 1.0):
+        return "flushed to zero" if share else "kept"
+    return f"flushed on {share:.0%} of the work only (threads started before the setting)"
 
 
 def _local_rank() -> int:

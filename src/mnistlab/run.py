@@ -23,7 +23,7 @@ from mnistlab import SettingError, checkpoint, config, distributed
 from mnistlab.data import Batch, Splits, batches, num_batches
 from mnistlab.data import build as build_data
 from mnistlab.device import configure as configure_device
-from mnistlab.device import describe, resolve_device
+from mnistlab.device import denormals, describe, resolve_device
 from mnistlab.distributed import World
 from mnistlab.loop import NonFiniteLoss, Progress, check_finite, evaluate, train_epoch
 from mnistlab.optim import build_optimizer
@@ -144,7 +144,7 @@ def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
     if layout.size > 1 and settings.loop.nan_policy == "skip":
         raise SettingError("loop.nan_policy=skip is single-process only (ranks must step together)")
     configure_device(settings.device)
-    log.info("device: %s", describe(device))
+    log.info("device: %s; CPU denormal floats %s", describe(device), denormals())
     torch.manual_seed(settings.loop.seed)
     data = build_data(cfg.dataset.source)
     if settings.loader.mode == "tensor":
