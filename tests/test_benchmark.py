@@ -9,7 +9,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import compose_config, run_cli
-from mnistlab import SettingError, benchmark
+from mnistlab import SettingError, config
+from mnistlab.benchmark import job, matmul, race, training
 
 TINY_MATMUL = (
     "benchmark.sizes=[16,32]",
@@ -45,7 +46,7 @@ def table_lines(out: str, first_cells: set[str]) -> list[list[str]]:
 
 
 def test_every_benchmark_config_composes() -> None:
-    for choice in benchmark.BENCHMARKS:
+    for choice in job.BENCHMARKS:
         cfg = compose_config(f"benchmark={choice}", config_name="benchmark")
         assert cfg.benchmark.name == choice
         assert cfg.device.name == "auto"
@@ -53,7 +54,7 @@ def test_every_benchmark_config_composes() -> None:
 
 def test_matmul_on_cpu_prints_table_and_writes_results(tmp_path: Path, capsys) -> None:
     cfg = compose_config("device=cpu", *TINY_MATMUL, config_name="benchmark")
-    results = benchmark.run(cfg, tmp_path)
+    results = job.run(cfg, tmp_path)
     out = capsys.readouterr().out
 
     assert "CPU GFLOP/s" in out and "GPU GFLOP/s" not in out
@@ -78,7 +79,7 @@ def test_matmul_on_cpu_prints_table_and_writes_results(tmp_path: Path, capsys) -
 
 def test_matmul_scalars_are_gflops_against_size(tmp_path: Path) -> None:
     cfg = compose_config("device=cpu", *TINY_MATMUL, config_name="benchmark")
-    results = benchmark.run(cfg, tmp_path)
+    results = job.run(cfg, tmp_path)
     series = scalars(tmp_path)
     assert set(series) == {"matmul/cpu_float32_gflops", "matmul/cpu_float64_gflops"}
     for row in results["rows"]:
@@ -90,7 +91,7 @@ def test_matmul_scalars_are_gflops_against_size(tmp_path: Path) -> None:
 @pytest.mark.skipif(HAS_GPU, reason="checks the message of a machine without a GPU")
 def test_matmul_without_cuda_says_so_and_skips_gpu_columns(tmp_path: Path, capsys) -> None:
     cfg = compose_config("device=auto", *TINY_MATMUL, config_name="benchmark")
-    results = benchmark.run(cfg, tmp_path)
+    results = job.run(cfg, tmp_path)
     out = capsys.readouterr().out
     assert "CUDA is not available: the GPU columns are skipped (CPU only)" in out
     assert results["gpu"] is None and not results["cuda_available"]
@@ -142,32 +143,32 @@ def test_cli_multirun_writes_one_folder_per_job(tmp_path: Path) -> None:
 
 def test_settings_are_checked() -> None:
     with pytest.raises(SettingError, match="benchmark.dtypes"):
-        benchmark.MatmulSettings(dtypes=["float8"])
+        matmul.MatmulSettings(dtypes=["float8"])
     with pytest.raises(SettingError, match="benchmark.rounds"):
-        benchmark.TrainingSettings(rounds=2)
+        training.TrainingSettings(rounds=2)
     with pytest.raises(SettingError, match="benchmark.variants"):
-        benchmark.TrainingSettings(variants=["lightning"])
+        training.TrainingSettings(variants=["lightning"])
 
 
 def test_tf32_setting_is_restored() -> None:
-    matmul = torch.backends.cuda.matmul
-    if not hasattr(matmul, "fp32_precision"):
+    cuda_matmul = torch.backends.cuda.matmul
+    if not hasattr(cuda_matmul, "fp32_precision"):
         pytest.skip("torch < 2.9 has only the legacy allow_tf32 flag")
-    before = matmul.fp32_precision
-    with benchmark.tf32(True):
-        assert matmul.fp32_precision == "tf32"
-    assert matmul.fp32_precision == before
+    before = cuda_matmul.fp32_precision
+    with matmul.tf32(True):
+        assert cuda_matmul.fp32_precision == "tf32"
+    assert cuda_matmul.fp32_precision == before
 
 
 def test_every_training_variant_trains_every_sample(tmp_path: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    settings = benchmark.TrainingSettings(num_samples=100, batch_size=32)  # last batch of 4
-    data = benchmark.workload_data(settings)
+    settings = training.TrainingSettings(num_samples=100, batch_size=32)  # last batch of 4
+    data = training.workload_data(settings)
     with SummaryWriter(log_dir=str(tmp_path)) as writer:
-        work = benchmark.Workload(data, data, settings, torch.device("cpu"), writer)
-        for variant in benchmark.VARIANTS.values():
-            trainee = benchmark.make_trainee(variant, settings, work.device)
+        work = training.Workload(data, data, settings, torch.device("cpu"), writer)
+        for variant in training.VARIANTS.values():
+            trainee = training.make_trainee(variant, settings, work.device)
             before = [p.detach().clone() for p in trainee.model.parameters()]
             assert variant.epoch(trainee, work, 1) == 100
             after = list(trainee.model.parameters())
@@ -176,18 +177,18 @@ def test_every_training_variant_trains_every_sample(tmp_path: Path) -> None:
 
 def test_training_benchmark_writes_all_three_figures(tmp_path: Path, capsys) -> None:
     cfg = compose_config("device=cpu", *TINY_TRAINING, config_name="benchmark")
-    results = benchmark.run(cfg, tmp_path)
+    results = job.run(cfg, tmp_path)
     out = capsys.readouterr().out
 
     medians = {name: v["samples_per_s"] for name, v in results["variants"].items()}
-    assert list(medians) == list(benchmark.VARIANTS)  # the shipped config runs all, in order
+    assert list(medians) == list(training.VARIANTS)  # the shipped config runs all, in order
     assert min(medians.values()) > 0
     assert all(len(v["per_round_samples_per_s"]) == 3 for v in results["variants"].values())
-    assert len(results["ratios"]) == len(benchmark.RATIOS)
-    for key, (top, bottom, label, _) in benchmark.RATIOS.items():
+    assert len(results["ratios"]) == len(training.RATIOS)
+    for key, (top, bottom, label, _) in training.RATIOS.items():
         assert results["ratios"][key] == medians[top] / medians[bottom]
         assert f"{label} =" in out
-    for variant in benchmark.VARIANTS.values():
+    for variant in training.VARIANTS.values():
         assert variant.title in out
     assert json.loads((tmp_path / "results.json").read_text())["ratios"] == results["ratios"]
     # The lesson's loops, (3d) and (3p) ran in a fresh child process, with torch's defaults.
@@ -204,18 +205,18 @@ def test_training_benchmark_writes_all_three_figures(tmp_path: Path, capsys) -> 
 
 
 def test_each_variant_builds_its_own_adam() -> None:
-    settings = benchmark.TrainingSettings()
+    settings = training.TrainingSettings()
     fused = {}
-    for name, variant in benchmark.VARIANTS.items():
-        optimizer = benchmark.make_trainee(variant, settings, torch.device("cpu")).optimizer
+    for name, variant in training.VARIANTS.items():
+        optimizer = training.make_trainee(variant, settings, torch.device("cpu")).optimizer
         assert isinstance(optimizer, torch.optim.Adam)
         assert optimizer.defaults["lr"] == settings.lr
         fused[name] = bool(optimizer.defaults["fused"])
     # (2) builds its Adam as mnistlab-train does, and gets the fused kernel on the CPU.
     expected = {"lesson": False, "lesson_fused": True, "mnistlab": True, "bare": True}
     assert fused == {**expected, "bare_defaults": True, "bare_plain": False}
-    slow = benchmark.TrainingSettings(fast_optimizer=False)
-    trainee = benchmark.make_trainee(benchmark.VARIANTS["mnistlab"], slow, torch.device("cpu"))
+    slow = training.TrainingSettings(fast_optimizer=False)
+    trainee = training.make_trainee(training.VARIANTS["mnistlab"], slow, torch.device("cpu"))
     assert not trainee.optimizer.defaults["fused"] and not trainee.optimizer.defaults["foreach"]
 
 
@@ -223,16 +224,16 @@ def test_training_workload_can_be_the_real_mnist_images(
     mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MNISTLAB_DATA", str(mnist_dir))
-    data = benchmark.workload_data(benchmark.TrainingSettings(data="mnist"))
+    data = training.workload_data(training.TrainingSettings(data="mnist"))
     assert data.inputs.shape == (60_000, 28, 28) and data.targets.shape == (60_000,)
     assert sorted(data.targets.unique().tolist()) == list(range(10))
     assert abs(data.inputs.mean().item()) < 0.05  # normalised as every mnistlab run sees it
-    few = benchmark.workload_data(benchmark.TrainingSettings(data="mnist", num_samples=100))
+    few = training.workload_data(training.TrainingSettings(data="mnist", num_samples=100))
     assert torch.equal(few.inputs, data.inputs[:100])
     with pytest.raises(SettingError, match="benchmark.num_samples=70000 .* at most 60000"):
-        benchmark.workload_data(benchmark.TrainingSettings(data="mnist", num_samples=70_000))
+        training.workload_data(training.TrainingSettings(data="mnist", num_samples=70_000))
     with pytest.raises(SettingError, match="benchmark.data='fashion'"):
-        benchmark.TrainingSettings(data="fashion")
+        training.TrainingSettings(data="fashion")
 
 
 # ---------------------------------------------------------------- time to accuracy
@@ -254,20 +255,18 @@ def test_time_to_accuracy_presets_compose() -> None:
         cfg = compose_config(
             "benchmark=time_to_accuracy", f"benchmark.model={model}", config_name="benchmark"
         )
-        settings = benchmark.config.to_settings(
-            cfg.benchmark, benchmark.TimeToAccuracySettings, "benchmark"
-        )
+        settings = config.to_settings(cfg.benchmark, race.TimeToAccuracySettings, "benchmark")
         assert settings.recipe.target_accuracy == target
         assert settings.recipe.model["_target_"] == f"mnistlab.models.{name}"
         trained = compose_config(f"model={model}")  # the same model config as mnistlab-train's
         assert settings.recipe.model == dict(trained.model)
     with pytest.raises(SettingError, match="benchmark.model='vit' is unknown: use one of mlp, cnn"):
-        benchmark.run(race_config("benchmark.model=vit"), Path("never-made"))
+        job.run(race_config("benchmark.model=vit"), Path("never-made"))
 
 
 def test_time_to_accuracy_stops_at_the_target(tmp_path: Path, capsys) -> None:
     cfg = race_config("benchmark.model=mlp", "benchmark.recipes.mlp.target_accuracy=0.5")
-    results = benchmark.run(cfg, tmp_path)
+    results = job.run(cfg, tmp_path)
     out = capsys.readouterr().out
 
     assert results["reached"] and results["split"] == "val"  # synthetic digits: no test split
@@ -294,7 +293,7 @@ def test_time_to_accuracy_can_stop_mid_epoch(tmp_path: Path) -> None:
         "benchmark.recipes.mlp.target_accuracy=0.3",
         "benchmark.eval_every_n_steps=3",
     )
-    results = benchmark.run(cfg, tmp_path)
+    results = job.run(cfg, tmp_path)
     steps_per_epoch = 1080 // 64 + 1  # 1,200 digits less a 10% validation split, batch 64
     assert results["reached"] and results["steps"] % 3 == 0
     assert results["steps"] < steps_per_epoch and results["epochs"] < 1
@@ -307,7 +306,7 @@ def test_time_to_accuracy_not_reached_is_a_result(tmp_path: Path, capsys) -> Non
         "benchmark.recipes.cnn.epochs=1",
         "benchmark.recipes.cnn.model.channels=[4,8]",
     )
-    results = benchmark.run(cfg, tmp_path)
+    results = job.run(cfg, tmp_path)
     assert not results["reached"] and results["epochs"] == 1 and results["accuracy"] < 1
     assert "NOT REACHED: 100.00% val accuracy" in capsys.readouterr().out
     assert json.loads((tmp_path / "results.json").read_text())["reached"] is False
@@ -316,7 +315,7 @@ def test_time_to_accuracy_not_reached_is_a_result(tmp_path: Path, capsys) -> Non
 def test_time_to_accuracy_without_mnist_files_says_where(tmp_path: Path) -> None:
     data = {"_target_": "mnistlab.mnist.mnist", "root": str(tmp_path), "download": False}
     with pytest.raises(SettingError, match=f"dataset files missing in {tmp_path}"):
-        benchmark.run(race_config(data=data), tmp_path / "out")
+        job.run(race_config(data=data), tmp_path / "out")
 
 
 def test_cli_time_to_accuracy_sweeps_both_models_on_real_mnist(
@@ -349,7 +348,7 @@ def test_cli_time_to_accuracy_sweeps_both_models_on_real_mnist(
 @needs_cuda
 def test_matmul_on_cuda_fills_gpu_columns(tmp_path: Path, capsys) -> None:
     cfg = compose_config("device=cuda", *TINY_MATMUL, config_name="benchmark")
-    results = benchmark.run(cfg, tmp_path)
+    results = job.run(cfg, tmp_path)
     out = capsys.readouterr().out
     assert "TF32 for CUDA float32 products: off" in out and "GPU GFLOP/s" in out
     for row in results["rows"]:
@@ -364,6 +363,6 @@ def test_matmul_on_cuda_fills_gpu_columns(tmp_path: Path, capsys) -> None:
 @needs_cuda
 def test_training_benchmark_on_cuda(tmp_path: Path) -> None:
     cfg = compose_config("device=cuda", *TINY_TRAINING, config_name="benchmark")
-    results = benchmark.run(cfg, tmp_path)
+    results = job.run(cfg, tmp_path)
     assert results["device"].endswith("(cuda:0)")
     assert min(v["samples_per_s"] for v in results["variants"].values()) > 0

@@ -57,6 +57,14 @@ def _local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so the clock sees all of it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def describe(device: torch.device) -> str:
     """A human name for the device: the GPU model, or the CPU model and thread count."""
     if device.type == "cuda":

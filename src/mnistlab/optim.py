@@ -6,11 +6,14 @@ torch's fused kernels do the same update in one pass. We ask for `fused=True`, f
 """
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from mnistlab.config import CONF_DIR
 
 
 def fastest_options(optimizer_class: type, device: torch.device) -> dict[str, bool]:
@@ -39,3 +42,10 @@ def build_optimizer(
     if fast and "fused" not in node and "foreach" not in node:
         extra = fastest_options(get_class(node._target_), device)
     return instantiate(node, params=params, **extra)
+
+
+def adam_config(lr: float) -> DictConfig:
+    """conf/optimizer/adam.yaml with `lr`: the optimizer config mnistlab-train would use."""
+    node = OmegaConf.load(Path(CONF_DIR) / "optimizer" / "adam.yaml")
+    node.lr = lr
+    return node

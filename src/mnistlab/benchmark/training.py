@@ -1,0 +1,442 @@
+"""`benchmark=training`: how fast mnistlab's loop is, against the lesson's and a bare loop."""
+
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mnistlab import SettingError
+from mnistlab.benchmark.output import format_table, write_results, write_scalars
+from mnistlab.config import LoaderSettings, LoopSettings
+from mnistlab.data import TensorPairs, batches, num_batches
+from mnistlab.data import build as build_data
+from mnistlab.device import denormals, describe, synchronize
+from mnistlab.loop import Progress, train_epoch
+from mnistlab.models import MNISTClassifier
+from mnistlab.optim import adam_config, build_optimizer
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class TrainingSettings:
+    """The `benchmark=training` group: one workload, trained by every loop variant in turn."""
+
+    name: str = "training"
+    variants: list[str] = field(
+        default_factory=lambda: [
+            "lesson",
+            "lesson_fused",
+            "mnistlab",
+            "bare",
+            "bare_defaults",
+            "bare_plain",
+        ]
+    )
+    data: str = "random"  # random: MNIST-shaped noise, no files; mnist: the real training images
+    num_samples: int = 60_000
+    batch_size: int = 64
+    lr: float = 1e-3
+    rounds: int = 3  # each round trains every variant one epoch; we report the median
+    warmup_samples: int = 6400  # one short untimed epoch per variant first
+    log_every_n_batches: int = 100
+    fast_optimizer: bool = True  # (2)'s optimizer, as loop.fast_optimizer sets it for a run
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.variants if name not in VARIANTS]
+        if not self.variants or unknown:
+            raise SettingError(
+                f"benchmark.variants={self.variants} must list some of {', '.join(VARIANTS)}"
+            )
+        if self.data not in ("random", "mnist"):
+            raise SettingError(f"benchmark.data={self.data!r} is unknown: use random or mnist")
+        for key in ("num_samples", "batch_size", "log_every_n_batches"):
+            if getattr(self, key) < 1:
+                raise SettingError(f"benchmark.{key}={getattr(self, key)} must be at least 1")
+        if self.rounds < 3:
+            raise SettingError(f"benchmark.rounds={self.rounds}: a median needs at least 3")
+        if self.lr <= 0:
+            raise SettingError(f"benchmark.lr={self.lr} must be > 0")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every variant trains on: the same samples, on the host and on the device."""
+
+    host: TensorPairs  # where the lesson's Dataset keeps its samples
+    on_device: TensorPairs  # what the fast paths slice (the same tensors on a CPU run)
+    settings: TrainingSettings
+    device: torch.device
+    writer: "SummaryWriter | None"  # mnistlab's loop logs train/loss here, as a real run does
+
+    def head(self, count: int) -> "Workload":
+        """The first `count` samples: a short epoch for warming up."""
+        host = TensorPairs(self.host.inputs[:count], self.host.targets[:count])
+        on_device = TensorPairs(self.on_device.inputs[:count], self.on_device.targets[:count])
+        return Workload(host, on_device, self.settings, self.device, self.writer)
+
+
+@dataclass
+class Trainee:
+    """One variant's own model and optimizer; each round trains it one more epoch."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    losses: list[float] = field(default_factory=list)
+
+
+# An epoch function trains a trainee one epoch of a workload and returns the samples seen.
+EpochFn = Callable[[Trainee, Workload, int], int]
+
+
+def lesson_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
+    """(1) The lesson's loop: a Dataset of single samples, a shuffling DataLoader, five steps."""
+    model, optimizer, criterion = trainee.model, trainee.optimizer, nn.CrossEntropyLoss()
+    loader = DataLoader(work.host, batch_size=work.settings.batch_size, shuffle=True)
+    model.train()
+    samples = 0
+    for step, (images, labels) in enumerate(loader, start=1):
+        images, labels = images.to(work.device), labels.to(work.device)
+        outputs = model(images)
+        loss = criterion(outputs, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        samples += len(labels)
+        if step % work.settings.log_every_n_batches == 0:
+            trainee.losses.append(loss.item())  # the lesson prints the loss here
+    return samples
+
+
+def mnistlab_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
+    """(2) mnistlab's loop, called as mnistlab.train's `fit` calls it (tensor mode, logging on)."""
+    settings = work.settings
+    loader = LoaderSettings(batch_size=settings.batch_size, shuffle=True, mode="tensor")
+    loop = LoopSettings(epochs=1, log_every_n_batches=settings.log_every_n_batches, seed=0)
+    steps_per_epoch = num_batches(len(work.on_device), loader.batch_size)
+    progress = Progress.on(work.device, step=epoch * steps_per_epoch)
+    train_epoch(
+        trainee.model,
+        batches(work.on_device, loader, seed=loop.seed, epoch=epoch),
+        trainee.optimizer,
+        loop,
+        progress,
+        total=steps_per_epoch,
+        log_loss=lambda step, value: work.writer.add_scalar("train/loss", value, step),
+        description=f"mnistlab loop, epoch {epoch}",
+    )
+    return progress.epoch_samples
+
+
+def bare_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
+    """(3) The lower bound: tensors on the device, one randperm, sliced batches, no logging."""
+    model, optimizer, criterion = trainee.model, trainee.optimizer, nn.CrossEntropyLoss()
+    order = torch.randperm(len(work.on_device), device=work.device)
+    inputs, targets = work.on_device.inputs[order], work.on_device.targets[order]
+    size = work.settings.batch_size
+    model.train()
+    for first in range(0, len(targets), size):
+        loss = criterion(model(inputs[first : first + size]), targets[first : first + size])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return len(targets)
+
+
+# An optimizer factory builds a variant's Adam from the model's parameters.
+OptimizerFn = Callable[
+    [Iterable[nn.Parameter], TrainingSettings, torch.device], torch.optim.Optimizer
+]
+
+
+def plain_adam(
+    params: Iterable[nn.Parameter], settings: TrainingSettings, device: torch.device
+) -> torch.optim.Optimizer:
+    """The lesson's `torch.optim.Adam(model.parameters(), lr=...)`: torch's default kernels."""
+    return torch.optim.Adam(params, lr=settings.lr)
+
+
+def fused_adam(
+    params: Iterable[nn.Parameter], settings: TrainingSettings, device: torch.device
+) -> torch.optim.Optimizer:
+    """The same Adam with `fused=True`: one kernel updates every parameter."""
+    return torch.optim.Adam(params, lr=settings.lr, fused=True)
+
+
+def mnistlab_adam(
+    params: Iterable[nn.Parameter], settings: TrainingSettings, device: torch.device
+) -> torch.optim.Optimizer:
+    """Adam exactly as mnistlab-train builds it: conf/optimizer/adam.yaml via build_optimizer."""
+    return build_optimizer(adam_config(settings.lr), params, device, fast=settings.fast_optimizer)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named way to train: its epoch function and how its Adam is built."""
+
+    title: str
+    epoch: EpochFn
+    optimizer: OptimizerFn
+    torch_defaults: bool = True  # run as a user's own script does: torch's CPU settings
+
+
+# The order is the table's order; the labels (1)-(3p) are the ones the ratios refer to.
+VARIANTS: dict[str, Variant] = {
+    "lesson": Variant("(1)  lesson loop: Dataset + DataLoader, Adam", lesson_epoch, plain_adam),
+    "lesson_fused": Variant("(1f) lesson loop + fused Adam", lesson_epoch, fused_adam),
+    "mnistlab": Variant(
+        "(2)  mnistlab loop: train_epoch, TensorBoard on, build_optimizer",
+        mnistlab_epoch,
+        mnistlab_adam,
+        torch_defaults=False,
+    ),
+    "bare": Variant(
+        "(3)  bare loop: sliced tensors, no logging, fused Adam",
+        bare_epoch,
+        fused_adam,
+        torch_defaults=False,
+    ),
+    "bare_defaults": Variant(
+        "(3d) bare loop, fused Adam, torch's defaults", bare_epoch, fused_adam
+    ),
+    "bare_plain": Variant("(3p) bare loop, plain Adam, torch's defaults", bare_epoch, plain_adam),
+}
+RATIOS = {  # key: (top variant, bottom variant, label, what it shows)
+    "mnistlab_over_lesson": ("mnistlab", "lesson", "(2)/(1)", "mnistlab against the lesson"),
+    "mnistlab_over_bare": ("mnistlab", "bare", "(2)/(3)", "mnistlab's overhead (goal >= 0.95)"),
+    "lesson_fused_over_lesson": ("lesson_fused", "lesson", "(1f)/(1)", "fused Adam, lesson loop"),
+    "bare_defaults_over_bare_plain": (
+        "bare_defaults",
+        "bare_plain",
+        "(3d)/(3p)",
+        "fused Adam, bare loop",
+    ),
+    "bare_defaults_over_lesson_fused": (
+        "bare_defaults",
+        "lesson_fused",
+        "(3d)/(1f)",
+        "the data path, same fused Adam",
+    ),
+    "bare_plain_over_lesson": ("bare_plain", "lesson", "(3p)/(1)", "the data path, plain Adam"),
+    "bare_over_bare_defaults": (
+        "bare",
+        "bare_defaults",
+        "(3)/(3d)",
+        "mnistlab's CPU settings (device.flush_denormal)",
+    ),
+}
+
+
+def make_trainee(variant: Variant, settings: TrainingSettings, device: torch.device) -> Trainee:
+    """The lesson's MLP, initialised alike for every variant, and the variant's own Adam."""
+    torch.manual_seed(settings.seed)
+    model = MNISTClassifier(input_shape=(28, 28), num_classes=10).to(device)
+    return Trainee(model, variant.optimizer(model.parameters(), settings, device))
+
+
+DATA_TITLES = {"random": "MNIST-shaped random samples", "mnist": "real MNIST training images"}
+
+
+def workload_data(settings: TrainingSettings) -> TensorPairs:
+    """`num_samples` MNIST-shaped random images and labels, or the first of the real ones."""
+    if settings.data == "mnist":
+        splits = build_data({"_target_": "mnistlab.mnist.mnist"})  # cached, else downloaded
+        images = torch.cat([splits.train.inputs, splits.val.inputs])
+        if settings.num_samples > len(images):
+            raise SettingError(
+                f"benchmark.num_samples={settings.num_samples} is more than MNIST's "
+                f"{len(images)} training images: use at most {len(images)}"
+            )
+        labels = torch.cat([splits.train.targets, splits.val.targets])
+        return TensorPairs(images[: settings.num_samples], labels[: settings.num_samples])
+    generator = torch.Generator().manual_seed(settings.seed)
+    return TensorPairs(
+        torch.rand(settings.num_samples, 28, 28, generator=generator),
+        torch.randint(0, 10, (settings.num_samples,), generator=generator),
+    )
+
+
+def timed_epoch(variant: Variant, trainee: Trainee, work: Workload, epoch: int) -> float:
+    """Samples per second of one epoch of one variant."""
+    synchronize(work.device)
+    started = time.perf_counter()
+    samples = variant.epoch(trainee, work, epoch)
+    synchronize(work.device)
+    return samples / (time.perf_counter() - started)
+
+
+class Trainer:
+    """Some variants' trainees on one workload, warmed up, each trained one epoch per call."""
+
+    def __init__(self, names: list[str], work: Workload) -> None:
+        self.work = work
+        self.trainees = {
+            name: make_trainee(VARIANTS[name], work.settings, work.device) for name in names
+        }
+        warmup = work.head(min(work.settings.warmup_samples, len(work.host)))
+        for name in names:  # untimed: lazy set-up, caches, Adam state
+            VARIANTS[name].epoch(self.trainees[name], warmup, 0)
+
+    def epoch(self, name: str, epoch: int) -> float:
+        return timed_epoch(VARIANTS[name], self.trainees[name], self.work, epoch)
+
+
+def torch_defaults_worker(
+    conn: Connection, names: list[str], settings: TrainingSettings, device: torch.device
+) -> None:
+    """A child process that trains `names` as a user's own script runs: torch's CPU settings.
+
+    Only the thread count is the parent's. It answers (variant, epoch) with samples/s.
+    """
+    torch.set_num_threads(conn.recv())
+    host = workload_data(settings)
+    trainer = Trainer(names, Workload(host, host.to(device), settings, device, writer=None))
+    conn.send(denormals())
+    while (request := conn.recv()) is not None:
+        conn.send(trainer.epoch(*request))
+
+
+@contextmanager
+def torch_defaults_process(
+    names: list[str], work: Workload
+) -> Iterator[tuple[Callable[[str, int], float], str]]:
+    """Start the child for `names`; yield its epoch function and its denormal report."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: torch's defaults
+    conn, child_conn = context.Pipe()
+    args = (child_conn, names, work.settings, work.device)
+    child = context.Process(target=torch_defaults_worker, args=args, daemon=True)
+    child.start()
+    try:
+        conn.send(torch.get_num_threads())
+
+        def epoch(name: str, number: int) -> float:
+            conn.send((name, number))
+            return conn.recv()
+
+        yield epoch, conn.recv()
+    finally:
+        if child.is_alive():
+            conn.send(None)
+        child.join(timeout=60)
+
+
+def measure_variants(work: Workload) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Samples/s per variant and round, and what each process does with denormal floats.
+
+    Variants alternate in a rotating order. Those with `torch_defaults` train in a child
+    process: a process-wide CPU setting such as flushing denormals cannot be switched back and
+    forth, since torch's worker threads keep the setting they started with.
+    """
+    names = work.settings.variants
+    here = [name for name in names if not VARIANTS[name].torch_defaults]
+    there = [name for name in names if VARIANTS[name].torch_defaults]
+    with torch_defaults_process(there, work) if there else nullcontext((None, "")) as child:
+        child_epoch, child_denormals = child
+        trainer = Trainer(here, work)
+        speeds: dict[str, list[float]] = {name: [] for name in names}
+        for round_ in range(1, work.settings.rounds + 1):
+            # Rotating the order spreads any drift (clock, heat, memory) evenly over the variants.
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                epoch = trainer.epoch if name in here else child_epoch
+                speeds[name].append(epoch(name, round_))
+
+    def labels(group: list[str]) -> str:
+        return ", ".join(VARIANTS[name].title.split()[0] for name in group)
+
+    modes = (
+        {f"{labels(here)} here, with mnistlab-train's CPU settings": denormals()} if here else {}
+    )
+    if there:
+        modes[f"{labels(there)} in a child process, with torch's defaults"] = child_denormals
+    return speeds, modes
+
+
+def training_benchmark(
+    settings: TrainingSettings, device: torch.device, out_dir: Path
+) -> dict[str, Any]:
+    """Samples/s of the lesson's loop, mnistlab's loop and bare loops; the ratios between them."""
+    from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
+
+    host = workload_data(settings)
+    print(f"device: {describe(device)}")
+    print(
+        f"lesson MLP, Adam lr {settings.lr}, batch {settings.batch_size}, "
+        f"{settings.num_samples} {DATA_TITLES[settings.data]}, median of {settings.rounds} epochs"
+    )
+    with SummaryWriter(log_dir=str(out_dir / "mnistlab_loop")) as writer:
+        work = Workload(host, host.to(device), settings, device, writer)
+        speeds, modes = measure_variants(work)
+    for where, mode in modes.items():
+        print(f"{where}: denormal floats {mode}")
+    results = {**training_results(speeds, settings, device), "denormals": modes}
+    print(training_table(results))
+    rows = [{"variant": name, **figures} for name, figures in results["variants"].items()]
+    write_results(out_dir, results, rows)
+    write_scalars(out_dir, training_scalars(results, settings.batch_size))
+    return results
+
+
+def training_results(
+    speeds: dict[str, list[float]], settings: TrainingSettings, device: torch.device
+) -> dict[str, Any]:
+    """The medians per variant and the ratios between the variants that ran."""
+    medians = {name: statistics.median(values) for name, values in speeds.items()}
+    ratios = {
+        key: medians[top] / medians[bottom]
+        for key, (top, bottom, _, _) in RATIOS.items()
+        if top in medians and bottom in medians
+    }
+    variants = {
+        name: {
+            "title": VARIANTS[name].title,
+            "samples_per_s": medians[name],
+            "min_samples_per_s": min(values),
+            "max_samples_per_s": max(values),
+            "per_round_samples_per_s": values,
+        }
+        for name, values in speeds.items()
+    }
+    return {
+        "benchmark": "training",
+        "device": describe(device),
+        "settings": asdict(settings),
+        "variants": variants,
+        "ratios": ratios,
+    }
+
+
+def training_table(results: dict[str, Any]) -> str:
+    """One line per variant, then one line per ratio with what it shows."""
+    cells = [["variant", "samples/s (median)", "min", "max"]]
+    for figures in results["variants"].values():
+        speeds = ("samples_per_s", "min_samples_per_s", "max_samples_per_s")
+        cells.append([figures["title"], *(f"{figures[key]:,.0f}" for key in speeds)])
+    width = max(len(label) for _, _, label, _ in RATIOS.values()) + 3  # "(3u)/(3p) = "
+    ratios = [
+        f"{RATIOS[key][2] + ' =':<{width}}{value:.2f}x  {RATIOS[key][3]}"
+        for key, value in results["ratios"].items()
+    ]
+    return "\n".join([format_table(cells, left=1), *ratios])
+
+
+def training_scalars(results: dict[str, Any], batch_size: int) -> dict[str, list]:
+    """TensorBoard series at step = batch size, so sweeps over the batch size line up."""
+    series = {
+        f"training/{name}_samples_per_s": [(batch_size, figures["samples_per_s"])]
+        for name, figures in results["variants"].items()
+    }
+    for key, value in results["ratios"].items():
+        series[f"training/{key}"] = [(batch_size, value)]
+    return series
