@@ -366,3 +366,12 @@ def test_training_benchmark_on_cuda(tmp_path: Path) -> None:
     results = job.run(cfg, tmp_path)
     assert results["device"].endswith("(cuda:0)")
     assert min(v["samples_per_s"] for v in results["variants"].values()) > 0
+
+
+def test_a_failing_child_process_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    settings = training.TrainingSettings(num_samples=64)
+    data = training.workload_data(settings)
+    work = training.Workload(data, data, settings, torch.device("cpu"), writer=None)
+    failed = pytest.raises(RuntimeError, match=r"child process for no-such-variant stopped \(exit")
+    with failed, training.torch_defaults_process(["no-such-variant"], work):
+        pass

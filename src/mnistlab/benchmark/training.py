@@ -317,14 +317,25 @@ def torch_defaults_process(
     args = (child_conn, names, work.settings, work.device)
     child = context.Process(target=torch_defaults_worker, args=args, daemon=True)
     child.start()
+    child_conn.close()  # the child's end: with it closed here, a dead child reads as EOFError
+
+    def receive() -> Any:
+        try:
+            return conn.recv()
+        except EOFError:
+            child.join(timeout=10)
+            raise RuntimeError(
+                f"the benchmark's child process for {', '.join(names)} stopped "
+                f"(exit code {child.exitcode}): its error is printed above"
+            ) from None
+
+    def epoch(name: str, number: int) -> float:
+        conn.send((name, number))
+        return receive()
+
     try:
         conn.send(torch.get_num_threads())
-
-        def epoch(name: str, number: int) -> float:
-            conn.send((name, number))
-            return conn.recv()
-
-        yield epoch, conn.recv()
+        yield epoch, receive()
     finally:
         if child.is_alive():
             conn.send(None)
