@@ -45,6 +45,7 @@ BAD_COMMAND_LINES = [
     ("model.hidden=abc", "model.hidden"),
     ("model.dropout=1.5", "model.dropout"),
     ("objective=accuracy", "objective"),
+    ("+epochs=5", "epochs is not a setting of mnistlab-train"),
 ]
 
 

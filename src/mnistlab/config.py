@@ -22,6 +22,7 @@ from mnistlab import SettingError
 
 # The repository's conf/ folder (the package is installed editable from the repository).
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+SECTIONS = ("device", "dataset", "model", "optimizer", "loop", "objective")
 METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
 
 _started: datetime.datetime | None = None
@@ -141,6 +142,12 @@ class Settings:
 
 def check(cfg: DictConfig) -> Settings:
     """Validate the whole run config; raise SettingError naming the key and the fix."""
+    unknown = sorted(set(cfg) - set(SECTIONS) - {"hydra"})  # hydra: Hydra's own, when composed
+    if unknown:  # e.g. +epochs=5 where loop.epochs=5 was meant: nothing would read it
+        raise SettingError(
+            f"{unknown[0]} is not a setting of mnistlab-train: the top level has "
+            f"{', '.join(SECTIONS)}"
+        )
     if cfg.objective not in METRICS:
         raise SettingError(
             f"objective={cfg.objective!r} is unknown: use one of {', '.join(METRICS)}"
