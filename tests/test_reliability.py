@@ -296,3 +296,21 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
     with open(evil, "rb") as file:  # the file really does run code when unpickled naively
         torch.load(file, weights_only=False)
     assert marker.exists()
+
+
+@pytest.mark.parametrize("name", ["folder", "checkpoint file"])
+def test_a_resumed_run_continues_in_its_own_folder(tmp_path, name):
+    first = run_cli("mnistlab.train", "dataset=random", "loop.epochs=1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    saved_config = (run / ".hydra" / "config.yaml").read_text()
+    target = run if name == "folder" else run / checkpoint.FILENAME
+
+    resumed = run_cli("mnistlab.train", f"loop.resume={target}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert list((tmp_path / "outputs" / "runs").iterdir()) == [run]  # no second folder
+    log = (run / "train.log").read_text()
+    assert log.index("epoch 1/1") < log.index(f"resuming {run} ")
+    assert (run / ".hydra" / "config.yaml").read_text() == saved_config  # the first stays
+    (again,) = (run / ".hydra").glob("resumed_*")
+    assert f"loop.resume={target}" in (again / "overrides.yaml").read_text()

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import SettingError
+from mnistlab import SettingError, config
 from mnistlab.loop import Progress
 
-FILENAME = "checkpoint.pt"
+FILENAME = config.CHECKPOINT_FILE
 FORMAT = "mnistlab-checkpoint/1"
 
 

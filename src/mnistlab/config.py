@@ -23,6 +23,7 @@ from mnistlab import SettingError
 # The repository's conf/ folder (the package is installed editable from the repository).
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 SECTIONS = ("device", "dataset", "model", "optimizer", "loop", "objective")
+CHECKPOINT_FILE = "checkpoint.pt"  # in every run folder; loop.resume names the folder or it
 METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
 
 _started: datetime.datetime | None = None
@@ -117,6 +118,31 @@ def register_schemas() -> None:
     # ${mnistlab.started:...} names run folders: one time for all ranks under torchrun;
     # cached in the config (like Hydra's ${now:}) so launcher workers see the same value.
     OmegaConf.register_new_resolver("mnistlab.started", started, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("mnistlab.run_folder", run_folder, replace=True)
+    OmegaConf.register_new_resolver("mnistlab.config_subfolder", config_subfolder, replace=True)
+
+
+def resumed_folder(resume: str | None) -> Path | None:
+    """The folder of the run that `loop.resume` names, if there is one to resume."""
+    if resume is None:
+        return None
+    path = Path(resume).expanduser()
+    if path.is_file():
+        return path.parent
+    return path if (path / CHECKPOINT_FILE).is_file() else None
+
+
+def run_folder(resume: str | None, fresh: str) -> str:
+    """Hydra's run folder: a resumed run's own, so its log continues there; else `fresh`."""
+    folder = resumed_folder(resume)
+    return fresh if folder is None else str(folder)
+
+
+def config_subfolder(resume: str | None) -> str:
+    """Where Hydra saves this command's config; a resumed run keeps its first `.hydra/`."""
+    if resumed_folder(resume) is None:
+        return ".hydra"
+    return f".hydra/resumed_{started('%Y-%m-%d_%H-%M-%S_%f')}"
 
 
 def started(pattern: str) -> str:
