@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import compose_config, run_cli
 from mnistlab import SettingError, config
 from mnistlab.benchmark import job, matmul, race, training
+from mnistlab.benchmark.settings import VARIANT_NAMES
 
 TINY_MATMUL = (
     "benchmark.sizes=[16,32]",
@@ -43,6 +44,20 @@ def table_lines(out: str, first_cells: set[str]) -> list[list[str]]:
     return [
         line.split() for line in out.splitlines() if line.split()[:1] in [[c] for c in first_cells]
     ]
+
+
+def test_the_settings_name_every_variant_and_dtype_that_exists() -> None:
+    assert tuple(training.VARIANTS) == VARIANT_NAMES
+    assert all(isinstance(dtype, torch.dtype) for dtype in matmul.DTYPES.values())
+
+
+def test_help_answers_without_importing_torch(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    done = run_cli("mnistlab.benchmark", "--help", cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "benchmark: matmul, time_to_accuracy, training" in done.stdout
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "hydra" in imported and "torch" not in imported
 
 
 def test_every_benchmark_config_composes() -> None:

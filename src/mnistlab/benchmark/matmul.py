@@ -2,48 +2,17 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mnistlab import SettingError
 from mnistlab.benchmark.output import format_table, write_results, write_scalars
+from mnistlab.benchmark.settings import DTYPE_NAMES, MatmulSettings
 from mnistlab.device import cpu_model, describe
 
-DTYPES = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-
-
-@dataclass
-class MatmulSettings:
-    """The `benchmark=matmul` group: which products to time, and for how long."""
-
-    name: str = "matmul"
-    sizes: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048, 4096])
-    dtypes: list[str] = field(default_factory=lambda: ["float32"])
-    warmup: int = 1  # untimed products first: lazy initialisation is not the product's cost
-    min_run_time: float = 3.0  # seconds of timed products per measurement (at least one)
-    tf32: bool = False  # allow TF32 for CUDA float32 products (PyTorch's default: off)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.sizes or min(self.sizes) < 1:
-            raise SettingError(f"benchmark.sizes={self.sizes} must be a list of sizes >= 1")
-        unknown = [name for name in self.dtypes if name not in DTYPES]
-        if not self.dtypes or unknown:
-            raise SettingError(
-                f"benchmark.dtypes={self.dtypes} must list some of {', '.join(DTYPES)}"
-            )
-        if self.warmup < 0:
-            raise SettingError(f"benchmark.warmup={self.warmup} must be >= 0")
-        if self.min_run_time <= 0:
-            raise SettingError(f"benchmark.min_run_time={self.min_run_time} must be > 0")
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 @dataclass(frozen=True)

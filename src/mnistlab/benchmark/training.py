@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from mnistlab import SettingError
 from mnistlab.benchmark.output import format_table, write_results, write_scalars
+from mnistlab.benchmark.settings import TrainingSettings
 from mnistlab.config import LoaderSettings, LoopSettings
 from mnistlab.data import TensorPairs, batches, num_batches
 from mnistlab.data import build as build_data
@@ -26,48 +27,6 @@ from mnistlab.optim import adam_config, build_optimizer
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
-
-
-@dataclass
-class TrainingSettings:
-    """The `benchmark=training` group: one workload, trained by every loop variant in turn."""
-
-    name: str = "training"
-    variants: list[str] = field(
-        default_factory=lambda: [
-            "lesson",
-            "lesson_fused",
-            "mnistlab",
-            "bare",
-            "bare_defaults",
-            "bare_plain",
-        ]
-    )
-    data: str = "random"  # random: MNIST-shaped noise, no files; mnist: the real training images
-    num_samples: int = 60_000
-    batch_size: int = 64
-    lr: float = 1e-3
-    rounds: int = 3  # each round trains every variant one epoch; we report the median
-    warmup_samples: int = 6400  # one short untimed epoch per variant first
-    log_every_n_batches: int = 100
-    fast_optimizer: bool = True  # (2)'s optimizer, as loop.fast_optimizer sets it for a run
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        unknown = [name for name in self.variants if name not in VARIANTS]
-        if not self.variants or unknown:
-            raise SettingError(
-                f"benchmark.variants={self.variants} must list some of {', '.join(VARIANTS)}"
-            )
-        if self.data not in ("random", "mnist"):
-            raise SettingError(f"benchmark.data={self.data!r} is unknown: use random or mnist")
-        for key in ("num_samples", "batch_size", "log_every_n_batches"):
-            if getattr(self, key) < 1:
-                raise SettingError(f"benchmark.{key}={getattr(self, key)} must be at least 1")
-        if self.rounds < 3:
-            raise SettingError(f"benchmark.rounds={self.rounds}: a median needs at least 3")
-        if self.lr <= 0:
-            raise SettingError(f"benchmark.lr={self.lr} must be > 0")
 
 
 @dataclass(frozen=True)
