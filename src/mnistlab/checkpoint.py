@@ -47,9 +47,7 @@ def save(
 
 def find(resume: str) -> Path:
     """The checkpoint file that `loop.resume` names: the file itself or a run folder holding one."""
-    path = Path(resume).expanduser()
-    if path.is_dir():
-        path = path / FILENAME
+    path = config.checkpoint_file(resume)
     if not path.is_file():
         raise SettingError(f"loop.resume={resume}: no checkpoint at {path}")
     return path

@@ -122,14 +122,18 @@ def register_schemas() -> None:
     OmegaConf.register_new_resolver("mnistlab.config_subfolder", config_subfolder, replace=True)
 
 
+def checkpoint_file(resume: str) -> Path:
+    """The checkpoint `loop.resume` names: the file itself, or checkpoint.pt in a run folder."""
+    path = Path(resume).expanduser()
+    return path / CHECKPOINT_FILE if path.is_dir() else path
+
+
 def resumed_folder(resume: str | None) -> Path | None:
     """The folder of the run that `loop.resume` names, if there is one to resume."""
     if resume is None:
         return None
-    path = Path(resume).expanduser()
-    if path.is_file():
-        return path.parent
-    return path if (path / CHECKPOINT_FILE).is_file() else None
+    path = checkpoint_file(resume)
+    return path.parent if path.is_file() else None
 
 
 def run_folder(resume: str | None, fresh: str) -> str:
