@@ -40,6 +40,15 @@ def run_cli(
     )
 
 
+def imported_modules(stderr: str) -> set[str]:
+    """Module names from Python's -X importtime report (PYTHONPROFILEIMPORTTIME=1)."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
 @pytest.fixture
 def mnist_dir() -> Path:
     """The four original MNIST files; tests that need them skip where they are absent."""

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import compose_config, run_cli
+from conftest import compose_config, imported_modules, run_cli
 from mnistlab import SettingError, config
 from mnistlab.benchmark import job, matmul, race, training
 from mnistlab.benchmark.settings import VARIANT_NAMES
@@ -56,7 +56,7 @@ def test_help_answers_without_importing_torch(tmp_path: Path, monkeypatch) -> No
     done = run_cli("mnistlab.benchmark", "--help", cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "benchmark: matmul, time_to_accuracy, training" in done.stdout
-    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if "|" in line}
+    imported = imported_modules(done.stderr)
     assert "hydra" in imported and "torch" not in imported
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import imported_modules, run_cli
 
 TINY = ("dataset.source.num_samples=1500", "loop.epochs=1", "loop.log_every_n_batches=5")
 
@@ -91,15 +91,6 @@ def test_console_script_is_installed_and_shows_help(tmp_path):
     )
     assert result.returncode == 0
     assert "optimizer: adam, adamw, rmsprop, sgd" in result.stdout
-
-
-def imported_modules(stderr: str) -> set[str]:
-    """Module names from Python's -X importtime report (PYTHONPROFILEIMPORTTIME=1)."""
-    return {
-        line.rsplit("|", 1)[1].strip()
-        for line in stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
 
 
 @pytest.mark.parametrize(
