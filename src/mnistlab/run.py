@@ -4,13 +4,12 @@
 """
 
 import dataclasses
-import json
 import logging
 import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from mnistlab.device import denormals, describe, resolve_device
 from mnistlab.distributed import World
 from mnistlab.loop import NonFiniteLoss, Progress, check_finite, evaluate, train_epoch
 from mnistlab.optim import build_optimizer
+from mnistlab.outputs import write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,13 @@ class Run:
     def save_checkpoint(self) -> None:
         if self.world.is_main:
             path = self.out_dir / checkpoint.FILENAME
-            checkpoint.save(path, self.cfg, self.net, self.optimizer, self.progress)
+            try:
+                checkpoint.save(path, self.cfg, self.net, self.optimizer, self.progress)
+            except checkpoint.DiskFull as err:
+                failed = {"status": "failed", "error": str(err), "step": self.progress.step}
+                with suppress(OSError):  # the disk may be too full for this small file too
+                    write_metrics(self.out_dir, failed)
+                raise
 
 
 class NoWriter:
@@ -102,6 +108,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     state = None
     if cfg.loop.resume is not None:
         path = checkpoint.find(cfg.loop.resume)
+        checkpoint.remove_stale(path.parent)
         state = checkpoint.load(path)
         cfg, out_dir = checkpoint.config_of(state), path.parent
         log.info("resuming %s (its saved config is used)", out_dir)
@@ -281,10 +288,6 @@ def eval_batches(run: Run, split) -> Iterator[Batch]:
     loader = run.settings.loader
     loader = dataclasses.replace(loader, shuffle=False, batch_size=max(loader.batch_size, 1024))
     return batches(split, loader, seed=0, epoch=0)
-
-
-def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 def hparams_of(cfg: DictConfig) -> dict[str, Any]:
