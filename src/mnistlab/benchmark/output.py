@@ -25,12 +25,12 @@ def format_table(cells: list[list[str]], left: int = 0) -> str:
 
 def write_results(out_dir: Path, results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """results.json (everything) and results.csv (the table's rows) in the run folder."""
-    write_json(out_dir / "results.json", results)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     with open_atomic(out_dir / "results.csv") as file:
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+    write_json(out_dir / "results.json", results)  # last: the csv holds whatever it lists
     log.info("results written to %s (%d rows)", out_dir, len(rows))
 
 
