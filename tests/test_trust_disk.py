@@ -285,10 +285,10 @@ def damage_no_hydra_record(folder: Path) -> None:
 
 
 DAMAGES = {
-    "bad YAML": (damage_bad_yaml, "unreadable: "),
-    "truncated metrics.json": (damage_truncated_metrics, "unreadable: JSONDecodeError"),
-    "0-byte metrics.json": (damage_empty_metrics, "unreadable: JSONDecodeError"),
-    "missing .hydra/": (damage_no_hydra_record, "unreadable: FileNotFoundError"),
+    "bad YAML": (damage_bad_yaml, "unreadable: .hydra/hydra.yaml: ParserError"),
+    "truncated metrics.json": (damage_truncated_metrics, "unreadable: metrics.json: JSONDecode"),
+    "0-byte metrics.json": (damage_empty_metrics, "unreadable: metrics.json: JSONDecodeError"),
+    "missing .hydra/": (damage_no_hydra_record, "unreadable: .hydra/hydra.yaml: FileNotFound"),
 }
 
 

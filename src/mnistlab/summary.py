@@ -16,6 +16,8 @@ import json
 import logging
 import math
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,18 +74,38 @@ class Job:
 DAMAGE = (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException, AttributeError, TypeError)
 
 
+class Unreadable(Exception):
+    """A job folder file that cannot be read as Hydra or mnistlab-train wrote it."""
+
+
+@contextmanager
+def reading(name: str) -> Iterator[None]:
+    """Turn any damage met while reading the file `name` into one `Unreadable` line naming it."""
+    try:
+        yield
+    except DAMAGE as error:
+        lines = str(error).strip().splitlines()
+        detail = f": {lines[0]}" if lines else ""
+        raise Unreadable(f"{name}: {type(error).__name__}{detail}") from None
+
+
 def load_job(folder: Path) -> Job:
     """Read a job folder that Hydra made: .hydra/hydra.yaml, and metrics.json where it exists."""
-    hydra_cfg = OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra
-    hidden = set(hydra_cfg.job.config.override_dirname.exclude_keys)
-    overrides = dict(item.split("=", 1) for item in hydra_cfg.overrides.task if "=" in item)
-    # Read as plain YAML, never instantiated: nothing in a job folder chooses code to run.
-    objective = OmegaConf.load(folder / ".hydra" / "config.yaml").objective
+    with reading(".hydra/hydra.yaml"):
+        hydra_cfg = OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra
+        hidden = set(hydra_cfg.job.config.override_dirname.exclude_keys)
+        overrides = dict(item.split("=", 1) for item in hydra_cfg.overrides.task if "=" in item)
+        num = int(hydra_cfg.job.num)
+    with reading(".hydra/config.yaml"):
+        # Read as plain YAML, never instantiated: nothing in a job folder chooses code to run.
+        objective = str(OmegaConf.load(folder / ".hydra" / "config.yaml").objective)
+    with reading(METRICS_FILE):
+        metrics = load_metrics(folder / METRICS_FILE)
     return Job(
         folder=folder,
-        num=hydra_cfg.job.num,
+        num=num,
         overrides={key: value for key, value in overrides.items() if key not in hidden},
-        metrics=load_metrics(folder / METRICS_FILE),
+        metrics=metrics,
         objective=objective,
     )
 
@@ -103,12 +125,10 @@ def read_job(folder: Path) -> Job:
     """`load_job`, or a job listed as unreadable with the reason where the folder is damaged."""
     try:
         return load_job(folder)
-    except DAMAGE as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        reason = f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+    except Unreadable as error:
         number = folder.name.split("_", 1)[0]  # Hydra's subdir starts with the job number
         num = int(number) if number.isdigit() else None
-        return Job(folder, num, {}, {"status": UNREADABLE, "error": f"unreadable: {reason}"})
+        return Job(folder, num, {}, {"status": UNREADABLE, "error": f"unreadable: {error}"})
 
 
 def find_jobs(sweep_dir: Path) -> list[Job]:
