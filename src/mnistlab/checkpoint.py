@@ -111,30 +111,32 @@ def find(resume: str) -> Path:
 
 def load(path: Path) -> dict[str, Any]:
     """Read a checkpoint without running any code from it; refuse anything that is not ours."""
-    not_ours = f"loop.resume: {path} is not an mnistlab checkpoint"
+    unreadable = f"loop.resume: {path} is not a readable mnistlab checkpoint"
     if path.stat().st_size == 0:
-        raise SettingError(f"{not_ours}: the file is empty (0 bytes)")
+        raise SettingError(f"{unreadable}: the file is empty (0 bytes)")
     if not zipfile.is_zipfile(path):  # what torch.save writes; a cut file loses its zip index
-        raise SettingError(f"{not_ours}: it is truncated, damaged, or another kind of file")
+        raise SettingError(f"{unreadable}: it is truncated, damaged, or another kind of file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise SettingError(refused(path, str(err))) from None
+        raise SettingError(f"{unreadable}: {refused(str(err))}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as err:
         reason = str(err).strip().split(". ")[0][:200] or type(err).__name__
-        raise SettingError(f"{not_ours}: it cannot be read ({reason})") from None
+        raise SettingError(f"{unreadable} ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise SettingError(f"{not_ours} (no {FORMAT!r} marker)")
+        raise SettingError(
+            f"loop.resume: {path} is not an mnistlab checkpoint (no {FORMAT!r} marker)"
+        )
     return state
 
 
-def refused(path: Path, error: str) -> str:
+def refused(error: str) -> str:
     """Why `weights_only` loading refused a file, without torch's advice to turn it off."""
     found = re.search(r"GLOBAL ([\w.]+)", error)
     what = f"it asks to call {found.group(1)}" if found else "it holds more than tensors and values"
     return (
-        f"loop.resume: {path} was refused for safety and not loaded: {what}, which an "
-        "mnistlab checkpoint never does. Resume only from checkpoints mnistlab-train wrote"
+        f"refused for safety and not loaded: {what}, which an mnistlab checkpoint never does. "
+        "Resume only from checkpoints that mnistlab-train wrote"
     )
 
 
