@@ -198,7 +198,8 @@ def stoppable() -> Iterator[None]:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if pending is not None:
-        signal.raise_signal(pending)  # whatever the program does on it: die, raise, set a flag
+        signal.raise_signal(pending)  # what the program does on it: die, raise, or take note
+        raise SystemExit(128 + pending)  # it only took note: the download stops all the same
 
 
 def fetch(url: str, target: Path, md5: str | None, deadline_s: float) -> None:
