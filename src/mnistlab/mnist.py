@@ -274,7 +274,7 @@ def missing_error(root: Path, advice: Advice) -> SettingError:
     if advice.download_off:
         return SettingError(
             f"{needed}. {advice.setting('download')}=false, so nothing was downloaded: set it "
-            f"true to fetch them from {mirrors}, place them in that folder, or {advice.elsewhere()}"
+            f"to true (mirrors: {mirrors}), place them in that folder, or {advice.elsewhere()}"
         )
     if advice.mirrors:
         return SettingError(
