@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 PREEMPTION = signal.SIGUSR2  # submitit's default (its SUBMITIT_PREEMPT_SIGNAL is not supported)
 PREEMPTED_EXIT_CODE = 128 + PREEMPTION  # mnistlab.train's exit code after stopping on it
-ADDED = ("loop.resume=", "hydra.sweep.subdir=")  # the overrides a requeued job gets
+RESUME, SUBDIR = "loop.resume=", "hydra.sweep.subdir="  # what a requeued job's overrides add
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def task_overrides() -> list[str]:
 
 def requeued_overrides(sweep_overrides: list[str], job_num: int) -> list[str]:
     """The job's overrides for its next start: with loop.resume where it left a checkpoint."""
-    overrides = [item for item in sweep_overrides if not item.startswith(ADDED)]
+    overrides = [item for item in sweep_overrides if not item.startswith((RESUME, SUBDIR))]
     folder = job_folder(job_num)
     if folder is None or not config.checkpoint_file(str(folder)).is_file():
         log.info("requeued: job %d starts again (no checkpoint yet)", job_num)
@@ -65,7 +65,7 @@ def requeued_overrides(sweep_overrides: list[str], job_num: int) -> list[str]:
     log.info("requeued: job %d resumes from %s", job_num, folder)
     # The subdir is pinned: loop.resume would otherwise change the folder's name.
     subdir = str(HydraConfig.get().sweep.subdir)
-    return [*overrides, f"{ADDED[0]}{quoted(str(folder))}", f"{ADDED[1]}{quoted(subdir)}"]
+    return [*overrides, RESUME + quoted(str(folder)), SUBDIR + quoted(subdir)]
 
 
 def job_folder(job_num: int) -> Path | None:
