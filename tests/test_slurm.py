@@ -1,8 +1,9 @@
 """SLURM for real, through Hydra's submitit launcher: a sweep, a 2-task DDP run, a preempted job.
 
-They need a live cluster that `sinfo` reaches: in CI, scripts/slurm-local.sh's one-node cluster
-(`scripts/slurm-local.sh start` as root, then `export SLURM_CONF=/tmp/mnistlab-slurm/slurm.conf`).
-Without one they skip, unless MNISTLAB_SLURM_REQUIRED=1 (CI sets it) turns that into a failure.
+The `slurm` tests need a live cluster that `sinfo` reaches: in CI, scripts/slurm-local.sh's
+one-node cluster (`scripts/slurm-local.sh start` as root, then
+`export SLURM_CONF=/tmp/mnistlab-slurm/slurm.conf`). Without one they skip, unless
+MNISTLAB_SLURM_REQUIRED=1 (CI sets it) turns that into a failure.
 """
 
 import csv
@@ -17,19 +18,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from conftest import ROOT, compose_config, run_cli
-from mnistlab import checkpoint
+from mnistlab import checkpoint, config
 from mnistlab.run import train
 
-pytestmark = pytest.mark.slurm
-
+CPU = ("device=cpu", "device.threads=1")
 # What the README tells users to run on a cluster without GPUs, on one core per job.
-SLURM = ("-m", "hydra/launcher=slurm_cpu", "device=cpu", "device.threads=1")
+SLURM = ("-m", "hydra/launcher=slurm_cpu", *CPU)
 TIMING = ("samples_per_second", "wall_time_s")
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def cluster() -> None:
     """Skip (or fail, where MNISTLAB_SLURM_REQUIRED=1) unless a SLURM node answers."""
     reason = None
@@ -50,6 +51,24 @@ def cluster() -> None:
         pytest.fail(reason)
     if reason:
         pytest.skip(reason)
+
+
+@pytest.mark.parametrize("preset", ["slurm", "slurm_cpu"])
+def test_the_slurm_presets_name_mnistlabs_launcher_where_hydra_loads_it(preset):
+    from hydra.core.plugins import Plugins
+
+    with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
+        cfg = compose("train", [f"hydra/launcher={preset}"], return_hydra_config=True)
+    target = cfg.hydra.launcher._target_
+    plugins = Plugins.instance()  # scans (and runs) the hydra_plugins modules, as a run does
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+    assert plugins.is_in_toplevel_plugins_module(target)
+    launcher = plugins.class_name_to_class[target]
+    assert issubclass(launcher, SlurmLauncher)
+    assert launcher.checkpoint is not SlurmLauncher.checkpoint  # ours resumes; Hydra's restarts
+    assert cfg.hydra.launcher.max_num_timeout > 0  # requeues after a time limit are allowed
+    assert (cfg.hydra.launcher.gpus_per_node is None) == (preset == "slurm_cpu")
 
 
 def only_sweep(cwd: Path) -> Path:
@@ -92,14 +111,16 @@ def summary_rows(sweep: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(file)]
 
 
+@pytest.mark.slurm
 @pytest.mark.slow
+@pytest.mark.usefixtures("cluster")
 def test_a_sweep_runs_as_slurm_jobs_into_the_folders_the_basic_launcher_makes(tmp_path):
     grid = ("dataset=random", "loop.epochs=1", "optimizer.lr=0.01,0.001")
     (tmp_path / "slurm").mkdir()
     (tmp_path / "basic").mkdir()
     result = run_cli("mnistlab.train", *SLURM, *grid, cwd=tmp_path / "slurm")
     assert result.returncode == 0, result.stderr[-3000:]
-    basic = run_cli("mnistlab.train", *SLURM[:1], *SLURM[2:], *grid, cwd=tmp_path / "basic")
+    basic = run_cli("mnistlab.train", "-m", *CPU, *grid, cwd=tmp_path / "basic")
     assert basic.returncode == 0, basic.stderr[-3000:]
 
     sweep, reference = only_sweep(tmp_path / "slurm"), only_sweep(tmp_path / "basic")
@@ -122,7 +143,9 @@ def test_a_sweep_runs_as_slurm_jobs_into_the_folders_the_basic_launcher_makes(tm
     assert "2 jobs (2 completed)" in result.stdout
 
 
+@pytest.mark.slurm
 @pytest.mark.slow
+@pytest.mark.usefixtures("cluster")
 def test_two_tasks_of_one_slurm_job_train_as_one_ddp_run(tmp_path):
     run = ("dataset.source.num_samples=6000", "loop.epochs=2", "loop.log_every_n_batches=20")
     result = run_cli(
@@ -149,7 +172,7 @@ def test_two_tasks_of_one_slurm_job_train_as_one_ddp_run(tmp_path):
     assert metrics["steps"] == 2 * (5400 // 2 // 64 + 1)  # each rank trained half of each epoch
 
     # The same global batch in one process reaches about the same accuracy.
-    single = compose_config(*SLURM[2:], *run, "dataset.loader.batch_size=128")
+    single = compose_config(*CPU, *run, "dataset.loader.batch_size=128")
     alone = train(single, tmp_path / "single")
     assert metrics.keys() == alone.keys()
     assert abs(metrics["val_accuracy"] - alone["val_accuracy"]) < 0.05
@@ -182,7 +205,9 @@ def final_state(folder: Path) -> tuple[dict, dict, list]:
     return state["model"], json.loads((folder / "metrics.json").read_text()), losses
 
 
+@pytest.mark.slurm
 @pytest.mark.slow
+@pytest.mark.usefixtures("cluster")
 def test_a_preempted_job_checkpoints_requeues_and_resumes_bit_for_bit(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     command = [sys.executable, "-m", "mnistlab.train", *SLURM, *PREEMPTED]
@@ -210,7 +235,7 @@ def test_a_preempted_job_checkpoints_requeues_and_resumes_bit_for_bit(tmp_path):
     assert (metrics["status"], metrics["epochs"]) == ("completed", 2)
 
     # An uninterrupted run of the same config, outside SLURM, ends in the same place exactly.
-    train(compose_config(*SLURM[2:], *PREEMPTED), tmp_path / "plain")
+    train(compose_config(*CPU, *PREEMPTED), tmp_path / "plain")
     ref_weights, ref_metrics, ref_losses = final_state(tmp_path / "plain")
     assert weights.keys() == ref_weights.keys()
     for key, tensor in weights.items():
