@@ -1,7 +1,8 @@
 """SLURM through Hydra's submitit launcher: a job told to stop early checkpoints, requeues, resumes.
 
 conf/hydra/launcher/slurm.yaml names `hydra_plugins.mnistlab_slurm.SlurmLauncher`, Hydra's
-submitit launcher with two additions from this module. Before a job's time limit
+submitit launcher with the additions in this module. Tasks other than 0 of a multi-task job
+write nothing into the run folder (`task_overrides`). Before a job's time limit
 (`signal_delay_s` ahead) or on `scancel --signal=USR2 <job>`, SLURM sends SIGUSR2; the run's
 `Interrupts` handler treats it like SIGTERM: it finishes the step, saves checkpoint.pt and
 stops with exit code 128 + 12. `PreemptibleTask` then hands the signal on to submitit's own
