@@ -24,6 +24,8 @@ from mnistlab import SettingError
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 SECTIONS = ("device", "dataset", "model", "optimizer", "loop", "objective")
 CHECKPOINT_FILE = "checkpoint.pt"  # in every run folder; loop.resume names the folder or it
+# Ranks other than 0 (torchrun, or the tasks of a SLURM job) leave the run folder to rank 0.
+OTHER_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=disabled")
 METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
 
 _started: datetime.datetime | None = None

@@ -73,7 +73,7 @@ class NoWriter:
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; the run saved a checkpoint and stopped."""
+    """SIGINT, SIGTERM or SIGUSR2 arrived; the run saved a checkpoint and stopped."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
@@ -81,14 +81,18 @@ class Interrupted(Exception):
 
 
 class Interrupts:
-    """Turn SIGINT/SIGTERM into a flag that the loop checks after each step."""
+    """Turn SIGINT/SIGTERM/SIGUSR2 into a flag that the loop checks after each step.
+
+    SIGUSR2 is SLURM's early warning under submitit (a time limit or preemption ahead):
+    mnistlab.slurm requeues the job once the run has saved its checkpoint.
+    """
 
     signum: int | None = None
 
     def __enter__(self) -> "Interrupts":
         self.previous = {}
         if threading.current_thread() is threading.main_thread():  # only it may set handlers
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
                 self.previous[signum] = signal.signal(signum, self._handle)
         return self
 

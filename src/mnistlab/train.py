@@ -52,7 +52,7 @@ def cli() -> None:
     distributed.join()
     if not distributed.world().is_main:
         # Only rank 0 writes into the run folder: no .hydra/ copy and no log file here.
-        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+        sys.argv += config.OTHER_RANK_OVERRIDES
     try:
         main()
     finally:
