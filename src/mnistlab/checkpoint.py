@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import SettingError, config
+from mnistlab import SettingError, rundir
 from mnistlab.loop import Progress
 
-FILENAME = config.CHECKPOINT_FILE
+FILENAME = rundir.CHECKPOINT_FILE
 FORMAT = "mnistlab-checkpoint/1"
 
 
@@ -47,7 +47,7 @@ def save(
 
 def find(resume: str) -> Path:
     """The checkpoint file that `loop.resume` names: the file itself or a run folder holding one."""
-    path = config.checkpoint_file(resume)
+    path = rundir.checkpoint_file(resume)
     if not path.is_file():
         raise SettingError(f"loop.resume={resume}: no checkpoint at {path}")
     return path
