@@ -79,11 +79,11 @@ def set_started(moment: datetime.datetime) -> None:
 
 def resume_override(folder: Path) -> str:
     """`loop.resume=...` naming `folder`, quoted for Hydra's override grammar and for a shell."""
-    # Hydra reads '...' as one string (sweep job folders hold "=" and ","); inside it, a quote
+    # Hydra reads "..." as one string (sweep job folders hold "=" and ","); inside it, a quote
     # and the backslashes before a quote or before the closing quote are escaped.
-    path = str(folder.absolute())
-    escaped = re.sub(r"(\\*)('|$)", lambda m: 2 * m[1] + ("\\'" if m[2] else ""), path)
-    return shlex.quote(f"loop.resume='{escaped}'")
+    path = str(folder.absolute()).replace("${", "\\${")  # not an interpolation
+    escaped = re.sub(r'(\\*)("|$)', lambda m: 2 * m[1] + ('\\"' if m[2] else ""), path)
+    return shlex.quote(f'loop.resume="{escaped}"')
 
 
 def resume_command(folder: Path) -> str:
