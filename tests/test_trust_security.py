@@ -5,6 +5,7 @@ loading; these tests make sure its config cannot make `loop.resume` call anythin
 installation's config groups, or the resuming command itself, do not offer.
 """
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,23 @@ from mnistlab import SettingError, checkpoint, resume
 from mnistlab.data import random_dataset
 from mnistlab.run import train
 
+# What an attacker writes: a plain run config (as mnistlab saves one) to change.
+RUN_CONFIG = {
+    "device": {"name": "cpu", "threads": 1},
+    "dataset": {
+        "source": {"_target_": "mnistlab.data.random_dataset", "num_samples": 10, "seed": 0},
+        "loader": {"batch_size": 4},
+    },
+    "model": {"_target_": "mnistlab.models.MNISTClassifier", "hidden": 8},
+    "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001},
+    "loop": {"epochs": 1},
+    "objective": "val_loss",
+}
+
 
 def crafted(tmp_path: Path, **nodes: object) -> Path:
-    """A checkpoint holding only the format marker and a real run's config with `nodes` set."""
-    cfg = OmegaConf.to_container(compose_config("dataset=random", "loop.epochs=1"))
+    """A checkpoint holding only the format marker and a run config with `nodes` set."""
+    cfg = copy.deepcopy(RUN_CONFIG)
     for key, node in nodes.items():
         section, _, name = key.partition("__")
         if name:
@@ -71,6 +85,8 @@ def test_a_checkpoint_cannot_swap_the_model_or_optimizer_for_any_callable(tmp_pa
 
 def resume_in_process(path: Path, tmp_path: Path, *overrides: str, **kwargs) -> dict:
     cfg = compose_config(f"loop.resume={path}", *overrides)
+    if not overrides and not kwargs:
+        return train(cfg, tmp_path / "unused")
     return train(cfg, tmp_path / "unused", overrides, **kwargs)
 
 
