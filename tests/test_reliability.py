@@ -59,8 +59,7 @@ def test_bad_command_line_fails_early_and_clearly(tmp_path, override, key):
     assert key in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert "data:" not in result.stderr + result.stdout  # stopped before loading data
-    assert not list(tmp_path.rglob("metrics.json"))
-    assert not list(tmp_path.rglob("events.out.tfevents.*"))
+    assert list(tmp_path.iterdir()) == []  # no run folder is left behind, nor outputs/
 
 
 # --- kill and resume ------------------------------------------------------------------------

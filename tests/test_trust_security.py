@@ -122,6 +122,18 @@ def test_a_checkpoint_config_must_be_plain_values_offered_here(tmp_path, name, n
     assert named in str(refusal.value)
 
 
+NO_RUN_CONFIG = [42, "a: [", "- a list", "just text", "a: !!python/name:os.system"]
+
+
+@pytest.mark.parametrize("config", NO_RUN_CONFIG)
+def test_a_checkpoint_config_that_is_no_run_config_is_refused_in_one_line(tmp_path, config):
+    path = tmp_path / checkpoint.FILENAME
+    torch.save({"format": checkpoint.FORMAT, "config": config}, path)
+    with pytest.raises(SettingError, match=r"^loop.resume: .* (holds|has) ") as refusal:
+        resume_in_process(path, tmp_path)
+    assert "\n" not in str(refusal.value)
+
+
 def tiny(num_samples: int, num_val_samples: int, seed: int):
     """A dataset builder that no config group ships: only the user can name it."""
     return random_dataset(num_samples, num_val_samples, seed)

@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from mnistlab import SettingError, rundir
 from mnistlab.loop import Progress
@@ -69,8 +71,20 @@ def load(path: Path) -> dict[str, Any]:
     return state
 
 
-def config_of(state: dict[str, Any]) -> DictConfig:
-    return OmegaConf.create(state["config"])
+def config_of(state: dict[str, Any], path: Path | str = "the checkpoint") -> DictConfig:
+    """The run config a checkpoint holds: YAML text, read with a safe loader, as data only.
+
+    What it may call is checked by mnistlab.resume before anything uses it.
+    """
+    text = state.get("config")
+    try:
+        cfg = OmegaConf.create(text) if isinstance(text, str) else None
+    except (yaml.YAMLError, OmegaConfBaseException) as err:
+        reason = str(err).splitlines()[0]
+        raise SettingError(f"loop.resume: {path} holds an unreadable config ({reason})") from None
+    if not isinstance(cfg, DictConfig):
+        raise SettingError(f"loop.resume: {path} holds no run config: not an mnistlab checkpoint")
+    return cfg
 
 
 def restore(

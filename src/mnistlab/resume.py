@@ -120,7 +120,7 @@ def prepare(cfg: DictConfig, overrides: Sequence[str], sources: Sequence[str]) -
     """Load the checkpoint `loop.resume` names and apply the allowed overrides to its config."""
     path = checkpoint.find(cfg.loop.resume)
     state = checkpoint.load(path)
-    saved = checkpoint.config_of(state)
+    saved = checkpoint.config_of(state, path)
     refuse_code(saved, f"loop.resume: {path}")
     check_targets(saved, offered_targets(sources, cfg), f"loop.resume: {path}")
     keys = explicit_keys(overrides)
