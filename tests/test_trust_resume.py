@@ -93,6 +93,22 @@ def test_a_lower_learning_rate_and_other_allowed_settings_apply(tmp_path, one_ep
     assert "device.name=cpu" in record["overrides"]
 
 
+def test_a_gpu_run_continues_on_a_cpu_machine_with_device_cpu(tmp_path, one_epoch):
+    run = copy_of(one_epoch, tmp_path)
+    state = checkpoint.load(run / checkpoint.FILENAME)
+    # What a CUDA run saves: device=cuda, and the GPU's random generator states.
+    state["config"] = state["config"].replace("name: auto", "name: cuda")
+    state["rng"]["cuda"] = [torch.get_rng_state()]
+    assert "name: cuda" in state["config"]
+    torch.save(state, run / checkpoint.FILENAME)
+    if not torch.cuda.is_available():
+        with pytest.raises(SettingError, match="device=cuda but CUDA is not available"):
+            resume_in_process(run, "loop.epochs=2")
+    metrics = resume_in_process(run, "loop.epochs=2", "device=cpu")
+    assert (metrics["status"], metrics["epochs"]) == ("completed", 2)
+    assert "device.name=cpu" in metrics["resumes"][0]["overrides"]
+
+
 REFUSED = [
     ("model.hidden=64", "model.hidden", "saved 32, given 64"),
     ("model=cnn", "model._target_", "saved mnistlab.models.MNISTClassifier"),
