@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from test_idx import write_dataset
 
 from conftest import ROOT, compose_config, run_cli
@@ -171,6 +172,10 @@ def test_moved_data_is_found_with_dataset_source_root_on_the_command_line(tmp_pa
     assert result.returncode == 0, result.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["status"], metrics["epochs"]) == ("completed", 2)
+    (record,) = (run / ".hydra").glob("resumed_*/config.yaml")  # the config it continued with
+    resumed = OmegaConf.load(record)
+    assert (resumed.dataset.source.root, resumed.loop.epochs) == (str(tmp_path / "moved"), 2)
+    assert resumed.dataset.source._target_ == "mnistlab.mnist.idx"
     assert (
         f"resuming {run} with dataset.source.root={tmp_path / 'moved'}, loop.epochs=2"
         in result.stdout  # the log goes to the terminal's standard output

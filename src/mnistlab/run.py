@@ -105,11 +105,13 @@ def train(
     out_dir: Path,
     overrides: Sequence[str] = (),
     config_sources: Sequence[str] = resume.DEFAULT_SOURCES,
+    config_record: Path | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate as `cfg` says; write TensorBoard events and metrics.json to out_dir.
 
     With `loop.resume`, the run continues in its own folder from its saved config, changed by
-    those of `overrides` (the command's explicit ones) that a resume allows (mnistlab.resume).
+    those of `overrides` (the command's explicit ones) that a resume allows (mnistlab.resume),
+    and writes the config it continues with to `config_record`/config.yaml.
     `config_sources` are where the config groups live: what a saved config may call.
     """
     state = None
@@ -118,6 +120,8 @@ def train(
         if resumed.finished is not None:
             return resumed.finished  # nothing to do, and nothing is touched
         state, cfg, out_dir = resumed.state, resumed.cfg, resumed.folder
+        if config_record is not None:
+            OmegaConf.save(cfg, config_record / "config.yaml")
     run = build(cfg, out_dir, state)
     if state is not None:
         resume.carry_on(run.optimizer, run.progress, resumed.changes)

@@ -38,8 +38,10 @@ def main(cfg: DictConfig) -> float:
     # A resume applies the command's explicit overrides to the saved config; a saved config
     # may call only what the config groups on this command's search path offer.
     sources = [f"{source.schema}://{source.path}" for source in hydra_cfg.runtime.config_sources]
+    # Where Hydra saved this command's config: .hydra/resumed_<time>/ when resuming.
+    record = None if hydra_cfg.output_subdir is None else out_dir / hydra_cfg.output_subdir
     try:
-        metrics = run.train(cfg, out_dir, hydra_cfg.overrides.task, sources)
+        metrics = run.train(cfg, out_dir, hydra_cfg.overrides.task, sources, record)
     except run.Interrupted as stop:
         folder = rundir.resumed_folder(cfg.loop.resume) or out_dir
         log.warning("%s: checkpoint saved; continue with: %s", stop, rundir.resume_command(folder))
