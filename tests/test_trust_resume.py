@@ -110,6 +110,20 @@ def test_a_gpu_run_continues_on_a_cpu_machine_with_device_cpu(tmp_path, one_epoc
     assert "device.name=cpu" in metrics["resumes"][0]["overrides"]
 
 
+def test_a_diverged_run_is_resumed_with_the_lower_rate_its_message_suggests(tmp_path):
+    diverging = ("optimizer=sgd", "optimizer.lr=1e3", "loop.log_every_n_batches=1")
+    run = tmp_path / "run"
+    cfg = compose_config(*SMALL, *diverging, "loop.checkpoint_every_n_steps=1", "loop.epochs=1")
+    with pytest.raises(SettingError, match="became nan") as divergence:
+        train(cfg, run)
+    hint = r"continue from it with a lower rate, (.*) optimizer.lr=<lower>"
+    (command,) = re.findall(hint, str(divergence.value))
+    assert command == f"mnistlab-train 'loop.resume=\"{run}\"'"
+    # Here the weights had blown up before the loss did, so it fails again; with the new rate.
+    with pytest.raises(SettingError, match=r"became nan with optimizer.lr=0.0001: "):
+        resume_in_process(run, "optimizer.lr=0.0001")
+
+
 REFUSED = [
     ("model.hidden=64", "model.hidden", "saved 32, given 64"),
     ("model=cnn", "model._target_", "saved mnistlab.models.MNISTClassifier"),
@@ -136,6 +150,17 @@ def test_a_change_that_would_change_what_the_checkpoint_is_is_refused(
     message = str(refusal.value)
     assert message.startswith(key) and values in message and "\n" not in message
     assert outputs_of(run) == before
+
+
+def test_a_refused_resume_through_the_cli_leaves_the_run_as_it_was(tmp_path, one_epoch):
+    run = copy_of(one_epoch, tmp_path)
+    (run / "train.log").write_text("the first part's log\n")  # as mnistlab-train leaves it
+    before = outputs_of(run)
+    time.sleep(2)  # what the run wrote is older than this command
+    result = run_cli("mnistlab.train", f"loop.resume={run}", "model.hidden=64", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "model.hidden cannot change when resuming (saved 32, given 64)" in result.stderr
+    assert outputs_of(run) == before  # no .hydra/resumed_<time>/ left either
 
 
 def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, one_epoch, caplog):

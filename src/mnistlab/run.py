@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
-from mnistlab import SettingError, checkpoint, config, distributed, resume
+from mnistlab import SettingError, checkpoint, config, distributed, resume, rundir
 from mnistlab.data import Batch, Splits, batches, num_batches
 from mnistlab.data import build as build_data
 from mnistlab.device import configure as configure_device
@@ -140,7 +140,12 @@ def train(
         except NonFiniteLoss as err:
             lr = run.optimizer.param_groups[0]["lr"]
             saved = out_dir / checkpoint.FILENAME
-            kept = f"the last good checkpoint is {saved}" if saved.exists() else "no checkpoint yet"
+            kept = (
+                f"the last good checkpoint is kept: continue from it with a lower rate, "
+                f"{rundir.resume_command(out_dir)} optimizer.lr=<lower>"
+                if saved.exists()
+                else "no checkpoint yet"
+            )
             message = f"{err} with optimizer.lr={lr:g}: run marked failed; {kept}"
             if is_main:
                 failed = {"status": "failed", "error": message, "step": run.progress.step}

@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,6 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnistlab import SettingError
@@ -96,6 +96,12 @@ def holds_run(folder: Path) -> bool:
     return any(next(folder.glob(pattern), None) for pattern in RUN_OUTPUTS[:3])
 
 
+def wrote_since(folder: Path, moment: float) -> bool:
+    """Whether a checkpoint, metrics or event file in `folder` was written after `moment`."""
+    outputs = (path for pattern in RUN_OUTPUTS[:3] for path in folder.glob(pattern))
+    return any(path.stat().st_mtime >= moment for path in outputs)
+
+
 def check_folder(folder: Path, key: str) -> None:
     """Refuse a folder that is a file, lies below a file, or cannot be created or written."""
     existing = folder
@@ -149,6 +155,7 @@ class RunFolder(Callback):
 
     def __init__(self) -> None:
         self.first_new: Path | None = None  # the topmost folder this run had to create
+        self.started_at = time.time()
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(config.hydra.run.dir).absolute()
@@ -157,6 +164,7 @@ class RunFolder(Callback):
             check_new_run(folder, config.loop.resume, config.loop.overwrite)
         missing = [path for path in (folder, *folder.parents) if not path.exists()]
         self.first_new = missing[-1] if missing else None
+        self.started_at = time.time()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir).absolute()
@@ -172,12 +180,15 @@ class RunFolder(Callback):
             check_new_run(job, None, overwrite=True)
 
     def on_run_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        """A run refused before training leaves no folder behind (a resumed one keeps its own)."""
+        """A run refused before training leaves no new folder (or resumed_<time>/) behind."""
         error = job_return._return_value  # `return_value` would raise it
         if job_return.status is not JobStatus.FAILED or not isinstance(error, SettingError):
             return
         folder = Path(config.hydra.runtime.output_dir)
-        # A run that failed in training (a NaN loss) keeps its record; a resumed one its folder.
-        fresh = self.first_new is not None and not holds_run(folder)
-        if fresh and config.hydra.mode is RunMode.RUN:
+        if self.first_new is not None and not holds_run(folder):
             remove_fresh(folder, self.first_new)
+        # A resume refused before training wrote nothing (2 s: coarse file times); one that
+        # failed in training keeps the record of its command.
+        resumed = str(config.hydra.output_subdir).startswith(".hydra/resumed_")
+        if resumed and not wrote_since(folder, self.started_at - 2):
+            shutil.rmtree(folder / config.hydra.output_subdir, ignore_errors=True)
