@@ -156,7 +156,8 @@ def check_targets(saved: DictConfig, offered: set[str], source: str) -> None:
             raise SettingError(
                 f"{source} asks to call {where}={target}, which no config group of this "
                 "installation offers: refused for safety, nothing was run. Resume only "
-                "checkpoints mnistlab-train wrote (or name that target on the command line)"
+                "checkpoints mnistlab-train wrote; if you trust that target, name it on the "
+                "command line, or pass the --config-dir that offers it"
             )
 
 
