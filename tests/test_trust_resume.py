@@ -36,6 +36,8 @@ SMALL = (
 def resume_in_process(run: Path, *overrides: str) -> dict:
     """Resume `run` from Python, as `mnistlab-train loop.resume=<run> <overrides>` would."""
     cfg = compose_config(f"loop.resume={run}", *overrides)
+    if not overrides:
+        return train(cfg, run.parent / "unused")
     return train(cfg, run.parent / "unused", overrides)
 
 
