@@ -20,12 +20,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from mnistlab import SettingError, config
+from mnistlab import SettingError, rundir
 from mnistlab.loop import Progress
 
-FILENAME = config.CHECKPOINT_FILE
+FILENAME = rundir.CHECKPOINT_FILE
 FORMAT = "mnistlab-checkpoint/1"
 # A checkpoint being written: .checkpoint.pt.<pid>.tmp beside checkpoint.pt.
 TEMPORARY_PREFIX = f".{FILENAME}."
@@ -103,7 +105,7 @@ def alive(pid: int) -> bool:
 
 def find(resume: str) -> Path:
     """The checkpoint file that `loop.resume` names: the file itself or a run folder holding one."""
-    path = config.checkpoint_file(resume)
+    path = rundir.checkpoint_file(resume)
     if not path.is_file():
         raise SettingError(f"loop.resume={resume}: no checkpoint at {path}")
     return path
@@ -140,8 +142,20 @@ def refused(error: str) -> str:
     )
 
 
-def config_of(state: dict[str, Any]) -> DictConfig:
-    return OmegaConf.create(state["config"])
+def config_of(state: dict[str, Any], path: Path | str = "the checkpoint") -> DictConfig:
+    """The run config a checkpoint holds: YAML text, read with a safe loader, as data only.
+
+    What it may call is checked by mnistlab.resume before anything uses it.
+    """
+    text = state.get("config")
+    try:
+        cfg = OmegaConf.create(text) if isinstance(text, str) else None
+    except (yaml.YAMLError, OmegaConfBaseException) as err:
+        reason = str(err).splitlines()[0]
+        raise SettingError(f"loop.resume: {path} holds an unreadable config ({reason})") from None
+    if not isinstance(cfg, DictConfig):
+        raise SettingError(f"loop.resume: {path} holds no run config: not an mnistlab checkpoint")
+    return cfg
 
 
 def restore(

@@ -8,7 +8,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
-from mnistlab import SettingError, checkpoint, config, distributed
+from mnistlab import SettingError, checkpoint, config, distributed, resume, rundir
 from mnistlab.data import Batch, Splits, batches, num_batches
 from mnistlab.data import build as build_data
 from mnistlab.device import configure as configure_device
@@ -44,6 +44,11 @@ class Run:
     out_dir: Path
     progress: Progress
     world: World
+    clock: float = dataclasses.field(init=False)  # perf_counter() when the run's time was 0
+
+    def __post_init__(self) -> None:
+        # A resumed run's clock goes on from the time its earlier parts took.
+        self.clock = time.perf_counter() - self.progress.wall_seconds
 
     @property
     def net(self) -> torch.nn.Module:
@@ -52,6 +57,7 @@ class Run:
 
     def save_checkpoint(self) -> None:
         if self.world.is_main:
+            self.progress.wall_seconds = time.perf_counter() - self.clock
             path = self.out_dir / checkpoint.FILENAME
             try:
                 checkpoint.save(path, self.cfg, self.net, self.optimizer, self.progress)
@@ -104,19 +110,31 @@ class Interrupts:
             signal.signal(signum, handler)
 
 
-def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+def train(
+    cfg: DictConfig,
+    out_dir: Path,
+    overrides: Sequence[str] = (),
+    config_sources: Sequence[str] = resume.DEFAULT_SOURCES,
+    config_record: Path | None = None,
+) -> dict[str, Any]:
     """Train and evaluate as `cfg` says; write TensorBoard events and metrics.json to out_dir.
 
-    With `loop.resume`, the run continues in its own folder with its own saved config.
+    With `loop.resume`, the run continues in its own folder from its saved config, changed by
+    those of `overrides` (the command's explicit ones) that a resume allows (mnistlab.resume),
+    and writes the config it continues with to `config_record`/config.yaml.
+    `config_sources` are where the config groups live: what a saved config may call.
     """
     state = None
     if cfg.loop.resume is not None:
-        path = checkpoint.find(cfg.loop.resume)
-        checkpoint.remove_stale(path.parent)
-        state = checkpoint.load(path)
-        cfg, out_dir = checkpoint.config_of(state), path.parent
-        log.info("resuming %s (its saved config is used)", out_dir)
+        resumed = resume.prepare(cfg, overrides, config_sources)
+        if resumed.finished is not None:
+            return resumed.finished  # nothing to do, and nothing is touched
+        state, cfg, out_dir = resumed.state, resumed.cfg, resumed.folder
+        if config_record is not None:
+            OmegaConf.save(cfg, config_record / "config.yaml")
     run = build(cfg, out_dir, state)
+    if state is not None:
+        resume.carry_on(run.optimizer, run.progress, resumed.changes)
 
     from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
 
@@ -132,7 +150,12 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         except NonFiniteLoss as err:
             lr = run.optimizer.param_groups[0]["lr"]
             saved = out_dir / checkpoint.FILENAME
-            kept = f"the last good checkpoint is {saved}" if saved.exists() else "no checkpoint yet"
+            kept = (
+                f"the last good checkpoint is kept: continue from it with a lower rate, "
+                f"{rundir.resume_command(out_dir)} optimizer.lr=<lower>"
+                if saved.exists()
+                else "no checkpoint yet"
+            )
             message = f"{err} with optimizer.lr={lr:g}: run marked failed; {kept}"
             if is_main:
                 failed = {"status": "failed", "error": message, "step": run.progress.step}
@@ -209,7 +232,6 @@ def fit(run: Run, writer, stop: Interrupts) -> dict[str, Any]:
             return False  # ranks must stop at the same step: they agree at logging points
         return world.any(stop.signum is not None, run.device)
 
-    started = time.perf_counter()
     while progress.epoch < loop.epochs and stop.signum is None:
         tick, samples_before = time.perf_counter(), progress.epoch_samples
         epoch_batches = batches(
@@ -247,8 +269,9 @@ def fit(run: Run, writer, stop: Interrupts) -> dict[str, Any]:
         "samples_per_second": world.size * progress.samples / max(progress.seconds, 1e-9),
         "world_size": world.size,
         "global_batch_size": world.size * loader.batch_size,
-        "wall_time_s": time.perf_counter() - started,
+        "wall_time_s": time.perf_counter() - run.clock,  # all the run's parts
         "device": describe(run.device),
+        **({"resumes": progress.resumes} if progress.resumes else {}),
     }
     if stop.signum is None and run.data.test is not None:
         metrics.update(test(run, writer))

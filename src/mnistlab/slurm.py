@@ -22,7 +22,7 @@ from hydra.core.override_parser.types import Quote, QuotedString
 from hydra.types import TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import config
+from mnistlab import config, rundir
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def requeued_overrides(sweep_overrides: list[str], job_num: int) -> list[str]:
     """The job's overrides for its next start: with loop.resume where it left a checkpoint."""
     overrides = [item for item in sweep_overrides if not item.startswith((RESUME, SUBDIR))]
     folder = job_folder(job_num)
-    if folder is None or not config.checkpoint_file(str(folder)).is_file():
+    if folder is None or not rundir.checkpoint_file(str(folder)).is_file():
         log.info("requeued: job %d starts again (no checkpoint yet)", job_num)
         return overrides
     log.info("requeued: job %d resumes from %s", job_num, folder)
