@@ -11,6 +11,7 @@ This module does not import torch: `mnistlab-train --help` and `--cfg job` only 
 import datetime
 import inspect
 from dataclasses import dataclass, fields
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import SettingError
 
-# The repository's conf/ folder (the package is installed editable from the repository).
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
+CONF_DIR = str(files("mnistlab") / "conf")
 SECTIONS = ("device", "dataset", "model", "optimizer", "loop", "objective")
 CHECKPOINT_FILE = "checkpoint.pt"  # in every run folder; loop.resume names the folder or it
 METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
