@@ -56,6 +56,7 @@ def test_a_resumed_run_names_its_own_folder(tmp_path: Path) -> None:
     assert again.run_dir == first.run_dir and not (tmp_path / "unused").exists()
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     (code,) = re.findall(r"<!-- ci:api -->\n```python\n(.*?)```", readme, re.S)

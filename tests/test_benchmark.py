@@ -123,6 +123,7 @@ def test_cli_device_cuda_without_cuda_fails_in_one_line(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("results.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
 def test_cli_training_runs_each_variant_with_its_own_cpu_settings(tmp_path: Path) -> None:
     done = run_cli("mnistlab.benchmark", "device=cpu", *TINY_TRAINING, cwd=tmp_path, timeout=120)
@@ -190,6 +191,7 @@ def test_every_training_variant_trains_every_sample(tmp_path: Path) -> None:
             assert all(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
 
 
+@pytest.mark.slow
 def test_training_benchmark_writes_all_three_figures(tmp_path: Path, capsys) -> None:
     cfg = compose_config("device=cpu", *TINY_TRAINING, config_name="benchmark")
     results = job.run(cfg, tmp_path)
@@ -333,6 +335,7 @@ def test_time_to_accuracy_without_mnist_files_says_where(tmp_path: Path) -> None
         job.run(race_config(data=data), tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_cli_time_to_accuracy_sweeps_both_models_on_real_mnist(
     tmp_path: Path, mnist_dir: Path
 ) -> None:

@@ -118,6 +118,7 @@ def test_cnn_takes_images_with_or_without_a_channel(input_shape: tuple[int, ...]
     assert model(batch).shape == (4, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["tensor", "dataloader"])
 def test_idx_dataset_trains_the_cnn(tmp_path: Path, mode: str) -> None:
     write_idx_dataset(tmp_path / "data", n_train=300, n_test=100)
