@@ -141,6 +141,7 @@ def test_cli_training_runs_each_variant_with_its_own_cpu_settings(tmp_path: Path
     assert any(line.startswith("(3)/(3d) =") for line in lines)
 
 
+@pytest.mark.slow
 def test_cli_multirun_writes_one_folder_per_job(tmp_path: Path) -> None:
     done = run_cli(
         "mnistlab.benchmark",
@@ -237,6 +238,7 @@ def test_each_variant_builds_its_own_adam() -> None:
     assert not trainee.optimizer.defaults["fused"] and not trainee.optimizer.defaults["foreach"]
 
 
+@pytest.mark.slow
 def test_training_workload_can_be_the_real_mnist_images(
     mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -281,6 +283,7 @@ def test_time_to_accuracy_presets_compose() -> None:
         job.run(race_config("benchmark.model=vit"), Path("never-made"))
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_stops_at_the_target(tmp_path: Path, capsys) -> None:
     cfg = race_config("benchmark.model=mlp", "benchmark.recipes.mlp.target_accuracy=0.5")
     results = job.run(cfg, tmp_path)
@@ -316,6 +319,7 @@ def test_time_to_accuracy_can_stop_mid_epoch(tmp_path: Path) -> None:
     assert results["steps"] < steps_per_epoch and results["epochs"] < 1
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_not_reached_is_a_result(tmp_path: Path, capsys) -> None:
     cfg = race_config(
         "benchmark.model=cnn",
