@@ -10,6 +10,7 @@ This module does not import torch: `mnistlab-train --help` and `--cfg job` only 
 
 import inspect
 from dataclasses import dataclass, fields
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from mnistlab import SettingError
 from mnistlab.rundir import config_subfolder, run_folder, started
 
-# The repository's conf/ folder (the package is installed editable from the repository).
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
+CONF_DIR = str(files("mnistlab") / "conf")
 SECTIONS = ("device", "dataset", "model", "optimizer", "loop", "objective")
 # Ranks other than 0 (torchrun, or the tasks of a SLURM job) leave the run folder to rank 0.
 OTHER_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=disabled")
