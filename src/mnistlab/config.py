@@ -321,8 +321,8 @@ def fits(value: Any, kind: Any) -> bool:
     torch.Tensor. Annotations it cannot read (Any, Callable, ...) accept anything.
     """
     origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if isinstance(value, dict) and "_target_" in value:
-        return True  # instantiate builds it; its own parameters are not checked here
+    if kind is inspect.Parameter.empty or (isinstance(value, dict) and "_target_" in value):
+        return True  # no annotation; or instantiate builds it, its parameters unchecked here
     if kind in PLAIN_TYPES:
         return value is None if kind is type(None) else has_type(value, kind)
     if origin in UNIONS:
