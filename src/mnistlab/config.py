@@ -240,7 +240,7 @@ def check_finite(value: Any, name: str) -> None:
 # The numbers a component may take, by parameter name, whichever class takes them (torch's
 # optimizers, the models, the dataset builders); in a list, each number is checked.
 RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "lr": (lambda x: x > 0, "> 0, e.g. 0.001"),
+    "lr": (lambda x: x > 0, "> 0"),
     "eps": (lambda x: x > 0, "> 0 (it keeps a division finite), e.g. 1e-8"),
     "weight_decay": (lambda x: x >= 0, ">= 0"),
     "momentum": (lambda x: 0 <= x < 1, "in [0, 1), e.g. 0.9"),
