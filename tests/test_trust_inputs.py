@@ -6,8 +6,10 @@ in-process, which is much quicker.
 """
 
 import logging
+import re
 
 import pytest
+import torch
 from test_idx import write_dataset
 
 from conftest import compose_config, run_cli
@@ -159,13 +161,27 @@ BUILD_CASES = [
     ("dataset.source.num_samples=100 dataset.source.val_fraction=0.001", "gives 0 validation"),
     ("dataset=fake_mnist objective=test_accuracy", "objective=test_accuracy needs a test split"),
     ("dataset=random optimizer=sgd +optimizer.nesterov=true", "torch.optim.SGD) refuses"),
+    # Any model, not only ours: it runs once on a zero sample of the data's shape.
+    (
+        "dataset=random model._target_=test_trust_inputs.MNISTSizedMLP",
+        "fails on one sample: mat1 and mat2 shapes cannot be multiplied (1x3 and 784x128)",
+    ),
 ]
+
+
+class MNISTSizedMLP(torch.nn.Sequential):
+    """A model that ignores the data's shape: it takes 28x28 images, whatever it is given."""
+
+    def __init__(
+        self, input_shape: tuple[int, ...], num_classes: int, hidden: int = 16, dropout: float = 0
+    ) -> None:
+        super().__init__(torch.nn.Flatten(), torch.nn.Linear(784, hidden))
 
 
 @pytest.mark.parametrize(("overrides", "says"), BUILD_CASES, ids=[c[0] for c in BUILD_CASES])
 def test_bad_combinations_stop_before_training(tmp_path, caplog, overrides, says):
     caplog.set_level(logging.INFO)
-    with pytest.raises(SettingError, match=says.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(SettingError, match=re.escape(says)):
         train(compose_config(*overrides.split(), *QUICK), tmp_path)
     assert "epoch 1/" not in caplog.text
     assert not list(tmp_path.iterdir())  # no checkpoint, no metrics, no events

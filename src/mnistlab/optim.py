@@ -55,9 +55,8 @@ def probe(node: DictConfig) -> None:
     try:
         instantiate(node, params=[torch.zeros(1, requires_grad=True)])
     except InstantiationException as err:
-        raise SettingError(
-            f"optimizer ({node._target_}) refuses its settings: {err.__cause__}"
-        ) from None
+        cause = str(err.__cause__).splitlines()[0]
+        raise SettingError(f"optimizer ({node._target_}) refuses its settings: {cause}") from None
 
 
 def adam_config(lr: float) -> DictConfig:
