@@ -131,7 +131,10 @@ SETTINGS_CASES = [
     ("model=cnn model.channels=[16.5,32]", "model.channels=[16.5, 32] must be a list of 2"),
     # A string where a list is expected: a mirror URL would be read letter by letter.
     ("dataset=mnist dataset.source.mirrors=http://x/", "dataset.source.mirrors='http://x/'"),
-    ("dataset=idx dataset.source.md5=abc", "dataset.source.md5='abc' must be a mapping or null"),
+    (
+        "dataset=idx dataset.source.md5=abc",
+        "dataset.source.md5='abc' must be a mapping of strings to strings or null",
+    ),
     ("dataset=idx dataset.source.num_train_samples=0", "num_train_samples=0 must be an integer"),
 ]
 

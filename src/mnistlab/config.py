@@ -359,7 +359,8 @@ def describe(kind: Any, many: bool = False) -> str:
         count = f"{len(args)} " if origin is tuple and args[-1:] != (Ellipsis,) else ""
         return f"{'lists' if many else 'a list'} of {count}{what}"
     if origin in MAPPINGS:
-        return "mappings" if many else "a mapping"
+        what = f" of {describe(args[0], True)} to {describe(args[1], True)}" if args else ""
+        return f"{'mappings' if many else 'a mapping'}{what}"
     if origin is typing.Literal:
         return "one of " + ", ".join(map(str, args))
     return getattr(kind, "__name__", str(kind))
