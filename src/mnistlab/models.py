@@ -24,14 +24,14 @@ def build(node: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> n
     except InstantiationException as err:
         if isinstance(err.__cause__, SettingError):
             raise err.__cause__ from None
-        cause = str(err.__cause__).splitlines()[0]
+        cause = str(err.__cause__).partition("\n")[0]
         raise SettingError(f"cannot build the {what}: {cause}") from None
     model.eval()  # no dropout, no batch-norm statistics: the probe leaves no trace
     try:
         with torch.no_grad():
             logits = model(torch.zeros(1, *input_shape))
     except RuntimeError as err:  # shape mismatches: torch's message says which layer
-        first_line = str(err).splitlines()[0]
+        first_line = str(err).partition("\n")[0]
         raise SettingError(f"the {what} fails on one sample: {first_line}") from None
     model.train()
     if tuple(logits.shape) != (1, num_classes):

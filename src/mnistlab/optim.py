@@ -55,7 +55,7 @@ def probe(node: DictConfig) -> None:
     try:
         instantiate(node, params=[torch.zeros(1, requires_grad=True)])
     except InstantiationException as err:
-        cause = str(err.__cause__).splitlines()[0]
+        cause = str(err.__cause__).partition("\n")[0]
         raise SettingError(f"optimizer ({node._target_}) refuses its settings: {cause}") from None
 
 
