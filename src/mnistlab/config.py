@@ -18,7 +18,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import SettingError
+from mnistlab import SettingError, naming
 
 # The repository's conf/ folder (the package is installed editable from the repository).
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -120,6 +120,7 @@ def register_schemas() -> None:
     OmegaConf.register_new_resolver("mnistlab.started", started, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("mnistlab.run_folder", run_folder, replace=True)
     OmegaConf.register_new_resolver("mnistlab.config_subfolder", config_subfolder, replace=True)
+    naming.register()  # ${mnistlab.job_name:...}, ${mnistlab.run_name:...}
 
 
 def checkpoint_file(resume: str) -> Path:

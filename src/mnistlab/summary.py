@@ -28,6 +28,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from mnistlab import naming
+
 log = logging.getLogger(__name__)
 
 # metrics.json keys in the order the summary shows them (mnistlab.train writes them).
@@ -224,6 +226,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Print the ranked table when the sweep's process exits, however the sweep ended."""
+        naming.remember_swept(config)  # before any job folder is named
         # Hydra skips on_multirun_end once a job has failed, and Ctrl-C skips it too; an exit
         # hook runs whether the sweep succeeded, failed or was stopped (after Hydra's error).
         atexit.register(print_summary, Path(config.hydra.sweep.dir))
