@@ -2,8 +2,8 @@
 
 HParams builds its table from every run's session-start record (the hyper-parameters) and
 takes each metric as the last value of a scalar tag; a session lacking a metric is left out of
-the parallel-coordinates and scatter views. So every run logs the same tags (`TAGS`), and the
-metrics also land in metrics.json under the keys on the left: one number, one name.
+the parallel-coordinates and scatter views. So every run logs the same tags
+(`history.TAGS`), whose last values are the numbers metrics.json holds: one number, one name.
 """
 
 import json
@@ -15,19 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-# metrics.json key -> TensorBoard tag. Accuracies are fractions in both; people see percent.
-TAGS = {
-    "train_loss": "train/loss",  # the epoch's mean over all its samples
-    "train_accuracy": "train/accuracy",
-    "val_loss": "val/loss",
-    "val_accuracy": "val/accuracy",
-    "test_loss": "test/loss",
-    "test_accuracy": "test/accuracy",
-    "samples_per_second": "train/samples_per_second",
-    "wall_time_s": "train/wall_time_s",
-}
-# At every logging point: the means over the batches since the last one, and the lr.
-BATCH_TAGS = {"loss": "train/batch_loss", "accuracy": "train/batch_accuracy", "lr": "train/lr"}
+from mnistlab.history import BATCH_TAGS, TAGS
+
 STATUSES = {
     "completed": api_pb2.STATUS_SUCCESS,
     "failed": api_pb2.STATUS_FAILURE,

@@ -12,6 +12,19 @@ from typing import Any
 
 SCALARS_FILE = "scalars.csv"
 HEADER = "step,tag,value\n"
+# metrics.json key -> TensorBoard tag. Accuracies are fractions in both; people see percent.
+TAGS = {
+    "train_loss": "train/loss",  # the epoch's mean over all its samples
+    "train_accuracy": "train/accuracy",
+    "val_loss": "val/loss",
+    "val_accuracy": "val/accuracy",
+    "test_loss": "test/loss",
+    "test_accuracy": "test/accuracy",
+    "samples_per_second": "train/samples_per_second",
+    "wall_time_s": "train/wall_time_s",
+}
+# At every logging point: the means over the batches since the last one, and the lr.
+BATCH_TAGS = {"loss": "train/batch_loss", "accuracy": "train/batch_accuracy", "lr": "train/lr"}
 
 
 class History:
