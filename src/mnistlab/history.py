@@ -40,6 +40,8 @@ class History:
         self.file = self.path.open("a", buffering=1)  # line-buffered: a crash loses no point
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
+        # float32 in the event file (HParams reads no double-precision scalars: tried, it shows
+        # none), full precision in scalars.csv and metrics.json.
         self.writer.add_scalar(tag, value, step)
         self.file.write(f"{step},{tag},{value!r}\n")
 

@@ -129,9 +129,9 @@ def log_window(progress: Progress, optimizer, log: Callable, world: World) -> fl
     first, steps = progress.step - progress.window_steps + 1, progress.window_steps
     where = f"steps {first}-{progress.step}" if steps > 1 else f"step {progress.step}"
     loss = world.mean(progress.window_loss).item() / steps
-    loss = check_finite(loss, f"training loss at {where}")
     accuracy = world.mean(progress.window_correct).item() / progress.window_samples
     log(progress.step, {"loss": loss, "accuracy": accuracy, "lr": optimizer.param_groups[0]["lr"]})
+    check_finite(loss, f"training loss at {where}")  # after logging: the curve shows it
     device = progress.window_loss.device
     progress.window_loss = torch.zeros((), device=device)
     progress.window_correct = torch.zeros((), device=device)

@@ -1,4 +1,4 @@
-"""Run and job folder names that say what differs: `3_optimizer:adam+lr:0.01+seed:1`.
+"""Run and job folder names that say what differs: `3_adam+lr:0.01+seed:1`.
 
 TensorBoard shows folder names as run names, in a narrow column, so a sweep job is named by the
 keys the sweep varies, in the order the user gave them, with short keys and values; keys set
@@ -41,7 +41,7 @@ def parse(overrides: Iterable[str]) -> list[tuple[str, str]]:
 
 def short_value(value: str) -> str:
     """A value as a path-safe word: the last part of a path, lists as 16-32."""
-    value = value.rstrip("/").rsplit("/", 1)[-1]
+    value = value.rstrip("/").rsplit("/", 1)[-1].replace("+", "")  # 1e+30 -> 1e30, same number
     return UNSAFE.sub("-", value).strip("-") or "-"
 
 
@@ -54,8 +54,13 @@ def short_keys(keys: list[str]) -> dict[str, str]:
 def name(pairs: list[tuple[str, str]]) -> str:
     """`key:value+key:value`, shortened, cut at MAX_LENGTH."""
     keys = short_keys([key for key, _ in pairs])
-    text = "+".join(f"{keys[key]}:{short_value(value)}" for key, value in pairs)
+    text = "+".join(word(keys[key], short_value(value), "." in key) for key, value in pairs)
     return text[:MAX_LENGTH]
+
+
+def word(key: str, value: str, setting: bool) -> str:
+    """`lr:0.01`; a config group's choice is its name alone (`sgd`, not `optimizer:sgd`)."""
+    return f"{key}:{value}" if setting else value
 
 
 def job_name(overrides: Any) -> str:

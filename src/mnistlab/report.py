@@ -255,13 +255,15 @@ def limits(curves: list[list[float]]) -> tuple[float, float, bool]:
     return bottom - margin, top + margin, False
 
 
-def draw_curves(axes: Any, groups, look, tag: str, scalars) -> None:
-    """Every group's curve of `tag` on `axes`, clipped so that diverged runs squash nothing."""
+def draw_curves(axes: Any, groups, look, tag: str, scalars) -> list[str]:
+    """Every group's curve of `tag` on `axes`, clipped so that diverged runs squash nothing.
+
+    Returns the labels of the curves that leave the top (or hold inf or nan)."""
     drawn = [(group, group_curve(group, tag, scalars)) for group in groups]
     drawn = [(group, curve) for group, curve in drawn if curve is not None]
     if not drawn:
         axes.text(0.5, 0.5, f"no job logged {tag}", ha="center", transform=axes.transAxes)
-        return
+        return []
     for group, (steps, mean, low, high) in drawn:
         colour, style = look[id(group)]
         axes.plot(steps, mean, color=colour, linestyle=style, linewidth=1.2)
@@ -272,12 +274,10 @@ def draw_curves(axes: Any, groups, look, tag: str, scalars) -> None:
         axes.set_yscale("log")
     axes.set_ylim(bottom, top)
     above = [g.label for g, c in drawn if any(not math.isfinite(v) or v > top for v in c[1])]
-    if above:
-        note = "off the top (diverged): " + "; ".join(above[:4]) + (" …" if len(above) > 4 else "")
-        axes.text(0.01, 0.99, note, transform=axes.transAxes, va="top", fontsize=7, color="red")
-    axes.set_title(tag)
+    axes.set_title(tag + (" (some curves leave the top)" if above else ""))
     axes.set_xlabel("step")
     axes.grid(alpha=0.3)
+    return above
 
 
 def legend(figure: Any, groups: list[Group], keys: list[str], look) -> None:
@@ -312,10 +312,30 @@ def curves_figure(sweep: Sweep, groups: list[Group], scalars) -> str:
     tags = [BATCH_TAGS["loss"], TAGS["val_loss"], TAGS["val_accuracy"]]
     figure, axes = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
     look = styles(groups, sweep.config_keys)
+    above: dict[str, list[str]] = {}
     for ax, tag in zip(axes, tags, strict=True):
-        draw_curves(ax, groups, look, tag, scalars)
+        for label in draw_curves(ax, groups, look, tag, scalars):
+            above.setdefault(label, []).append(tag)
     legend(figure, groups, sweep.config_keys, look)
-    return png(figure)
+    return styling_note(sweep) + png(figure) + clipped_note(above)
+
+
+def styling_note(sweep: Sweep) -> str:
+    """Which key sets the colour and which the line style, and what a band means."""
+    colour, style = (sweep.config_keys + ["–", "–"])[:2]
+    text = f"Colour: {colour}; line style: {style}"
+    if sweep.group_over:
+        text += f"; each line the mean over {sweep.group_over}, shaded from lowest to highest"
+    return f"<p>{html.escape(text)}.</p>"
+
+
+def clipped_note(above: dict[str, list[str]]) -> str:
+    """The curves cut off at the top, so that nobody misses a diverged run."""
+    if not above:
+        return ""
+    lines = (f"{label}: {', '.join(tags)}" for label, tags in above.items())
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f"<p>Off the top of the charts (diverged, or far above the rest):</p><ul>{items}</ul>"
 
 
 def number(text: str) -> float | None:
