@@ -87,15 +87,24 @@ def write_session_end(writer: Any, status: str, step: int) -> None:
     writer.file_writer.add_summary(plugin_summary(metadata.SESSION_END_INFO_TAG, data), step)
 
 
+def add_text(writer: Any, tag: str, text: str, step: int) -> None:
+    """Text under `tag` itself (SummaryWriter.add_text would file it as `tag/text_summary`)."""
+    from torch.utils.tensorboard import summary
+
+    proto = summary.text(tag, text)
+    proto.value[0].tag = tag
+    writer.file_writer.add_summary(proto, step)
+
+
 def write_config(writer: Any, cfg: DictConfig) -> None:
     """The resolved config as text (indented: TensorBoard renders text as Markdown)."""
     yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    writer.add_text("config", "\n".join("    " + line for line in yaml.splitlines()), 0)
+    add_text(writer, "config", "\n".join("    " + line for line in yaml.splitlines()), 0)
 
 
 def write_error(writer: Any, message: str, step: int) -> None:
     """The reason a run did not complete, in its Text tab."""
-    writer.add_text("error", message, step)
+    add_text(writer, "error", message, step)
 
 
 @torch.no_grad()
@@ -120,7 +129,8 @@ def write_predictions(writer: Any, split: str, confusion: torch.Tensor, mistakes
     header = "| true \\ predicted | " + " | ".join(map(str, range(len(counts)))) + " |"
     lines = [header, "|---" * (len(counts) + 1) + "|"]
     lines += [f"| **{t}** | " + " | ".join(map(str, row)) + " |" for t, row in enumerate(counts)]
-    writer.add_text(f"{split}/confusion_matrix", "\n".join(lines), step)
+    # A tag belongs to one plugin: the image and the table need names of their own.
+    add_text(writer, f"{split}/confusion_counts", "\n".join(lines), step)
     rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # each true class's share
     cells = np.kron(rows, np.ones((16, 16)))  # 16 pixels per cell
     writer.add_image(f"{split}/confusion_matrix", (255 * (1 - cells))[None].astype(np.uint8), step)
@@ -129,7 +139,8 @@ def write_predictions(writer: Any, split: str, confusion: torch.Tensor, mistakes
     if images:
         writer.add_image(f"{split}/misclassified", grid(images), step)
         legend = ", ".join(f"{n + 1}: {t}→{p}" for n, (_, t, p) in enumerate(mistakes))
-        writer.add_text(f"{split}/misclassified", f"true→predicted, row by row: {legend}", step)
+        text = f"true→predicted, row by row: {legend}"
+        add_text(writer, f"{split}/misclassified_labels", text, step)
 
 
 def grid(images: list[torch.Tensor], columns: int = 8) -> np.ndarray:
