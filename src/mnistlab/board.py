@@ -17,12 +17,10 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
 from mnistlab.history import BATCH_TAGS, TAGS
 
-STATUSES = {
-    "completed": api_pb2.STATUS_SUCCESS,
-    "failed": api_pb2.STATUS_FAILURE,
-    # TensorBoard has no "stopped": an interrupted run did not succeed; its text says why.
-    "interrupted": api_pb2.STATUS_FAILURE,
-}
+# An interrupted run writes no end: TensorBoard keeps the first end status a run writes
+# (tried: a resumed run stayed a failure), and it has no "stopped". So it shows as unknown,
+# with a text saying so, until its resumed run ends it for good.
+STATUSES = {"completed": api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAILURE}
 GROUPS = ("dataset", "model", "optimizer", "loop")
 MAX_MISTAKES = 32
 
@@ -77,11 +75,7 @@ def write_session_start(writer: Any, hparams: dict[str, Any]) -> None:
 
 
 def write_session_end(writer: Any, status: str, step: int) -> None:
-    """Close the session as SUCCESS or FAILURE, after the run's last checkpoint step.
-
-    An interrupted run ends at `step` + 1 so that resuming it (which purges events from the
-    checkpoint's step + 1 on) takes the interruption back.
-    """
+    """Close the session as SUCCESS or FAILURE."""
     end = plugin_data_pb2.SessionEndInfo(status=STATUSES[status])
     data = plugin_data_pb2.HParamsPluginData(session_end_info=end)
     writer.file_writer.add_summary(plugin_summary(metadata.SESSION_END_INFO_TAG, data), step)
@@ -167,10 +161,11 @@ def write_end(writer: Any, metrics: dict[str, Any], step: int) -> None:
     for key in ("samples_per_second", "wall_time_s"):
         if key in metrics:
             writer.add_scalar(TAGS[key], metrics[key], step)
-    status = metrics["status"]
-    if status == "interrupted":
-        message = f"interrupted at step {step}: continue with loop.resume=<this run>"
-        write_error(writer, message, step)
-    elif "error" in metrics:
+    if metrics["status"] == "interrupted":
+        # At the step after the checkpoint's: resuming purges it (it purges from there on).
+        message = f"interrupted after step {step}: continue with loop.resume=<this run>"
+        write_error(writer, message, step + 1)
+        return
+    if "error" in metrics:
         write_error(writer, metrics["error"], step)
-    write_session_end(writer, status, step + 1 if status == "interrupted" else step)
+    write_session_end(writer, metrics["status"], step)
