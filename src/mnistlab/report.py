@@ -246,9 +246,10 @@ def limits(curves: list[list[float]]) -> tuple[float, float, bool]:
     if not finite:
         return 0.0, 1.0, False
     peaks = sorted(max(curve) for curve in finite)
-    top = min(peaks[-1], 2 * statistics.median(peaks))
+    # A slow run peaks a few times higher than the rest; a diverged one by orders of magnitude.
+    top = min(peaks[-1], 10 * statistics.median(peaks))
     bottom = min(min(curve) for curve in finite)
-    log = bottom > 0 and top / bottom > 30
+    log = bottom > 0 and top / bottom > 10
     margin = (top / bottom) ** 0.05 if log else 0.05 * (top - bottom or 1.0)
     if log:
         return bottom / margin, top * margin, True
@@ -264,17 +265,20 @@ def draw_curves(axes: Any, groups, look, tag: str, scalars) -> list[str]:
     if not drawn:
         axes.text(0.5, 0.5, f"no job logged {tag}", ha="center", transform=axes.transAxes)
         return []
+    percent = 100 if tag.endswith("accuracy") else 1  # for people: accuracies in %
     for group, (steps, mean, low, high) in drawn:
+        mean, low, high = ([percent * v for v in series] for series in (mean, low, high))
         colour, style = look[id(group)]
         axes.plot(steps, mean, color=colour, linestyle=style, linewidth=1.2)
         if len(group.completed) > 1:
             axes.fill_between(steps, low, high, color=colour, alpha=0.15, linewidth=0)
-    bottom, top, log = limits([curve[1] for _, curve in drawn])
+    bottom, top, log = limits([[percent * v for v in curve[1]] for _, curve in drawn])
     if log:
-        axes.set_yscale("log")
+        log_scale(axes.yaxis)
     axes.set_ylim(bottom, top)
     above = [g.label for g, c in drawn if any(not math.isfinite(v) or v > top for v in c[1])]
-    axes.set_title(tag + (" (some curves leave the top)" if above else ""))
+    title = tag + (" (%)" if percent == 100 else "")
+    axes.set_title(title + (" (some curves leave the top)" if above else ""))
     axes.set_xlabel("step")
     axes.grid(alpha=0.3)
     return above
@@ -338,6 +342,18 @@ def clipped_note(above: dict[str, list[str]]) -> str:
     return f"<p>Off the top of the charts (diverged, or far above the rest):</p><ul>{items}</ul>"
 
 
+def log_scale(axis: Any) -> None:
+    """A log axis labelled 0.1, 0.2, 0.5, 1, 2 (not 10^-1, 2x10^-1, ...)."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis._set_axes_scale("log")
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    # Between the powers of ten, only 2 and 5 are labelled: the rest would overlap.
+    axis.set_minor_formatter(
+        FuncFormatter(lambda value, _: f"{value:g}" if f"{value:e}"[0] in "25" else "")
+    )
+
+
 def number(text: str) -> float | None:
     try:
         return float(text)
@@ -378,12 +394,15 @@ def objective_figure(sweep: Sweep, groups: list[Group], key: str) -> str:
     xs = [x for points in lines.values() for x, _ in points]
     if min(xs) > 0 and max(xs) / min(xs) >= 10:  # learning rates and the like
         axes.set_xscale("log")
+    axes.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))])  # the swept values
+    axes.xaxis.set_minor_formatter("")
     bottom, top, log = limits([[g.mean(sweep.objective) for _, g in p] for p in lines.values()])
     if log:
-        axes.set_yscale("log")
+        log_scale(axes.yaxis)
     axes.set_ylim(bottom, top)
     better = "higher" if sweep.objective.endswith("accuracy") else "lower"
     axes.set(xlabel=key, ylabel=f"{sweep.objective} ({better} is better)")
+    axes.set_title(f"{sweep.objective} against {key}")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     return png(figure)
