@@ -123,6 +123,7 @@ def test_cli_device_cuda_without_cuda_fails_in_one_line(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("results.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
 def test_cli_training_runs_each_variant_with_its_own_cpu_settings(tmp_path: Path) -> None:
     done = run_cli("mnistlab.benchmark", "device=cpu", *TINY_TRAINING, cwd=tmp_path, timeout=120)
@@ -140,6 +141,7 @@ def test_cli_training_runs_each_variant_with_its_own_cpu_settings(tmp_path: Path
     assert any(line.startswith("(3)/(3d) =") for line in lines)
 
 
+@pytest.mark.slow
 def test_cli_multirun_writes_one_folder_per_job(tmp_path: Path) -> None:
     done = run_cli(
         "mnistlab.benchmark",
@@ -190,6 +192,7 @@ def test_every_training_variant_trains_every_sample(tmp_path: Path) -> None:
             assert all(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
 
 
+@pytest.mark.slow
 def test_training_benchmark_writes_all_three_figures(tmp_path: Path, capsys) -> None:
     cfg = compose_config("device=cpu", *TINY_TRAINING, config_name="benchmark")
     results = job.run(cfg, tmp_path)
@@ -235,6 +238,7 @@ def test_each_variant_builds_its_own_adam() -> None:
     assert not trainee.optimizer.defaults["fused"] and not trainee.optimizer.defaults["foreach"]
 
 
+@pytest.mark.slow
 def test_training_workload_can_be_the_real_mnist_images(
     mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,6 +283,7 @@ def test_time_to_accuracy_presets_compose() -> None:
         job.run(race_config("benchmark.model=vit"), Path("never-made"))
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_stops_at_the_target(tmp_path: Path, capsys) -> None:
     cfg = race_config("benchmark.model=mlp", "benchmark.recipes.mlp.target_accuracy=0.5")
     results = job.run(cfg, tmp_path)
@@ -314,6 +319,7 @@ def test_time_to_accuracy_can_stop_mid_epoch(tmp_path: Path) -> None:
     assert results["steps"] < steps_per_epoch and results["epochs"] < 1
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_not_reached_is_a_result(tmp_path: Path, capsys) -> None:
     cfg = race_config(
         "benchmark.model=cnn",
@@ -333,6 +339,7 @@ def test_time_to_accuracy_without_mnist_files_says_where(tmp_path: Path) -> None
         job.run(race_config(data=data), tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_cli_time_to_accuracy_sweeps_both_models_on_real_mnist(
     tmp_path: Path, mnist_dir: Path
 ) -> None:

@@ -47,6 +47,7 @@ def test_multirun_of_two_optimizers_by_two_learning_rates_gives_four_jobs(tmp_pa
     ]
 
 
+@pytest.mark.slow
 def test_two_sweeps_started_together_do_not_collide(tmp_path):
     args = ("-m", "dataset=random", "loop.epochs=1")
     env_cmd = [sys.executable, "-m", "mnistlab.train", *args]
@@ -113,6 +114,7 @@ def test_help_and_cfg_answer_without_importing_torch(tmp_path, monkeypatch, flag
     assert not (tmp_path / "outputs").exists()  # nothing built, nothing written
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
 @pytest.mark.parametrize(("flush", "mode"), [("true", "flushed to zero"), ("false", "kept")])
 def test_flush_denormal_reaches_every_cpu_thread_of_a_run(tmp_path, flush, mode):

@@ -2,46 +2,17 @@
 
 import gzip
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import compose_config
+from conftest import compose_config, idx_bytes, write_idx, write_idx_dataset
 from mnistlab import SettingError
 from mnistlab.mnist import FILES, idx, parse_idx, read_idx, read_pair
 from mnistlab.models import ConvNet
 from mnistlab.run import train
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """An IDX file: magic (0x08 = uint8, number of dims), big-endian sizes, raw uint8 data."""
-    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_dataset(
-    root: Path, *, n_train: int = 60, n_test: int = 20, size=(12, 10), classes: int = 3, gz=True
-) -> None:
-    """Four IDX files whose label is readable from the image (its brightest row band)."""
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for name, n in ((FILES[0], n_train), (FILES[2], n_test)):
-        labels = rng.integers(0, classes, n)
-        images = rng.integers(0, 40, (n, *size))
-        for image, label in zip(images, labels, strict=True):
-            image[label * 3 : label * 3 + 3] = 250
-        write(root / name, idx_bytes(images), gz)
-        write(root / name.replace("images-idx3", "labels-idx1"), idx_bytes(labels), gz)
-
-
-def write(path: Path, raw: bytes, gz: bool) -> None:
-    if gz:
-        path.with_name(path.name + ".gz").write_bytes(gzip.compress(raw))
-    else:
-        path.write_bytes(raw)
 
 
 def test_parses_images_and_labels() -> None:
@@ -76,8 +47,8 @@ def test_bad_files_are_refused_by_name(raw: bytes, message: str) -> None:
 
 def test_reads_gzipped_and_plain_files(tmp_path: Path) -> None:
     labels = np.array([3, 1, 4, 1, 5])
-    write(tmp_path / "plain", idx_bytes(labels), gz=False)
-    write(tmp_path / "packed", idx_bytes(labels), gz=True)
+    write_idx(tmp_path / "plain", idx_bytes(labels), gz=False)
+    write_idx(tmp_path / "packed", idx_bytes(labels), gz=True)
     assert (read_idx(tmp_path / "plain", 2049) == labels).all()
     assert (read_idx(tmp_path / "packed.gz", 2049) == labels).all()
 
@@ -90,15 +61,15 @@ def test_a_cut_gzip_file_is_refused_by_name(tmp_path: Path) -> None:
 
 
 def test_image_and_label_counts_must_agree(tmp_path: Path) -> None:
-    write(tmp_path / "images", idx_bytes(np.zeros((4, 2, 2))), gz=False)
-    write(tmp_path / "labels", idx_bytes(np.zeros(3)), gz=False)
+    write_idx(tmp_path / "images", idx_bytes(np.zeros((4, 2, 2))), gz=False)
+    write_idx(tmp_path / "labels", idx_bytes(np.zeros(3)), gz=False)
     with pytest.raises(SettingError, match="holds 4 images but .*labels holds 3 labels"):
         read_pair(tmp_path / "images", tmp_path / "labels")
 
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_reads_size_and_classes_from_the_files(tmp_path: Path, gz: bool) -> None:
-    write_dataset(tmp_path, gz=gz)
+    write_idx_dataset(tmp_path, gz=gz)
     data = idx(str(tmp_path), num_val_samples=10)
     assert (len(data.train), len(data.val), len(data.test)) == (50, 10, 20)
     assert data.input_shape == (12, 10) and data.num_classes == 3
@@ -109,7 +80,7 @@ def test_idx_reads_size_and_classes_from_the_files(tmp_path: Path, gz: bool) -> 
 
 
 def test_split_is_seeded_and_disjoint(tmp_path: Path) -> None:
-    write_dataset(tmp_path)
+    write_idx_dataset(tmp_path)
     first, again = idx(str(tmp_path), num_val_samples=10), idx(str(tmp_path), num_val_samples=10)
     other = idx(str(tmp_path), num_val_samples=10, seed=1)
     assert torch.equal(first.val.inputs, again.val.inputs)
@@ -119,15 +90,15 @@ def test_split_is_seeded_and_disjoint(tmp_path: Path) -> None:
 
 
 def test_num_train_samples_and_bad_split_sizes(tmp_path: Path) -> None:
-    write_dataset(tmp_path)
+    write_idx_dataset(tmp_path)
     assert len(idx(str(tmp_path), num_val_samples=10, num_train_samples=7).train) == 7
     with pytest.raises(SettingError, match="num_val_samples=60 must be between 1 and 59"):
         idx(str(tmp_path), num_val_samples=60)
 
 
 def test_test_images_must_match_training_images(tmp_path: Path) -> None:
-    write_dataset(tmp_path)
-    write(tmp_path / FILES[2], idx_bytes(np.zeros((20, 5, 5))), gz=True)
+    write_idx_dataset(tmp_path)
+    write_idx(tmp_path / FILES[2], idx_bytes(np.zeros((20, 5, 5))), gz=True)
     with pytest.raises(SettingError, match=r"holds images of \(12, 10\) but .* holds \(5, 5\)"):
         idx(str(tmp_path), num_val_samples=10)
 
@@ -147,9 +118,10 @@ def test_cnn_takes_images_with_or_without_a_channel(input_shape: tuple[int, ...]
     assert model(batch).shape == (4, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["tensor", "dataloader"])
 def test_idx_dataset_trains_the_cnn(tmp_path: Path, mode: str) -> None:
-    write_dataset(tmp_path / "data", n_train=300, n_test=100)
+    write_idx_dataset(tmp_path / "data", n_train=300, n_test=100)
     cfg = compose_config(
         "dataset=idx",
         f"dataset.source.root={tmp_path / 'data'}",

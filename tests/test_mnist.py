@@ -1,4 +1,4 @@
-"""Real MNIST: downloads from a real HTTP server on 127.0.0.1, the cache folder, training."""
+"""Downloads from a local HTTP server (of IDX files the tests write), the cache, real MNIST."""
 
 import functools
 import hashlib
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import compose_config, run_cli
+from conftest import compose_config, run_cli, write_idx_dataset
 from mnistlab import SettingError
-from mnistlab.mnist import FILES, MNIST_MD5, default_root, ensure_files, mnist
+from mnistlab.mnist import FILES, MNIST_MD5, default_root, ensure_files, idx, mnist
 from mnistlab.run import train
 
 GZ = [f"{name}.gz" for name in FILES]
@@ -39,18 +39,27 @@ class Handler(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def server(tmp_path: Path, mnist_dir: Path) -> Iterator[str]:
-    """http://127.0.0.1:PORT: /good/ has the real files, /bad/ a copy with corrupt labels."""
+def www(tmp_path: Path) -> Path:
+    """A small IDX dataset the test writes: /good/ as written, /bad/ with corrupt labels."""
     www = tmp_path / "www"
-    (www / "good").mkdir(parents=True)
-    (www / "bad").mkdir()
-    for name in GZ:
-        (www / "good" / name).symlink_to(mnist_dir / name)
-        shutil.copyfile(mnist_dir / name, www / "bad" / name)
+    write_idx_dataset(www / "good", n_train=300, n_test=100)
+    shutil.copytree(www / "good", www / "bad")
     labels = www / "bad" / GZ[1]
     raw = bytearray(labels.read_bytes())
-    raw[100] ^= 0xFF  # one flipped byte: same size, wrong MD5
+    raw[30] ^= 0xFF  # one flipped byte: same size, wrong MD5
     labels.write_bytes(bytes(raw))
+    return www
+
+
+@pytest.fixture
+def checksums(www: Path) -> dict[str, str]:
+    """The MD5 of each served file, as `dataset.source.md5` takes them."""
+    return {name: md5(www / "good" / name) for name in GZ}
+
+
+@pytest.fixture
+def server(www: Path) -> Iterator[str]:
+    """http://127.0.0.1:PORT serving `www`; /short/ cuts every file of /good/ in half."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -70,33 +79,45 @@ def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def test_downloads_verifies_and_then_loads_from_the_cache(server: str, tmp_path: Path) -> None:
-    root = tmp_path / "cache" / "mnist"  # made on first use
-    ensure_files(root, [f"{server}/good/"], MNIST_MD5)
+def test_downloads_verifies_and_then_loads_from_the_cache(
+    server: str, checksums: dict[str, str], tmp_path: Path
+) -> None:
+    root = tmp_path / "cache" / "idx"  # made on first use
+    settings = [
+        "dataset=idx",
+        f"dataset.source.root={root}",
+        "dataset.source.md5={" + ",".join(f"{k}:{v}" for k, v in checksums.items()) + "}",
+        "dataset.source.num_val_samples=50",
+        "loop.epochs=1",
+        "device=cpu",
+    ]
+    metrics = train(compose_config(*settings, f"dataset.source.mirrors=[{server}/good/]"), tmp_path)
     assert sorted(p.name for p in root.iterdir()) == sorted(GZ)
-    assert all(md5(root / name) == MNIST_MD5[name] for name in GZ)
-    data = mnist(root=str(root), download=False)  # no network needed any more
-    assert (len(data.train), len(data.val), len(data.test)) == (55_000, 5_000, 10_000)
-    assert data.input_shape == (28, 28) and data.num_classes == 10
+    assert all(md5(root / name) == checksums[name] for name in GZ)
+    # The second run needs no network: its only mirror refuses every connection.
+    again = train(compose_config(*settings, f"dataset.source.mirrors=[{closed_port()}]"), tmp_path)
+    assert again["test_accuracy"] == metrics["test_accuracy"] and metrics["test_accuracy"] > 0
+    data = idx(str(root), num_val_samples=50)
+    assert (len(data.train), len(data.val), len(data.test)) == (250, 50, 100)
 
 
 def test_checksum_failure_tries_the_next_mirror(
-    server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    server: str, checksums: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     root = tmp_path / "cache"
-    ensure_files(root, [f"{server}/bad/", f"{server}/good"], MNIST_MD5)
-    assert all(md5(root / name) == MNIST_MD5[name] for name in GZ)
+    ensure_files(root, [f"{server}/bad/", f"{server}/good"], checksums)
+    assert all(md5(root / name) == checksums[name] for name in GZ)
     assert sorted(p.name for p in root.iterdir()) == sorted(GZ)  # no partial file left
     assert f"could not download {server}/bad/{GZ[1]}: MD5" in caplog.text
 
 
 def test_all_mirrors_failing_is_one_clear_error_and_leaves_no_partial_file(
-    server: str, tmp_path: Path
+    server: str, checksums: dict[str, str], tmp_path: Path
 ) -> None:
     root = tmp_path / "cache"
     mirrors = [f"{server}/bad/", f"{server}/short/", f"{server}/absent/", closed_port()]
     with pytest.raises(SettingError) as error:
-        ensure_files(root, mirrors, MNIST_MD5)
+        ensure_files(root, mirrors, checksums)
     message = str(error.value)
     assert str(root) in message and all(name in message for name in FILES)
     assert f"{server}/bad/" in message  # where to get them
@@ -105,21 +126,31 @@ def test_all_mirrors_failing_is_one_clear_error_and_leaves_no_partial_file(
 
 
 def test_a_cut_transfer_is_caught_without_a_checksum(
-    server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    server: str, www: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    root = tmp_path / "cache"
     with pytest.raises(SettingError):
-        ensure_files(tmp_path, [f"{server}/short/"], {})  # no MD5 to catch it: the length does
-    assert "the connection closed after 4956211 of 9912422 bytes" in caplog.text
-    assert list(tmp_path.iterdir()) == [tmp_path / "www"]
+        ensure_files(root, [f"{server}/short/"], {})  # no MD5 to catch it: the length does
+    size = (www / "good" / GZ[0]).stat().st_size
+    assert f"the connection closed after {size // 2} of {size} bytes" in caplog.text
+    assert list(root.iterdir()) == []
 
 
-def test_a_damaged_file_in_the_cache_is_refused(mnist_dir: Path, tmp_path: Path) -> None:
-    for name in GZ:
-        (tmp_path / name).symlink_to(mnist_dir / name)
-    (tmp_path / GZ[3]).unlink()
-    (tmp_path / GZ[3]).write_bytes((mnist_dir / GZ[2]).read_bytes())  # the wrong file
-    with pytest.raises(SettingError, match=f"{GZ[3]} has MD5 .*, expected {MNIST_MD5[GZ[3]]}"):
-        mnist(root=str(tmp_path), download=False)
+def test_a_damaged_file_in_the_cache_is_refused(
+    www: Path, checksums: dict[str, str], tmp_path: Path
+) -> None:
+    shutil.copytree(www / "good", tmp_path / "cache")
+    (tmp_path / "cache" / GZ[3]).write_bytes((www / "good" / GZ[2]).read_bytes())  # wrong file
+    with pytest.raises(SettingError, match=f"{GZ[3]} has MD5 .*, expected {checksums[GZ[3]]}"):
+        idx(str(tmp_path / "cache"), md5=checksums, num_val_samples=10)
+
+
+def test_mnist_checks_the_published_checksums(www: Path) -> None:
+    # Files that are not the original MNIST are refused, unless checksums are turned off.
+    with pytest.raises(SettingError, match=f"has MD5 .*, expected {MNIST_MD5[GZ[0]]}"):
+        mnist(root=str(www / "good"), download=False, num_val_samples=10)
+    data = mnist(root=str(www / "good"), download=False, checksums=False, num_val_samples=10)
+    assert (len(data.train), data.input_shape, data.num_classes) == (290, (12, 10), 3)
 
 
 def test_offline_run_prints_one_clear_line_without_traceback(tmp_path: Path) -> None:
@@ -151,11 +182,11 @@ def test_cache_folder_follows_the_environment(
 
 
 def test_env_var_points_dataset_mnist_at_the_files(
-    monkeypatch: pytest.MonkeyPatch, mnist_dir: Path
+    monkeypatch: pytest.MonkeyPatch, www: Path
 ) -> None:
-    monkeypatch.setenv("MNISTLAB_DATA", str(mnist_dir))
-    data = mnist(download=False, num_train_samples=100)
-    assert (len(data.train), len(data.val), len(data.test)) == (100, 5_000, 10_000)
+    monkeypatch.setenv("MNISTLAB_DATA", str(www / "good"))
+    data = mnist(download=False, checksums=False, num_val_samples=10, num_train_samples=100)
+    assert (len(data.train), len(data.val), len(data.test)) == (100, 10, 100)
 
 
 @pytest.mark.parametrize("mode", ["tensor", "dataloader"])

@@ -136,6 +136,7 @@ def test_slurm_launcher_preset_composes() -> None:
     assert (launcher.partition, launcher.timeout_min) == (None, 60)
 
 
+@pytest.mark.slow
 def test_preset_sweep_writes_a_ranked_summary(tmp_path: Path) -> None:
     result = run_cli(
         "mnistlab.train",
@@ -174,6 +175,7 @@ def failed_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return only_sweep(cwd), result.stdout
 
 
+@pytest.mark.slow
 def test_failed_job_is_marked_and_the_others_kept(failed_sweep: tuple[Path, str]) -> None:
     sweep, stdout = failed_sweep
     good, bad = read_summary(sweep)
@@ -186,6 +188,7 @@ def test_failed_job_is_marked_and_the_others_kept(failed_sweep: tuple[Path, str]
     assert (sweep / "summary.md").read_text().strip() in stdout
 
 
+@pytest.mark.slow
 def test_summarize_rebuilds_the_summary_of_any_sweep(
     failed_sweep: tuple[Path, str], tmp_path: Path
 ) -> None:

@@ -90,6 +90,7 @@ def test_fake_mnist_stays_at_chance_after_the_lessons_three_epochs(tmp_path):
     assert abs(metrics["train_loss"] - math.log(10)) < 0.1
 
 
+@pytest.mark.slow
 def test_synthetic_digits_are_learned_far_above_chance(tmp_path):
     cfg = compose_config("dataset.source.num_samples=12000", "loop.epochs=2")
     metrics = train(cfg, tmp_path)
@@ -123,6 +124,7 @@ def test_shuffle_changes_every_epoch_and_repeats_for_the_same_seed():
     assert torch.equal(order(0, 1), order(0, 1))
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tmp_path):
     overrides = (*SMALL_SYNTHETIC, "model.dropout=0.2")
     first = train(compose_config(*overrides), tmp_path / "a")

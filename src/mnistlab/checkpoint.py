@@ -6,9 +6,13 @@ Files are written to a temporary name and renamed, so a crash mid-write leaves t
 checkpoint intact; they are read with `weights_only=True`, so a file cannot run code.
 """
 
+import errno
+import io
 import os
 import pickle
 import random
+import re
+import shutil
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -16,13 +20,21 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from mnistlab import SettingError, config
+from mnistlab import SettingError, rundir
 from mnistlab.loop import SUMS, Progress
 
-FILENAME = config.CHECKPOINT_FILE
+FILENAME = rundir.CHECKPOINT_FILE
 FORMAT = "mnistlab-checkpoint/1"
+# A checkpoint being written: .checkpoint.pt.<pid>.tmp beside checkpoint.pt.
+TEMPORARY_PREFIX = f".{FILENAME}."
+
+
+class DiskFull(SettingError):
+    """The checkpoint did not fit on the disk; the previous one is kept."""
 
 
 def save(
@@ -37,17 +49,63 @@ def save(
         "progress": asdict(progress),
         "rng": rng_states(),
     }
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as file:
-        torch.save(state, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    # Serialised in memory first: torch's zip writer turns a full disk into an opaque
+    # RuntimeError, a plain write says ENOSPC, and the size says how much room is needed.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    temporary = path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            file.write(buffer.getbuffer())
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        temporary.unlink(missing_ok=True)  # before measuring what is free
+        raise disk_full(path, buffer.getbuffer().nbytes, err) from None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def disk_full(path: Path, needed: int, err: OSError) -> DiskFull:
+    """One line: which folder, how much room the checkpoint needs, and what was kept."""
+    free = shutil.disk_usage(path.parent).free
+    kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} yet"
+    return DiskFull(
+        f"could not save the checkpoint in {path.parent} ({err.strerror}): it needs "
+        f"{megabytes(needed)} free there, {megabytes(free)} are; {kept}. Free some space "
+        "and resume with loop.resume=<this run's folder>"
+    )
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def remove_stale(folder: Path) -> None:
+    """Delete temporary checkpoint files left by processes that were killed mid-write."""
+    for temporary in folder.glob(f"{TEMPORARY_PREFIX}*.tmp"):
+        pid = temporary.name.removeprefix(TEMPORARY_PREFIX).removesuffix(".tmp")
+        if pid.isdigit() and not alive(int(pid)):
+            temporary.unlink(missing_ok=True)
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this id runs now (one still writing its checkpoint keeps it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def find(resume: str) -> Path:
     """The checkpoint file that `loop.resume` names: the file itself or a run folder holding one."""
-    path = config.checkpoint_file(resume)
+    path = rundir.checkpoint_file(resume)
     if not path.is_file():
         raise SettingError(f"loop.resume={resume}: no checkpoint at {path}")
     return path
@@ -55,13 +113,18 @@ def find(resume: str) -> Path:
 
 def load(path: Path) -> dict[str, Any]:
     """Read a checkpoint without running any code from it; refuse anything that is not ours."""
+    unreadable = f"loop.resume: {path} is not a readable mnistlab checkpoint"
+    if path.stat().st_size == 0:
+        raise SettingError(f"{unreadable}: the file is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):  # what torch.save writes; a cut file loses its zip index
+        raise SettingError(f"{unreadable}: it is truncated, damaged, or another kind of file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        reason = str(err).strip().splitlines()[0][:200]
-        raise SettingError(
-            f"loop.resume: {path} is not a readable mnistlab checkpoint ({reason})"
-        ) from None
+    except pickle.UnpicklingError as err:
+        raise SettingError(f"{unreadable}: {refused(str(err))}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as err:
+        reason = str(err).strip().split(". ")[0][:200] or type(err).__name__
+        raise SettingError(f"{unreadable} ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SettingError(
             f"loop.resume: {path} is not an mnistlab checkpoint (no {FORMAT!r} marker)"
@@ -69,8 +132,30 @@ def load(path: Path) -> dict[str, Any]:
     return state
 
 
-def config_of(state: dict[str, Any]) -> DictConfig:
-    return OmegaConf.create(state["config"])
+def refused(error: str) -> str:
+    """Why `weights_only` loading refused a file, without torch's advice to turn it off."""
+    found = re.search(r"GLOBAL ([\w.]+)", error)
+    what = f"it asks to call {found.group(1)}" if found else "it holds more than tensors and values"
+    return (
+        f"refused for safety and not loaded: {what}, which an mnistlab checkpoint never does. "
+        "Resume only from checkpoints that mnistlab-train wrote"
+    )
+
+
+def config_of(state: dict[str, Any], path: Path | str = "the checkpoint") -> DictConfig:
+    """The run config a checkpoint holds: YAML text, read with a safe loader, as data only.
+
+    What it may call is checked by mnistlab.resume before anything uses it.
+    """
+    text = state.get("config")
+    try:
+        cfg = OmegaConf.create(text) if isinstance(text, str) else None
+    except (yaml.YAMLError, OmegaConfBaseException) as err:
+        reason = str(err).splitlines()[0]
+        raise SettingError(f"loop.resume: {path} holds an unreadable config ({reason})") from None
+    if not isinstance(cfg, DictConfig):
+        raise SettingError(f"loop.resume: {path} holds no run config: not an mnistlab checkpoint")
+    return cfg
 
 
 def restore(

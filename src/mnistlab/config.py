@@ -8,10 +8,9 @@ against the signature of what they build, so a typo fails before any data is loa
 This module does not import torch: `mnistlab-train --help` and `--cfg job` only need it.
 """
 
-import datetime
 import inspect
 from dataclasses import dataclass, fields
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -19,14 +18,14 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import SettingError, naming
+from mnistlab.rundir import config_subfolder, run_folder, started
 
-# The repository's conf/ folder (the package is installed editable from the repository).
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
+CONF_DIR = str(files("mnistlab") / "conf")
 SECTIONS = ("device", "dataset", "model", "optimizer", "loop", "objective")
-CHECKPOINT_FILE = "checkpoint.pt"  # in every run folder; loop.resume names the folder or it
+# Ranks other than 0 (torchrun, or the tasks of a SLURM job) leave the run folder to rank 0.
+OTHER_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=disabled")
 METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
-
-_started: datetime.datetime | None = None
 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -67,6 +66,7 @@ class LoopSettings:
     checkpoint_every_n_steps: int | None = None  # besides the one at every epoch's end
     nan_policy: str = "stop"  # stop: end the run as failed; skip: drop that batch's update
     resume: str | None = None  # a run folder or checkpoint file to continue
+    overwrite: bool = False  # a new run may replace the run already in hydra.run.dir
     fast_optimizer: bool = True  # fused (else foreach) optimizer kernels where torch has them
 
     def __post_init__(self) -> None:
@@ -121,47 +121,6 @@ def register_schemas() -> None:
     OmegaConf.register_new_resolver("mnistlab.run_folder", run_folder, replace=True)
     OmegaConf.register_new_resolver("mnistlab.config_subfolder", config_subfolder, replace=True)
     naming.register()  # ${mnistlab.job_name:...}, ${mnistlab.run_name:...}
-
-
-def checkpoint_file(resume: str) -> Path:
-    """The checkpoint `loop.resume` names: the file itself, or checkpoint.pt in a run folder."""
-    path = Path(resume).expanduser()
-    return path / CHECKPOINT_FILE if path.is_dir() else path
-
-
-def resumed_folder(resume: str | None) -> Path | None:
-    """The folder of the run that `loop.resume` names, if there is one to resume."""
-    if resume is None:
-        return None
-    path = checkpoint_file(resume)
-    return path.parent if path.is_file() else None
-
-
-def run_folder(resume: str | None, fresh: str) -> str:
-    """Hydra's run folder: a resumed run's own, so its log continues there; else `fresh`."""
-    folder = resumed_folder(resume)
-    return fresh if folder is None else str(folder)
-
-
-def config_subfolder(resume: str | None) -> str:
-    """Where Hydra saves this command's config; a resumed run keeps its first `.hydra/`."""
-    if resumed_folder(resume) is None:
-        return ".hydra"
-    return f".hydra/resumed_{started('%Y-%m-%d_%H-%M-%S_%f')}"
-
-
-def started(pattern: str) -> str:
-    """The run's start time formatted by `pattern`: rank 0's under torchrun, else now (cached)."""
-    global _started
-    if _started is None:
-        _started = datetime.datetime.now()
-    return _started.strftime(pattern)
-
-
-def set_started(moment: datetime.datetime) -> None:
-    """Use `moment` as the start time (torchrun ranks take rank 0's)."""
-    global _started
-    _started = moment
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from mnistlab import SettingError, config
+from mnistlab import SettingError, rundir
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def join() -> None:
     dist.init_process_group(backend)
     stamp = [datetime.datetime.now()]
     dist.broadcast_object_list(stamp, src=0)
-    config.set_started(stamp[0])
+    rundir.set_started(stamp[0])
 
 
 def leave() -> None:

@@ -36,6 +36,8 @@ class Progress:
     epoch_correct: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
     window_correct: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
     val: dict[str, float] = field(default_factory=dict)  # the last validation metrics
+    wall_seconds: float = 0.0  # wall-clock time in `fit`, all the run's parts up to now
+    resumes: list[dict] = field(default_factory=list)  # each resume's step and overrides
 
     @classmethod
     def on(cls, device: torch.device, step: int = 0) -> "Progress":

@@ -12,9 +12,14 @@ import hashlib
 import http.client
 import logging
 import os
+import signal
+import threading
+import time
 import urllib.request
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -48,11 +53,50 @@ MNIST_MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049  # 0x08 (uint8), then the number of dimensions
-DOWNLOAD_TIMEOUT_S = 30
+DOWNLOAD_TIMEOUT_S = 30  # for the connection and each read; the deadline bounds the whole file
+DOWNLOAD_DEADLINE_S = 600.0  # per file (dataset.source.download_deadline_s)
+PROGRESS_EVERY_S = 10.0  # a slow download logs how far it got this often (and shows a bar)
 
 
 class ChecksumError(Exception):
     """A downloaded file whose MD5 is not the known one."""
+
+
+class DamagedFile(SettingError):
+    """A dataset file that is not what it should be; the caller adds how to replace it."""
+
+
+@dataclass(frozen=True)
+class Advice:
+    """What the error messages tell the user to change: the settings behind a dataset folder."""
+
+    key: str | None = "dataset.source"  # the config node, e.g. benchmark.data; None: no node
+    mirrors: tuple[str, ...] = ()  # where missing files can be downloaded from
+    download_off: bool = False  # download=false: the mirrors are not used
+    env_var: bool = False  # the folder defaults to $MNISTLAB_DATA
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The mirrors to download from now."""
+        return () if self.download_off else self.mirrors
+
+    def setting(self, name: str) -> str:
+        return f"{self.key}.{name}"
+
+    def elsewhere(self) -> str:
+        """How to use another folder."""
+        if self.key is None:
+            return f"set ${ENV_VAR} to a folder that has them"
+        env = f" (or ${ENV_VAR})" if self.env_var else ""
+        return f"point {self.setting('root')}{env} at a folder that has them"
+
+    def replace(self) -> str:
+        """How to replace a damaged file."""
+        if self.download_off:
+            return f"delete it and set {self.setting('download')}=true to download it again"
+        if self.mirrors:
+            return "delete it to download it again"
+        return "replace it with a good copy"
 
 
 def default_root() -> Path:
@@ -67,17 +111,17 @@ def parse_idx(raw: bytes, name: str, magic: int) -> np.ndarray:
     """The uint8 array in an IDX file's bytes; SettingError naming `name` if it is not one."""
     if len(raw) < 4 or int.from_bytes(raw[:4], "big") != magic:
         found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else "nothing"
-        raise SettingError(f"{name} is not an IDX file: magic number {found}, expected {magic}")
+        raise DamagedFile(f"{name} is not an IDX file: magic number {found}, expected {magic}")
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise SettingError(f"{name} is truncated: its header needs {header} bytes")
+        raise DamagedFile(f"{name} is truncated: its header needs {header} bytes")
     shape = tuple(int(n) for n in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = header + int(np.prod(shape))
     if len(raw) != expected:
-        raise SettingError(
+        raise DamagedFile(
             f"{name} has {len(raw)} bytes but its header {shape} says {expected}: "
-            "the file is truncated or damaged; delete it to download it again"
+            "the file is truncated or damaged"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
@@ -89,7 +133,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as error:
-            raise SettingError(f"{path} is not a complete gzip file ({error})") from error
+            raise DamagedFile(f"{path} is not a complete gzip file ({error})") from error
     return parse_idx(raw, str(path), magic)
 
 
@@ -123,20 +167,52 @@ def verify(path: Path, checksums: Mapping[str, str]) -> None:
         return
     found = md5sum(path)
     if found != expected:
-        raise SettingError(
-            f"{path} has MD5 {found}, expected {expected}: delete it to download it again"
-        )
+        raise DamagedFile(f"{path} has MD5 {found}, expected {expected}")
 
 
-def fetch(url: str, target: Path, md5: str | None) -> None:
+class Stopped(BaseException):
+    """SIGINT or SIGTERM arrived during a download."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stoppable() -> Iterator[None]:
+    """SIGINT/SIGTERM raise inside the block, so its clean-up runs; then they go on as before."""
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    pending = None
+    try:
+        yield
+    except Stopped as stopped:
+        pending = stopped.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if pending is not None:
+        signal.raise_signal(pending)  # what the program does on it: die, raise, or take note
+        raise SystemExit(128 + pending)  # it only took note: the download stops all the same
+
+
+def fetch(url: str, target: Path, md5: str | None, deadline_s: float) -> None:
     """Download `url` to `target` via a temporary file renamed only once complete and verified."""
     # The process id keeps parallel runs (a sweep) from writing into each other's file.
     part = target.with_name(f".{target.name}.{os.getpid()}.part")
+    deadline = time.monotonic() + deadline_s
+    timeout = min(DOWNLOAD_TIMEOUT_S, deadline_s)
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             size = int(response.headers.get("Content-Length") or 0) or None
             with part.open("wb") as file:
-                written, digest = stream(response, file, size, target.name)
+                written, digest = stream(response, file, size, target.name, deadline)
         if size is not None and written != size:
             raise OSError(f"the connection closed after {written} of {size} bytes")
         if md5 is not None and digest != md5:
@@ -147,27 +223,43 @@ def fetch(url: str, target: Path, md5: str | None) -> None:
 
 
 def stream(
-    response: http.client.HTTPResponse, file: BinaryIO, size: int | None, name: str
+    response: http.client.HTTPResponse, file: BinaryIO, size: int | None, name: str, deadline: float
 ) -> tuple[int, str]:
-    """Copy a response into `file` with a progress bar; return the byte count and MD5."""
+    """Copy a response into `file`, showing progress once slow; return the byte count and MD5."""
     digest, written = hashlib.md5(), 0
-    with tqdm(total=size, desc=name, unit="B", unit_scale=True, disable=None, leave=False) as bar:
-        while chunk := response.read(1 << 20):
+    started = last_report = time.monotonic()
+    total = f" of {size}" if size else ""
+    # `delay`: the bar appears only for a download that takes a while (and only on a terminal).
+    with tqdm(total=size, desc=name, unit="B", unit_scale=True, disable=None, delay=2) as bar:
+        # read1 returns what has arrived: a trickling server cannot hold one call forever.
+        while chunk := response.read1(1 << 20):
             file.write(chunk)
             digest.update(chunk)
             written += len(chunk)
             bar.update(len(chunk))
+            now = time.monotonic()
+            if now > deadline:
+                raise TimeoutError(
+                    f"past the download deadline: {written}{total} bytes in {now - started:.1f} s"
+                )
+            if now - last_report >= PROGRESS_EVERY_S:  # for logs, where there is no bar
+                seconds = now - started
+                log.info("downloading %s: %d%s bytes after %.0f s", name, written, total, seconds)
+                last_report = now
     return written, digest.hexdigest()
 
 
-def download(name: str, root: Path, mirrors: Sequence[str], md5: Mapping[str, str]) -> bool:
+def download(
+    name: str, root: Path, mirrors: Sequence[str], md5: Mapping[str, str], deadline_s: float
+) -> bool:
     """Fetch `name`.gz from the first mirror that serves it intact; False if none does."""
     filename = f"{name}.gz"
     for mirror in mirrors:
         url = f"{mirror.rstrip('/')}/{filename}"
         log.info("downloading %s", url)
         try:
-            fetch(url, root / filename, md5.get(filename))
+            with stoppable():
+                fetch(url, root / filename, md5.get(filename), deadline_s)
             return True
         except (OSError, http.client.HTTPException, ChecksumError) as error:
             # URLError, HTTPError and timeouts are OSErrors: try the next mirror.
@@ -175,27 +267,41 @@ def download(name: str, root: Path, mirrors: Sequence[str], md5: Mapping[str, st
     return False
 
 
-def missing_error(root: Path, mirrors: Sequence[str]) -> SettingError:
+def missing_error(root: Path, advice: Advice) -> SettingError:
     """The one error for files that are neither here nor downloadable: where to get them."""
-    names = ", ".join(FILES)
-    where = ", ".join(mirrors) if mirrors else "the dataset's publisher"
-    return SettingError(
-        f"dataset files missing in {root}: need {names} (each may be gzipped, name.gz). "
-        f"Download them from {where} and place them in that folder, or point "
-        f"dataset.source.root (or ${ENV_VAR}) at a folder that has them."
-    )
+    needed = f"dataset files missing in {root}: need {', '.join(FILES)} (each may be gzipped)"
+    mirrors = ", ".join(advice.mirrors)
+    if advice.download_off:
+        return SettingError(
+            f"{needed}. {advice.setting('download')}=false, so nothing was downloaded: set it "
+            f"to true (mirrors: {mirrors}), place them in that folder, or {advice.elsewhere()}"
+        )
+    if advice.mirrors:
+        return SettingError(
+            f"{needed}, and no mirror served them ({mirrors}; see the warnings above). "
+            f"Download them and place them in that folder, or {advice.elsewhere()}"
+        )
+    also = f", or list {advice.setting('mirrors')} to download from" if advice.key else ""
+    return SettingError(f"{needed}. Place them in that folder, {advice.elsewhere()}{also}")
 
 
-def ensure_files(root: Path, mirrors: Sequence[str], md5: Mapping[str, str]) -> dict[str, Path]:
+def ensure_files(
+    root: Path,
+    mirrors: Sequence[str],
+    md5: Mapping[str, str],
+    deadline_s: float = DOWNLOAD_DEADLINE_S,
+    advice: Advice | None = None,
+) -> dict[str, Path]:
     """The four files in `root`, downloading the missing ones; every known MD5 checked."""
+    advice = advice or Advice(mirrors=tuple(mirrors))
     missing = [name for name in FILES if find(root, name) is None]
     if missing and mirrors:
         root.mkdir(parents=True, exist_ok=True)
         if not os.access(root, os.W_OK):
-            raise SettingError(f"{root} is not writable: set dataset.source.root elsewhere")
+            raise SettingError(f"{root} is not writable: {advice.elsewhere()}")
     for name in missing:
-        if not download(name, root, mirrors, md5):
-            raise missing_error(root, mirrors)
+        if not download(name, root, mirrors, md5, deadline_s):
+            raise missing_error(root, advice)
     paths = {name: find(root, name) for name in FILES}
     for path in paths.values():
         verify(path, md5)
@@ -214,16 +320,17 @@ def split(
     num_val_samples: int,
     num_train_samples: int | None,
     seed: int,
+    key: str | None = "dataset.source",
 ) -> tuple[TensorPairs, TensorPairs]:
     """A seeded random train/validation split; optionally only the first training samples."""
     if not 0 < num_val_samples < len(labels):
         raise SettingError(
-            f"dataset.source.num_val_samples={num_val_samples} must be between 1 and "
+            f"{key}.num_val_samples={num_val_samples} must be between 1 and "
             f"{len(labels) - 1} (the file holds {len(labels)} training samples)"
         )
     if num_train_samples is not None and num_train_samples < 1:
         raise SettingError(
-            f"dataset.source.num_train_samples={num_train_samples} must be >= 1, or null for all"
+            f"{key}.num_train_samples={num_train_samples} must be >= 1, or null for all"
         )
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).numpy()
     val, train = order[:num_val_samples], order[num_val_samples:][:num_train_samples]
@@ -237,20 +344,43 @@ def idx(
     num_val_samples: int = 5000,
     num_train_samples: int | None = None,
     seed: int = 0,
+    download_deadline_s: float = DOWNLOAD_DEADLINE_S,
+    key: str | None = "dataset.source",
 ) -> Splits:
-    """Any dataset in MNIST's four-file IDX layout; sizes and class count come from the files."""
+    """Any dataset in MNIST's four-file IDX layout; sizes and class count come from the files.
+
+    `key` is where these arguments live in the config (`benchmark.data` in the benchmark), so
+    that every message names the setting to change.
+    """
     if root is None:
         # A Python check rather than `???` in the YAML: Hydra prints this without a traceback.
-        raise SettingError(f"dataset.source.root is required: the folder with {', '.join(FILES)}")
-    paths = ensure_files(Path(root).expanduser(), mirrors, md5 or {})
-    images, labels = read_pair(paths[TRAIN_IMAGES], paths[TRAIN_LABELS])
-    test_images, test_labels = read_pair(paths[TEST_IMAGES], paths[TEST_LABELS])
+        raise SettingError(f"{key}.root is required: the folder with {', '.join(FILES)}")
+    advice = Advice(key, tuple(mirrors))
+    sizes = (num_val_samples, num_train_samples, seed)
+    return load(Path(root).expanduser(), md5 or {}, advice, download_deadline_s, sizes)
+
+
+def load(
+    root: Path,
+    md5: Mapping[str, str],
+    advice: Advice,
+    deadline_s: float,
+    sizes: tuple[int, int | None, int],
+) -> Splits:
+    """Find (or fetch), verify, parse and split the four files; damage named with the fix."""
+    try:
+        paths = ensure_files(root, advice.sources, md5, deadline_s, advice)
+        images, labels = read_pair(paths[TRAIN_IMAGES], paths[TRAIN_LABELS])
+        test_images, test_labels = read_pair(paths[TEST_IMAGES], paths[TEST_LABELS])
+    except DamagedFile as error:
+        raise SettingError(f"{error}: {advice.replace()}") from None
     if images.shape[1:] != test_images.shape[1:]:
         raise SettingError(
             f"{paths[TRAIN_IMAGES]} holds images of {images.shape[1:]} but "
             f"{paths[TEST_IMAGES]} holds {test_images.shape[1:]}"
         )
-    train, val = split(images, labels, num_val_samples, num_train_samples, seed)
+    num_val_samples, num_train_samples, seed = sizes
+    train, val = split(images, labels, num_val_samples, num_train_samples, seed, advice.key)
     num_classes = int(max(labels.max(), test_labels.max())) + 1
     data = Splits(train, val, num_classes, to_pairs(test_images, test_labels))
     return normalize(data)
@@ -264,13 +394,15 @@ def mnist(
     num_val_samples: int = 5000,
     num_train_samples: int | None = None,
     seed: int = 0,
+    download_deadline_s: float = DOWNLOAD_DEADLINE_S,
+    key: str | None = "dataset.source",
 ) -> Splits:
     """Real MNIST from `root` (default: $MNISTLAB_DATA, else the user cache); fetched if missing."""
-    return idx(
-        str(default_root() if root is None else root),
-        mirrors=mirrors if download else (),
-        md5=MNIST_MD5 if checksums else None,
-        num_val_samples=num_val_samples,
-        num_train_samples=num_train_samples,
-        seed=seed,
+    advice = Advice(key, tuple(mirrors), download_off=not download, env_var=root is None)
+    return load(
+        default_root() if root is None else Path(root).expanduser(),
+        MNIST_MD5 if checksums else {},
+        advice,
+        download_deadline_s,
+        (num_val_samples, num_train_samples, seed),
     )

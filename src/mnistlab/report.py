@@ -81,7 +81,7 @@ class Sweep:
         for job in self.jobs:
             config = {key: job.overrides.get(key, "") for key in self.config_keys}
             if self.group_over is None:
-                config["job"] = str(job.num)
+                config["job"] = job.folder.name
             found = groups.setdefault(tuple(config.values()), Group(self.folder.name, config))
             found.jobs.append(job)
         for group in groups.values():
@@ -95,7 +95,8 @@ def load_sweep(folder: Path, group_over: str) -> Sweep:
     if not jobs:
         raise FileNotFoundError(f"{folder} holds no Hydra job folders (*/.hydra/hydra.yaml)")
     keys = swept_keys(jobs)
-    return Sweep(folder, jobs, objective_of(jobs), keys, group_over if group_over in keys else None)
+    objective = objective_of(jobs) or "val_loss"  # no job's config readable: the default
+    return Sweep(folder, jobs, objective, keys, group_over if group_over in keys else None)
 
 
 def swept_keys(jobs: list[Job]) -> list[str]:
@@ -150,7 +151,7 @@ def group_table(groups: list[Group], keys: list[str], objective: str, sweeps: bo
     rows, classes = [], []
     for place, group in enumerate(rank_groups(groups, objective), start=1):
         done = len(group.completed)
-        others = [f"{job.num}: {job.status}" for job in group.jobs if job.status != "completed"]
+        others = [f"{job.folder.name}: {job.status}" for job in group.jobs if job.status != "completed"]
         rows.append(
             [
                 place if done else "–",
@@ -175,7 +176,7 @@ def job_table(sweep: Sweep) -> str:
         rows.append(
             [
                 place if done else "–",
-                job.num,
+                "?" if job.num is None else job.num,
                 *(job.overrides.get(key, "") for key in sweep.keys),
                 job.status,
                 *(cell(key, job.metrics[key]) if key in job.metrics else "" for key in metrics),

@@ -4,22 +4,21 @@
 """
 
 import dataclasses
-import json
 import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import closing
+from collections.abc import Iterator, Sequence
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
-from mnistlab import SettingError, board, checkpoint, config, distributed
+from mnistlab import SettingError, board, checkpoint, config, distributed, resume, rundir
 from mnistlab.data import Batch, Splits, batches, num_batches
 from mnistlab.data import build as build_data
 from mnistlab.device import configure as configure_device
@@ -28,6 +27,7 @@ from mnistlab.distributed import World
 from mnistlab.history import History
 from mnistlab.loop import NonFiniteLoss, Progress, check_finite, evaluate, train_epoch
 from mnistlab.optim import build_optimizer
+from mnistlab.outputs import write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,11 @@ class Run:
     out_dir: Path
     progress: Progress
     world: World
+    clock: float = dataclasses.field(init=False)  # perf_counter() when the run's time was 0
+
+    def __post_init__(self) -> None:
+        # A resumed run's clock goes on from the time its earlier parts took.
+        self.clock = time.perf_counter() - self.progress.wall_seconds
 
     @property
     def net(self) -> torch.nn.Module:
@@ -53,8 +58,15 @@ class Run:
 
     def save_checkpoint(self) -> None:
         if self.world.is_main:
+            self.progress.wall_seconds = time.perf_counter() - self.clock
             path = self.out_dir / checkpoint.FILENAME
-            checkpoint.save(path, self.cfg, self.net, self.optimizer, self.progress)
+            try:
+                checkpoint.save(path, self.cfg, self.net, self.optimizer, self.progress)
+            except checkpoint.DiskFull as err:
+                failed = {"status": "failed", "error": str(err), "step": self.progress.step}
+                with suppress(OSError):  # the disk may be too full for this small file too
+                    write_metrics(self.out_dir, failed)
+                raise
 
 
 class NoWriter:
@@ -68,7 +80,7 @@ class NoWriter:
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; the run saved a checkpoint and stopped."""
+    """SIGINT, SIGTERM or SIGUSR2 arrived; the run saved a checkpoint and stopped."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
@@ -76,14 +88,18 @@ class Interrupted(Exception):
 
 
 class Interrupts:
-    """Turn SIGINT/SIGTERM into a flag that the loop checks after each step."""
+    """Turn SIGINT/SIGTERM/SIGUSR2 into a flag that the loop checks after each step.
+
+    SIGUSR2 is SLURM's early warning under submitit (a time limit or preemption ahead):
+    mnistlab.slurm requeues the job once the run has saved its checkpoint.
+    """
 
     signum: int | None = None
 
     def __enter__(self) -> "Interrupts":
         self.previous = {}
         if threading.current_thread() is threading.main_thread():  # only it may set handlers
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
                 self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
@@ -95,18 +111,31 @@ class Interrupts:
             signal.signal(signum, handler)
 
 
-def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+def train(
+    cfg: DictConfig,
+    out_dir: Path,
+    overrides: Sequence[str] = (),
+    config_sources: Sequence[str] = resume.DEFAULT_SOURCES,
+    config_record: Path | None = None,
+) -> dict[str, Any]:
     """Train and evaluate as `cfg` says; write TensorBoard events and metrics.json to out_dir.
 
-    With `loop.resume`, the run continues in its own folder with its own saved config.
+    With `loop.resume`, the run continues in its own folder from its saved config, changed by
+    those of `overrides` (the command's explicit ones) that a resume allows (mnistlab.resume),
+    and writes the config it continues with to `config_record`/config.yaml.
+    `config_sources` are where the config groups live: what a saved config may call.
     """
     state = None
     if cfg.loop.resume is not None:
-        path = checkpoint.find(cfg.loop.resume)
-        state = checkpoint.load(path)
-        cfg, out_dir = checkpoint.config_of(state), path.parent
-        log.info("resuming %s (its saved config is used)", out_dir)
+        resumed = resume.prepare(cfg, overrides, config_sources)
+        if resumed.finished is not None:
+            return resumed.finished  # nothing to do, and nothing is touched
+        state, cfg, out_dir = resumed.state, resumed.cfg, resumed.folder
+        if config_record is not None:
+            OmegaConf.save(cfg, config_record / "config.yaml")
     run = build(cfg, out_dir, state)
+    if state is not None:
+        resume.carry_on(run.optimizer, run.progress, resumed.changes)
 
     from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
 
@@ -127,7 +156,12 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         except NonFiniteLoss as err:
             lr = run.optimizer.param_groups[0]["lr"]
             saved = out_dir / checkpoint.FILENAME
-            kept = f"the last good checkpoint is {saved}" if saved.exists() else "no checkpoint yet"
+            kept = (
+                f"the last good checkpoint is kept: continue from it with a lower rate, "
+                f"{rundir.resume_command(out_dir)} optimizer.lr=<lower>"
+                if saved.exists()
+                else "no checkpoint yet"
+            )
             message = f"{err} with optimizer.lr={lr:g}: run marked failed; {kept}"
             if is_main:
                 failed = {"status": "failed", "error": message, "step": run.progress.step}
@@ -212,7 +246,6 @@ def fit(run: Run, writer, stop: Interrupts) -> dict[str, Any]:
             return False  # ranks must stop at the same step: they agree at logging points
         return world.any(stop.signum is not None, run.device)
 
-    started = time.perf_counter()
     while progress.epoch < loop.epochs and stop.signum is None:
         tick, samples_before = time.perf_counter(), progress.epoch_samples
         epoch_batches = batches(
@@ -250,8 +283,9 @@ def fit(run: Run, writer, stop: Interrupts) -> dict[str, Any]:
         "samples_per_second": world.size * progress.samples / max(progress.seconds, 1e-9),
         "world_size": world.size,
         "global_batch_size": world.size * loader.batch_size,
-        "wall_time_s": time.perf_counter() - started,
+        "wall_time_s": time.perf_counter() - run.clock,  # all the run's parts
         "device": describe(run.device),
+        **({"resumes": progress.resumes} if progress.resumes else {}),
     }
     if stop.signum is None and run.data.test is not None:
         metrics.update(test(run, writer))
@@ -303,10 +337,6 @@ def eval_batches(run: Run, split) -> Iterator[Batch]:
     loader = run.settings.loader
     loader = dataclasses.replace(loader, shuffle=False, batch_size=max(loader.batch_size, 1024))
     return batches(split, loader, seed=0, epoch=0)
-
-
-def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 def facts(run: Run) -> dict[str, Any]:

@@ -16,22 +16,23 @@ import csv
 import json
 import logging
 import math
-import os
 import shlex
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from mnistlab import naming
+from mnistlab.outputs import METRICS_FILE, open_atomic, write_json
 
 log = logging.getLogger(__name__)
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's where it is built in
@@ -55,6 +56,7 @@ METRIC_KEYS = (
 # The compact table leaves out what rarely differs between jobs (the CSV keeps everything).
 TABLE_KEYS = METRIC_KEYS[:5] + ("samples_per_second", "wall_time_s")
 UNFINISHED = "unfinished"
+UNREADABLE = "unreadable"  # a damaged job folder: listed with the reason, never fatal
 
 
 @dataclass
@@ -62,57 +64,120 @@ class Job:
     """One job folder of a sweep: its number, overrides and what its metrics.json says."""
 
     folder: Path
-    num: int
+    num: int | None  # None: a folder too damaged to say
     overrides: dict[str, str]
     metrics: dict[str, Any]
+    objective: str | None = None  # the `objective` setting in the job's config
 
     @property
     def status(self) -> str:
         return self.metrics.get("status", UNFINISHED)
 
 
+# What a damaged job folder can raise while it is read: a file missing or unreadable (OSError),
+# bad JSON (ValueError), bad YAML, or YAML without the keys Hydra writes (KeyError, TypeError).
+DAMAGE = (
+    OSError,
+    ValueError,
+    yaml.YAMLError,
+    OmegaConfBaseException,
+    AttributeError,
+    TypeError,
+    KeyError,
+)
+
+
+class Unreadable(Exception):
+    """A job folder file that cannot be read as Hydra or mnistlab-train wrote it."""
+
+
+@contextmanager
+def reading(name: str) -> Iterator[None]:
+    """Turn any damage met while reading the file `name` into one `Unreadable` line naming it."""
+    try:
+        yield
+    except DAMAGE as error:
+        lines = str(error).strip().splitlines()
+        detail = f": {lines[0]}" if lines else ""
+        raise Unreadable(f"{name}: {type(error).__name__}{detail}") from None
+
+
 def load_job(folder: Path) -> Job:
     """Read a job folder that Hydra made: .hydra/hydra.yaml, and metrics.json where it exists."""
-    # A plain YAML parser: 20x faster than OmegaConf here, and a summary reads every job.
-    text = (folder / ".hydra" / "hydra.yaml").read_text()
-    hydra_cfg = yaml.load(text, Loader=SafeLoader)["hydra"]
-    hidden = set(hydra_cfg["job"]["config"]["override_dirname"]["exclude_keys"])
-    overrides = dict(item.split("=", 1) for item in hydra_cfg["overrides"]["task"] if "=" in item)
-    metrics_file = folder / "metrics.json"
-    metrics = (
-        json.loads(metrics_file.read_text())
-        if metrics_file.exists()
-        # No metrics.json: the job is still running, or was stopped before it could write one.
-        else {"status": UNFINISHED, "error": "no metrics.json: still running, or killed"}
-    )
+    # A plain YAML parser, never instantiating anything: nothing in a job folder chooses code
+    # to run. And 20x faster than OmegaConf here, where a summary reads every job.
+    with reading(".hydra/hydra.yaml"):
+        text = (folder / ".hydra" / "hydra.yaml").read_text()
+        hydra_cfg = yaml.load(text, Loader=SafeLoader)["hydra"]
+        hidden = set(hydra_cfg["job"]["config"]["override_dirname"]["exclude_keys"])
+        task = hydra_cfg["overrides"]["task"]
+        overrides = dict(item.split("=", 1) for item in task if "=" in item)
+        num = int(hydra_cfg["job"]["num"])
+    with reading(".hydra/config.yaml"):
+        text = (folder / ".hydra" / "config.yaml").read_text()
+        objective = str(yaml.load(text, Loader=SafeLoader)["objective"])
+    with reading(METRICS_FILE):
+        metrics = load_metrics(folder / METRICS_FILE)
     return Job(
         folder=folder,
-        num=hydra_cfg["job"]["num"],
+        num=num,
         overrides={key: value for key, value in overrides.items() if key not in hidden},
         metrics=metrics,
+        objective=objective,
     )
+
+
+def load_metrics(path: Path) -> dict[str, Any]:
+    """A job's metrics.json; a note that there is none yet where it does not exist."""
+    if not path.exists():
+        # No metrics.json: the job is still running, or was stopped before it could write one.
+        return {"status": UNFINISHED, "error": "no metrics.json: still running, or killed"}
+    metrics = json.loads(path.read_text())
+    if not isinstance(metrics, dict):
+        raise ValueError(f"holds a {type(metrics).__name__}, not an object")
+    return metrics
+
+
+def read_job(folder: Path) -> Job:
+    """`load_job`, or a job listed as unreadable with the reason where the folder is damaged."""
+    try:
+        return load_job(folder)
+    except Unreadable as error:
+        number = folder.name.split("_", 1)[0]  # Hydra's subdir starts with the job number
+        num = int(number) if number.isdigit() else None
+        return Job(folder, num, {}, {"status": UNREADABLE, "error": f"unreadable: {error}"})
 
 
 def find_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job folder directly under `sweep_dir` (those holding Hydra's .hydra/ record)."""
-    folders = [path.parent.parent for path in sweep_dir.glob("*/.hydra/hydra.yaml")]
-    return sorted((load_job(folder) for folder in folders), key=lambda job: job.num)
+    """Every job folder directly under `sweep_dir`; none if no folder has Hydra's .hydra/ record."""
+    if not sweep_dir.is_dir():
+        return []  # the sweep stopped before Hydra made its folder
+    folders = [path for path in sweep_dir.iterdir() if is_job_folder(path)]
+    if not any((folder / ".hydra").is_dir() for folder in folders):
+        return []
+    jobs = [read_job(folder) for folder in folders]
+    return sorted(jobs, key=lambda job: (job.num is None, job.num or 0, job.folder.name))
 
 
-def objective_of(jobs: list[Job]) -> str:
+def is_job_folder(path: Path) -> bool:
+    """A sweep's job folders are its visible sub-folders (.submitit/ and the like are not)."""
+    return path.is_dir() and not path.name.startswith(".")
+
+
+def objective_of(jobs: list[Job]) -> str | None:
     """The metric the sweep optimises: the `objective` setting of its jobs' configs."""
-    return OmegaConf.load(jobs[0].folder / ".hydra" / "config.yaml").objective
+    return next((job.objective for job in jobs if job.objective is not None), None)
 
 
-def rank(jobs: list[Job], objective: str) -> list[Job]:
-    """Completed jobs best first; then failed and unfinished ones, in job order."""
+def rank(jobs: list[Job], objective: str | None) -> list[Job]:
+    """Completed jobs best first; then failed, unfinished and unreadable ones, in job order."""
     # Losses are minimised; accuracies (the only other metrics we return) are maximised.
-    sign = -1.0 if objective.endswith("accuracy") else 1.0
+    sign = -1.0 if objective is not None and objective.endswith("accuracy") else 1.0
 
-    def key(job: Job) -> tuple[bool, float, int]:
-        value = job.metrics.get(objective)
+    def key(job: Job) -> tuple[bool, float]:
+        value = job.metrics.get(objective) if objective is not None else None
         usable = job.status == "completed" and isinstance(value, float) and math.isfinite(value)
-        return (not usable, sign * value if usable else 0.0, job.num)
+        return (not usable, sign * value if usable else 0.0)
 
     return sorted(jobs, key=key)
 
@@ -127,7 +192,7 @@ def columns(jobs: list[Job], metric_keys: tuple[str, ...]) -> list[str]:
 def row(job: Job) -> dict[str, Any]:
     """One job as a flat dict keyed like `columns`."""
     return {
-        "job": job.num,
+        "job": "?" if job.num is None else job.num,
         **job.overrides,
         **{key: job.metrics[key] for key in METRIC_KEYS if key in job.metrics},
         "status": job.status,
@@ -174,15 +239,16 @@ def cell(key: str, value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def summary_text(sweep_dir: Path, jobs: list[Job], objective: str) -> str:
+def summary_text(sweep_dir: Path, jobs: list[Job], objective: str | None) -> str:
     """The summary.md text: a line on what was ranked, then the table."""
     counts = Counter(job.status for job in jobs)
     tally = ", ".join(f"{count} {status}" for status, count in counts.items())
-    better = "higher" if objective.endswith("accuracy") else "lower"
-    return (
-        f"Sweep {sweep_dir}: {len(jobs)} jobs ({tally}), "
-        f"ranked by {objective} ({better} is better)\n\n{markdown_table(jobs)}\n"
-    )
+    if objective is None:
+        ranked = "not ranked: no job's config could be read"
+    else:
+        better = "higher" if objective.endswith("accuracy") else "lower"
+        ranked = f"ranked by {objective} ({better} is better)"
+    return f"Sweep {sweep_dir}: {len(jobs)} jobs ({tally}), {ranked}\n\n{markdown_table(jobs)}\n"
 
 
 def write_summary(sweep_dir: Path) -> str:
@@ -192,29 +258,30 @@ def write_summary(sweep_dir: Path) -> str:
         raise FileNotFoundError(f"{sweep_dir} holds no Hydra job folders (*/.hydra/hydra.yaml)")
     objective = objective_of(jobs)
     jobs = rank(jobs, objective)
-    write_csv(sweep_dir / "summary.csv", jobs)
     text = summary_text(sweep_dir, jobs, objective)
-    with open_atomic(sweep_dir / "summary.md") as file:
-        file.write(text)
+    try:
+        write_csv(sweep_dir / "summary.csv", jobs)
+        with open_atomic(sweep_dir / "summary.md") as file:
+            file.write(text)
+    except OSError as error:  # a read-only sweep folder, a full disk: the table still shows
+        log.warning("summary.csv/summary.md not written in %s: %s", sweep_dir, error)
     return text
-
-
-@contextmanager
-def open_atomic(path: Path) -> Iterator[TextIO]:
-    """Write to a temporary name and rename, so a reader never sees half a summary."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with partial.open("w", newline="") as file:
-        yield file
-    os.replace(partial, path)
 
 
 def record_failure(out_dir: Path, error: BaseException) -> None:
     """Mark a job that raised as failed in its metrics.json, keeping whatever it had written."""
-    metrics_file = out_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    try:
+        metrics = load_metrics(out_dir / METRICS_FILE)
+    except (OSError, ValueError):
+        metrics = {}  # damaged beyond use: the failure is what matters now
+    if metrics.get("status") == UNFINISHED:
+        metrics = {}  # load_metrics' note for a missing file
     metrics["status"] = "failed"
     metrics.setdefault("error", f"{type(error).__name__}: {error}")
-    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    try:
+        write_json(out_dir / METRICS_FILE, metrics)
+    except OSError as write_error:
+        log.error("could not mark %s failed: %s", out_dir, write_error)
 
 
 class SweepSummary(Callback):

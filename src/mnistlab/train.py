@@ -11,6 +11,7 @@ starts, so `--help` and `--cfg job` answer in a fraction of torch's own import t
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mnistlab import config
+from mnistlab import config, rundir
 
 log = logging.getLogger(__name__)
 config.register_schemas()
@@ -32,16 +33,41 @@ def main(cfg: DictConfig) -> float:
     distributed.adopt_slurm()
     if distributed.world().size > 1:
         distributed.join()  # a SLURM task; under torchrun `cli` has joined already
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    # A resume applies the command's explicit overrides to the saved config; a saved config
+    # may call only what the config groups on this command's search path offer.
+    sources = [f"{source.schema}://{source.path}" for source in hydra_cfg.runtime.config_sources]
+    # Where Hydra saved this command's config: .hydra/resumed_<time>/ when resuming.
+    record = None if hydra_cfg.output_subdir is None else out_dir / hydra_cfg.output_subdir
     try:
-        metrics = run.train(cfg, Path(HydraConfig.get().runtime.output_dir))
+        metrics = run.train(cfg, out_dir, hydra_cfg.overrides.task, sources, record)
     except run.Interrupted as stop:
-        log.warning("%s: checkpoint saved; continue with loop.resume=<this run's folder>", stop)
+        folder = rundir.resumed_folder(cfg.loop.resume) or out_dir
+        log.warning("%s: checkpoint saved; continue with: %s", stop, rundir.resume_command(folder))
         raise SystemExit(stop.exit_code) from None
     return metrics[cfg.objective]
 
 
+def resume_argv(argv: list[str]) -> list[str]:
+    """On resume, `key=value` becomes `++key=value`: the settings are the saved run's.
+
+    Hydra composes the command on the default groups, where a setting of the run's own group
+    may not exist (dataset.source.root of a dataset=mnist run); `++` adds it there, and
+    mnistlab.resume applies it to the saved config, or refuses it, as the contract says.
+    """
+    if not any(arg.startswith("loop.resume=") for arg in argv) or {"-m", "--multirun"} & {*argv}:
+        return argv
+    setting = re.compile(r"[A-Za-z_]\w*(\.\w+)+=.*", re.DOTALL)
+    own = ("hydra.", "loop.resume=")  # Hydra's settings, and the resume itself, stay as they are
+    return [
+        f"++{arg}" if setting.fullmatch(arg) and not arg.startswith(own) else arg for arg in argv
+    ]
+
+
 def cli() -> None:
     """Console entry point. Under torchrun the ranks meet before Hydra picks the run folder."""
+    sys.argv[1:] = resume_argv(sys.argv[1:])
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         main()
         return
@@ -52,7 +78,7 @@ def cli() -> None:
     distributed.join()
     if not distributed.world().is_main:
         # Only rank 0 writes into the run folder: no .hydra/ copy and no log file here.
-        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+        sys.argv += config.OTHER_RANK_OVERRIDES
     try:
         main()
     finally:

@@ -1,13 +1,14 @@
 """`benchmark=matmul`: the lesson's CPU-versus-GPU matrix product, timed properly."""
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mnistlab import SettingError
 from mnistlab.benchmark.output import format_table, write_results, write_scalars
 from mnistlab.benchmark.settings import DTYPE_NAMES, MatmulSettings
 from mnistlab.device import cpu_model, describe
@@ -139,16 +140,50 @@ def matmul_benchmark(
     print(f"GPU: {results['gpu'] or gpu_absence(device)}")
     if gpu is not None and gpu.type == "cuda":
         print(f"TF32 for CUDA float32 products: {'on' if settings.tf32 else 'off'}")
-    rows = [
-        measure_size(n, dtype_name, settings, gpu)
-        for n in settings.sizes
-        for dtype_name in settings.dtypes
-    ]
-    results["rows"] = rows
+    check_memory(settings, gpu)
+    rows: list[dict[str, Any]] = []
+    results["rows"], results["finished"] = rows, False
+    for n in settings.sizes:
+        for dtype_name in settings.dtypes:
+            rows.append(measure_size(n, dtype_name, settings, gpu))
+            # Each row is saved as soon as it is measured: a crash or Ctrl-C later keeps it.
+            write_results(out_dir, results, rows)
+    results["finished"] = True
     print(matmul_table(rows, with_gpu=gpu is not None))
     write_results(out_dir, results, rows)
     write_scalars(out_dir, matmul_scalars(rows, gpu))
     return results
+
+
+def check_memory(settings: MatmulSettings, gpu: torch.device | None) -> None:
+    """Refuse, before allocating anything, a size whose matrices do not fit in free memory."""
+    n, itemsize = max(settings.sizes), max(DTYPES[name].itemsize for name in settings.dtypes)
+    # CPU: two float32 draws, then a, b and the product; GPU: a, b, the product and the copies
+    # the timed statements make (up to 5 matrices at once).
+    needs = {"CPU": n * n * (2 * 4 + 3 * itemsize)}
+    if gpu is not None and gpu.type == "cuda":
+        needs["GPU"] = n * n * 5 * itemsize
+    for where, needed in needs.items():
+        free = free_cpu_memory() if where == "CPU" else torch.cuda.mem_get_info(gpu)[0]
+        if free is not None and needed > free:
+            raise SettingError(
+                f"benchmark.sizes: {n}×{n} matrices need about {needed / 1e9:.1f} GB of "
+                f"{where} memory, {free / 1e9:.1f} GB are free: use smaller sizes"
+            )
+
+
+def free_cpu_memory() -> int | None:
+    """Bytes of memory this process may still use: the system's and its cgroup's limit."""
+    free = []
+    with suppress(OSError, ValueError, IndexError):
+        meminfo = Path("/proc/meminfo").read_text()
+        free.append(int(meminfo.split("MemAvailable:")[1].split()[0]) * 1024)
+    with suppress(OSError, ValueError):
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            free.append(int(limit) - int((cgroup / "memory.current").read_text()))
+    return min(free) if free else None  # None: not Linux, nothing to check against
 
 
 def gpu_absence(device: torch.device) -> str:

@@ -1,10 +1,11 @@
 """How every benchmark shows and saves its figures: a text table, results.json/.csv, scalars."""
 
 import csv
-import json
 import logging
 from pathlib import Path
 from typing import Any
+
+from mnistlab.outputs import open_atomic, write_json
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +25,13 @@ def format_table(cells: list[list[str]], left: int = 0) -> str:
 
 def write_results(out_dir: Path, results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """results.json (everything) and results.csv (the table's rows) in the run folder."""
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(out_dir / "results.csv", "w", newline="") as file:
+    with open_atomic(out_dir / "results.csv") as file:
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    log.info("results written to %s", out_dir)
+    write_json(out_dir / "results.json", results)  # last: the csv holds whatever it lists
+    log.info("results written to %s (%d rows)", out_dir, len(rows))
 
 
 def write_scalars(out_dir: Path, series: dict[str, list[tuple[int, float]]]) -> None:

@@ -210,7 +210,8 @@ DATA_TITLES = {"random": "MNIST-shaped random samples", "mnist": "real MNIST tra
 def workload_data(settings: TrainingSettings) -> TensorPairs:
     """`num_samples` MNIST-shaped random images and labels, or the first of the real ones."""
     if settings.data == "mnist":
-        splits = build_data({"_target_": "mnistlab.mnist.mnist"})  # cached, else downloaded
+        # Cached, else downloaded. No setting names its folder here: messages name $MNISTLAB_DATA.
+        splits = build_data({"_target_": "mnistlab.mnist.mnist", "key": None})
         images = torch.cat([splits.train.inputs, splits.val.inputs])
         if settings.num_samples > len(images):
             raise SettingError(

@@ -1,0 +1,60 @@
+"""Train from Python (a notebook, a script): the config mnistlab-train composes, run in-process.
+
+    from mnistlab import api
+    result = api.train(["dataset=random", "loop.epochs=1"], out_dir="outputs/notebook/first")
+    result.metrics["val_accuracy"], result.run_dir
+
+Hydra's compose API builds the config from the same files and overrides as the command line;
+Hydra's global state is restored when it returns, so calls can follow each other. Sweeps
+(`-m`) and launchers are the command line's job.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from mnistlab import SettingError, config
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one run gave: its metrics.json values, and the folder it wrote into."""
+
+    metrics: dict[str, Any]
+    run_dir: Path
+
+
+def run_config(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
+    """The config `mnistlab-train [--config-dir config_dir] overrides...` would run."""
+    overrides = list(overrides)
+    if config_dir is not None:
+        folder = Path(config_dir).expanduser().resolve()
+        if not folder.is_dir():
+            raise SettingError(f"config_dir={str(config_dir)!r} is not a folder")
+        # Like --config-dir: the folder's options join the shipped groups.
+        overrides.append(f"hydra.searchpath=[file://{folder}]")
+    config.register_schemas()
+    with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def train(
+    overrides: Sequence[str] = (),
+    *,
+    out_dir: str | Path,
+    config_dir: str | Path | None = None,
+) -> Result:
+    """Compose the run config from `overrides` and train in this process, writing to `out_dir`.
+
+    With `loop.resume` the run continues in its own folder, which `Result.run_dir` names.
+    """
+    cfg = run_config(overrides, config_dir)
+    from mnistlab import run  # torch loads here, as it does when a command-line job starts
+
+    resumed = config.resumed_folder(cfg.loop.resume)
+    metrics = run.train(cfg, Path(out_dir))
+    return Result(metrics=metrics, run_dir=resumed or Path(out_dir))

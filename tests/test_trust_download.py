@@ -1,0 +1,189 @@
+"""Downloads under slow networks and signals, and dataset messages that name the real cause.
+
+Every download here comes from a real HTTP server on 127.0.0.1; one of its paths trickles
+a byte at a time, as a failing mirror did.
+"""
+
+import functools
+import gzip
+import logging
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, compose_config
+from mnistlab import SettingError, mnist
+from mnistlab.benchmark import job
+from mnistlab.data import build
+from mnistlab.mnist import FILES, MNIST_MIRRORS, ensure_files, idx
+
+SIZE = 100  # bytes each trickled file promises
+
+
+class Handler(SimpleHTTPRequestHandler):
+    """Serves a folder quietly; /trickle/<name> promises SIZE bytes and sends one per 0.1 s."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if not self.path.startswith("/trickle/"):
+            return super().do_GET()
+        self.send_response(200)
+        self.send_header("Content-Length", str(SIZE))
+        self.end_headers()
+        try:
+            for _ in range(SIZE):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass  # the client gave up: what the test wants
+        self.close_connection = True
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """http://127.0.0.1:PORT: /trickle/ is slow; other paths serve tmp_path/www."""
+    (tmp_path / "www").mkdir()
+    httpd = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path / "www"))
+    )
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+# --- the per-file deadline, progress, and clean-up --------------------------------------------
+
+
+def test_a_trickling_mirror_is_given_up_at_the_deadline(
+    server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
+) -> None:
+    monkeypatch.setattr(mnist, "PROGRESS_EVERY_S", 0.3)  # how often a slow download reports
+    caplog.set_level(logging.INFO, logger="mnistlab.mnist")
+    root = tmp_path / "data"
+    started = time.monotonic()
+    with pytest.raises(SettingError, match="no mirror served them"):
+        ensure_files(root, [f"{server}/trickle/"], {}, deadline_s=1.0)
+    assert time.monotonic() - started < 5  # not the 10 s the whole file would take
+    assert "past the download deadline" in caplog.text
+    assert f"of {SIZE} bytes after" in caplog.text  # progress, while it was slow
+    assert list(root.iterdir()) == []  # no .part file left
+
+
+def test_the_deadline_is_a_dataset_setting(server: str, tmp_path: Path) -> None:
+    cfg = compose_config(
+        "dataset=idx",
+        f"dataset.source.root={tmp_path / 'data'}",
+        f"dataset.source.mirrors=[{server}/trickle/]",
+        "dataset.source.download_deadline_s=0.5",
+    )
+    started = time.monotonic()
+    with pytest.raises(SettingError, match="no mirror served them"):
+        build(cfg.dataset.source)  # as a run builds it
+    assert time.monotonic() - started < 5
+
+
+DOWNLOAD = """
+import sys
+from pathlib import Path
+from mnistlab.mnist import ensure_files
+ensure_files(Path(sys.argv[1]), [sys.argv[2]], {{}})
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_download_leaves_no_part_file(server: str, tmp_path: Path, signum) -> None:
+    root = tmp_path / "data"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    process = subprocess.Popen(
+        [sys.executable, "-c", DOWNLOAD.format(), str(root), f"{server}/trickle/"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(root.glob(".*.part")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.02)
+    process.send_signal(signum)
+    process.communicate(timeout=30)
+
+    # The signal still does what it does (here: stop the program), after the clean-up.
+    assert process.returncode in (-signum, 128 + signum, 1)
+    assert list(root.iterdir()) == []
+
+
+# --- messages that name the real cause ---------------------------------------------------------
+
+
+def test_missing_files_with_download_false_say_so(tmp_path: Path) -> None:
+    with pytest.raises(SettingError) as error:
+        mnist.mnist(root=str(tmp_path), download=False)
+    message = str(error.value)
+    assert f"dataset files missing in {tmp_path}" in message
+    assert "dataset.source.download=false, so nothing was downloaded" in message
+    assert MNIST_MIRRORS[0] in message  # where `download=true` would fetch them
+    assert "dataset.source.root" in message and "\n" not in message
+
+
+def damaged_idx_folder(root: Path) -> None:
+    """The four files of a tiny IDX dataset, the training labels cut short by one byte."""
+    root.mkdir()
+    images, labels = np.zeros((6, 4, 4), np.uint8), np.arange(6, dtype=np.uint8) % 2
+    for name, array in zip(FILES, (images, labels, images, labels), strict=True):
+        header = struct.pack(f">I{array.ndim}I", 0x0800 | array.ndim, *array.shape)
+        raw = header + array.tobytes()
+        (root / f"{name}.gz").write_bytes(gzip.compress(raw[:-1] if name == FILES[1] else raw))
+
+
+def test_idx_without_mirrors_never_mentions_downloads_or_the_mnist_variable(
+    tmp_path: Path,
+) -> None:
+    damaged_idx_folder(tmp_path / "damaged")
+    messages = []
+    for root in (tmp_path / "damaged", tmp_path / "empty"):
+        with pytest.raises(SettingError) as error:
+            idx(str(root), num_val_samples=1)
+        messages.append(str(error.value))
+    damaged, missing = messages
+    assert "truncated or damaged: replace it with a good copy" in damaged
+    assert "dataset files missing" in missing and "dataset.source.root" in missing
+    for message in messages:
+        assert "MNISTLAB_DATA" not in message and "download it again" not in message
+
+
+def test_mnist_damage_with_download_false_says_how_to_download_again(tmp_path: Path) -> None:
+    damaged_idx_folder(tmp_path / "damaged")
+    with pytest.raises(SettingError) as error:
+        mnist.mnist(root=str(tmp_path / "damaged"), download=False, checksums=False)
+    assert "delete it and set dataset.source.download=true to download it again" in str(error.value)
+
+
+def test_the_benchmark_names_its_own_data_settings(tmp_path: Path) -> None:
+    cfg = compose_config(
+        "device=cpu",
+        "benchmark=time_to_accuracy",
+        f"benchmark.data.root={tmp_path}",
+        "benchmark.data.download=false",
+        config_name="benchmark",
+    )
+    with pytest.raises(SettingError) as error:
+        job.run(cfg, tmp_path / "out")
+    message = str(error.value)
+    assert "benchmark.data.download=false" in message and "benchmark.data.root" in message
+    assert "dataset.source" not in message
