@@ -151,7 +151,7 @@ def group_table(groups: list[Group], keys: list[str], objective: str, sweeps: bo
     rows, classes = [], []
     for place, group in enumerate(rank_groups(groups, objective), start=1):
         done = len(group.completed)
-        others = [f"{job.folder.name}: {job.status}" for job in group.jobs if job.status != "completed"]
+        others = [f"{j.folder.name}: {j.status}" for j in group.jobs if j.status != "completed"]
         rows.append(
             [
                 place if done else "–",
