@@ -39,7 +39,12 @@ def test_multirun_of_two_optimizers_by_two_learning_rates_gives_four_jobs(tmp_pa
         assert list(job.glob("events.out.tfevents.*")), job
         assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
     # The folder names say what changed, so TensorBoard's run names are readable.
-    assert any("optimizer=sgd" in job.name and "optimizer.lr=0.1" in job.name for job in jobs)
+    assert [job.name.split("_", 1)[1] for job in jobs] == [
+        "sgd+lr:0.1",
+        "sgd+lr:0.01",
+        "adam+lr:0.1",
+        "adam+lr:0.01",
+    ]
 
 
 @pytest.mark.slow

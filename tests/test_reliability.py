@@ -110,7 +110,7 @@ def final_state(run_dir: Path) -> tuple[dict, dict, list]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     events = EventAccumulator(str(run_dir))
     events.Reload()
-    losses = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    losses = [(e.step, e.value) for e in events.Scalars("train/batch_loss")]
     return state["model"], metrics, losses
 
 

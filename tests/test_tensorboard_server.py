@@ -1,4 +1,8 @@
-"""TensorBoard itself, started on a sweep folder, lists every job with its hparams and scalars."""
+"""TensorBoard itself, started on a sweep folder, lists every job with its hparams and scalars.
+
+The sweep has a job that fails (lr 1e30 makes the loss NaN): TensorBoard must show it as a
+failure, with its error text and the curve it logged, beside the jobs that completed.
+"""
 
 import json
 import socket
@@ -14,20 +18,29 @@ from typing import Any
 import pytest
 
 from conftest import run_cli
+from mnistlab.history import BATCH_TAGS, TAGS
 
 pytestmark = pytest.mark.slow  # a sweep, then a TensorBoard server
 
-SMALL = ("loop.epochs=1", "dataset.source.num_samples=2000", "loop.log_every_n_batches=5")
-TAGS = {"train/loss", "val/loss", "val/accuracy"}
+SMALL = (
+    "loop.epochs=1",
+    "dataset.source.num_samples=2000",
+    "loop.log_every_n_batches=5",
+    "device.threads=1",
+)
+# Every tag a run that completes logs; each is a metric of HParams, present in every session.
+METRICS = {tag for key, tag in TAGS.items() if not key.startswith("test")}
+ALL_TAGS = METRICS | set(BATCH_TAGS.values())
 STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-job sweep (sgd, adam) whose runs log train/loss every 5 batches."""
+    """sgd and adam at lr 0.01 (complete) and at 1e30 (fail), logging every 5 batches."""
     cwd = tmp_path_factory.mktemp("tensorboard")
-    result = run_cli("mnistlab.train", "-m", "optimizer=sgd,adam", *SMALL, cwd=cwd)
-    assert result.returncode == 0, result.stderr
+    jobs = "optimizer=sgd,adam", "optimizer.lr=0.01,1e30"
+    result = run_cli("mnistlab.train", "-m", *jobs, *SMALL, cwd=cwd)
+    assert "2 completed, 2 failed" in result.stdout, result.stderr
     (folder,) = (cwd / "outputs" / "sweeps").iterdir()
     return folder
 
@@ -121,32 +134,52 @@ def jobs(sweep: Path) -> dict[str, dict]:
     }
 
 
-def test_every_job_is_a_run(server: str, sweep: Path) -> None:
-    runs = eventually(lambda: get(server, "/data/runs"), lambda runs: len(runs) >= 2)
+def test_every_job_is_a_run_named_by_what_differs(server: str, sweep: Path) -> None:
+    runs = eventually(lambda: get(server, "/data/runs"), lambda runs: len(runs) >= 4)
     assert sorted(runs) == sorted(jobs(sweep))
+    assert sorted(name.split("_", 1)[1] for name in runs) == [
+        "adam+lr:0.01",
+        "adam+lr:1e30",
+        "sgd+lr:0.01",
+        "sgd+lr:1e30",
+    ]
 
 
-def test_hparams_tab_lists_every_job_with_its_hparams_and_final_metrics(
+def test_hparams_lists_every_job_with_typed_settings_status_and_final_metrics(
     server: str, sweep: Path
 ) -> None:
     # No run writes an experiment summary: the plugin builds it from the runs' own sessions.
     experiment = post(server, "/data/plugin/hparams/experiment", {"experimentName": ""})
-    assert {"optimizer", "optimizer.lr", "dataset.loader.batch_size", "model.hidden"} <= {
-        info["name"] for info in experiment["hparamInfos"]
-    }
-    assert {info["name"]["tag"] for info in experiment["metricInfos"]} == TAGS
+    types = {info["name"]: info["type"] for info in experiment["hparamInfos"]}
+    assert types["optimizer"] == "DATA_TYPE_STRING"
+    for name in ("optimizer.lr", "parameters", "world_size"):
+        assert types[name] == "DATA_TYPE_FLOAT64", name
+    assert types["loop.fast_optimizer"] == types["dataset.loader.shuffle"] == "DATA_TYPE_BOOL"
+    assert types["device"] == "DATA_TYPE_STRING"
+    metrics = {info["name"]["tag"] for info in experiment["metricInfos"]}
+    assert metrics == ALL_TAGS
 
     groups = eventually(
         lambda: session_groups(server), lambda groups: len(groups) == len(jobs(sweep))
     )
     assert groups.keys() == jobs(sweep).keys()
-    for name, metrics in jobs(sweep).items():
+    for name, saved in jobs(sweep).items():
+        (session,) = groups[name]["sessions"]
         hparams = groups[name]["hparams"]
-        assert hparams["optimizer"] == ("SGD" if "optimizer=sgd" in name else "Adam")
-        assert hparams["optimizer.lr"] == (0.01 if "optimizer=sgd" in name else 0.001)
+        assert hparams["optimizer"] == ("SGD" if "sgd" in name else "Adam")
+        assert hparams["optimizer.lr"] == (0.01 if "lr:0.01" in name else 1e30)
+        assert hparams["loop.fast_optimizer"] is True
+        assert hparams["world_size"] == 1
         final = {value["name"]["tag"]: value["value"] for value in groups[name]["metricValues"]}
-        assert final["val/loss"] == pytest.approx(metrics["val_loss"], rel=1e-6)
-        assert final["val/accuracy"] == pytest.approx(metrics["val_accuracy"], rel=1e-6)
+        if saved["status"] == "failed":
+            assert session["status"] == "STATUS_FAILURE"
+            continue
+        assert session["status"] == "STATUS_SUCCESS"
+        # Every metric of the experiment: parallel coordinates and scatter plots draw it.
+        assert final.keys() == ALL_TAGS
+        for key, tag in TAGS.items():
+            if key in saved:
+                assert final[tag] == pytest.approx(saved[key], rel=1e-6), key
 
 
 def test_scalars_of_every_run(server: str, sweep: Path) -> None:
@@ -154,9 +187,29 @@ def test_scalars_of_every_run(server: str, sweep: Path) -> None:
         lambda: get(server, "/data/plugin/scalars/tags"),
         lambda tags: len(tags) == len(jobs(sweep)),
     )
-    for name, metrics in jobs(sweep).items():
-        assert set(tags[name]) == TAGS
-        train = get(server, "/data/plugin/scalars/scalars", run=name, tag="train/loss")
-        assert [step for _, step, _ in train] == list(range(5, metrics["steps"] + 1, 5))
+    for name, saved in jobs(sweep).items():
+        train = get(server, "/data/plugin/scalars/scalars", run=name, tag="train/batch_loss")
+        if saved["status"] == "failed":  # the curve it logged before it stopped
+            assert [(step, value) for _, step, value in train] == [(5, "NaN")]  # TB's JSON
+            continue
+        assert set(tags[name]) == ALL_TAGS
+        # Every 5 batches, and the epoch's last, partial window.
+        assert [step for _, step, _ in train] == [5, 10, 15, 20, 25, saved["steps"]]
         (val,) = get(server, "/data/plugin/scalars/scalars", run=name, tag="val/loss")
-        assert val[1:] == [metrics["steps"], pytest.approx(metrics["val_loss"], rel=1e-6)]
+        assert val[1:] == [saved["steps"], pytest.approx(saved["val_loss"], rel=1e-6)]
+
+
+def test_failed_jobs_carry_their_error_and_completed_ones_their_mistakes(
+    server: str, sweep: Path
+) -> None:
+    texts = eventually(lambda: get(server, "/data/plugin/text/tags"), lambda t: len(t) == 4)
+    images = get(server, "/data/plugin/images/tags")
+    for name, saved in jobs(sweep).items():
+        assert "config" in texts[name]
+        if saved["status"] == "failed":
+            (error,) = get(server, "/data/plugin/text/text", run=name, tag="error")
+            assert "became nan" in error["text"] and "optimizer.lr=1e+30" in error["text"]
+            assert name not in images
+        else:
+            assert {"val/confusion_matrix", "val/misclassified"} <= set(images[name])
+            assert {"val/confusion_counts", "val/misclassified_labels"} <= set(texts[name])

@@ -49,16 +49,22 @@ def test_train_writes_metrics_and_events(tmp_path, overrides):
     assert {"train/loss", "val/loss", "val/accuracy"} <= set(tags)
 
 
-def test_train_loss_is_logged_at_exactly_every_nth_batch(tmp_path):
+def test_train_loss_is_logged_at_every_nth_batch_and_at_each_epochs_end(tmp_path):
     cfg = compose_config(
         "dataset.source.num_samples=2000", "loop.epochs=2", "loop.log_every_n_batches=7"
     )
     metrics = train(cfg, tmp_path)
     run = events(tmp_path)
-    steps = [event.step for event in run.Scalars("train/loss")]
-    assert steps == list(range(7, metrics["steps"] + 1, 7))
     assert metrics["steps"] == 2 * math.ceil(1800 / 64)
-    assert [event.step for event in run.Scalars("val/accuracy")] == [29, 58]
+    # Every 7th batch, and the last, partial window of each epoch (steps 29 and 58).
+    expected = sorted({*range(7, metrics["steps"] + 1, 7), 29, 58})
+    for tag in ("train/batch_loss", "train/batch_accuracy", "train/lr"):
+        assert [event.step for event in run.Scalars(tag)] == expected, tag
+    for tag in ("train/loss", "train/accuracy", "val/loss", "val/accuracy"):
+        assert [event.step for event in run.Scalars(tag)] == [29, 58], tag
+    # The epoch's train/loss is the number metrics.json holds (float32 in the event file).
+    assert run.Scalars("train/loss")[-1].value == pytest.approx(metrics["train_loss"], rel=1e-6)
+    assert run.Scalars("train/accuracy")[-1].value == pytest.approx(metrics["train_accuracy"])
 
 
 def test_hparams_live_in_the_same_run_as_the_scalars(tmp_path):

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mnistlab import SettingError, rundir
-from mnistlab.loop import Progress
+from mnistlab.loop import SUMS, Progress
 
 FILENAME = rundir.CHECKPOINT_FILE
 FORMAT = "mnistlab-checkpoint/1"
@@ -165,8 +165,8 @@ def restore(
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     saved = dict(state["progress"])
-    for key in ("epoch_loss", "window_loss"):
-        saved[key] = saved[key].to(device)
+    for key in SUMS:  # a checkpoint from before train accuracy lacks the correct counts
+        saved[key] = saved[key].to(device) if key in saved else torch.zeros((), device=device)
     set_rng_states(state["rng"])
     return Progress(**saved)
 

@@ -27,7 +27,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import SettingError
+from mnistlab import SettingError, naming
 from mnistlab.rundir import config_subfolder, run_folder, started
 
 # The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
@@ -132,6 +132,7 @@ def register_schemas() -> None:
     OmegaConf.register_new_resolver("mnistlab.run_folder", run_folder, replace=True)
     OmegaConf.register_new_resolver("mnistlab.config_subfolder", config_subfolder, replace=True)
     OmegaConf.register_new_resolver("mnistlab.help_groups", help_groups, replace=True)
+    naming.register()  # ${mnistlab.job_name:...}, ${mnistlab.run_name:...}
 
 
 def help_groups() -> str:

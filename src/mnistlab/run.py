@@ -17,12 +17,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
-from mnistlab import SettingError, checkpoint, config, distributed, resume, rundir
+from mnistlab import SettingError, board, checkpoint, config, distributed, resume, rundir
 from mnistlab.data import Batch, Splits, batches, check_sizes, num_batches
 from mnistlab.data import build as build_data
 from mnistlab.device import configure as configure_device
 from mnistlab.device import denormals, describe, resolve_device
 from mnistlab.distributed import World
+from mnistlab.history import History
 from mnistlab.loop import NonFiniteLoss, Progress, check_finite, evaluate, train_epoch
 from mnistlab.models import build as build_model
 from mnistlab.optim import build_optimizer
@@ -197,10 +198,15 @@ def train(
         is_main = run.world.is_main
         # purge_step hides events a killed process logged after its last checkpoint.
         purge = run.progress.step + 1 if state is not None else None
-        writer = SummaryWriter(log_dir=str(out_dir), purge_step=purge) if is_main else NoWriter()
+        writer = (
+            History(SummaryWriter(log_dir=str(out_dir), purge_step=purge), out_dir, purge)
+            if is_main
+            else NoWriter()
+        )
         with closing(writer):
             if state is None and is_main:
-                write_hparams(writer, cfg)
+                board.write_session_start(writer, board.hparams_of(cfg) | facts(run))
+                board.write_config(writer, cfg)
             try:
                 metrics = fit(run, writer, stop)
             except NonFiniteLoss as err:
@@ -216,9 +222,17 @@ def train(
                 if is_main:
                     failed = {"status": "failed", "error": message, "step": run.progress.step}
                     write_metrics(out_dir, failed)
+                    board.write_end(writer, failed, run.progress.step)
                 raise NonFiniteLoss(message) from None
-            if stop.signum is None and is_main:
-                write_hparams_end(writer)
+            except Exception as error:  # recorded in TensorBoard, then raised as it was
+                if is_main:
+                    failed = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+                    board.write_end(writer, failed, run.progress.step)
+                raise
+            if is_main:
+                if metrics["status"] == "completed":
+                    write_predictions(run, writer)
+                board.write_end(writer, metrics, run.progress.step)
     if is_main:
         write_metrics(out_dir, metrics)
     if stop.signum is not None:
@@ -333,7 +347,7 @@ def fit(run: Run, writer, stop: Interrupts) -> dict[str, Any]:
             loop,
             progress,
             total=steps_per_epoch,
-            log_loss=lambda step, value: writer.add_scalar("train/loss", value, step),
+            log=lambda step, values: board.log_batch(writer, step, values),
             after_step=after_step,
             description=f"epoch {progress.epoch + 1}/{loop.epochs}",
             world=world,
@@ -373,16 +387,24 @@ def end_epoch(run: Run, writer, samples_per_second: float) -> None:
     progress, epochs, step = run.progress, run.settings.loop.epochs, run.progress.step
     mean_loss = run.world.mean(progress.epoch_loss / progress.epoch_samples).item()
     train_loss = check_finite(mean_loss, f"training loss by step {step}")
+    train_accuracy = run.world.mean(progress.epoch_correct).item() / progress.epoch_samples
     val_loss, val_accuracy = evaluate(run.net, eval_batches(run, run.data.val), run.device)
     check_finite(val_loss, f"validation loss after step {step}")
-    writer.add_scalar("val/loss", val_loss, step)
-    writer.add_scalar("val/accuracy", val_accuracy, step)
-    progress.val = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
+    progress.val = {
+        "train_loss": train_loss,
+        "train_accuracy": train_accuracy,
+        "val_loss": val_loss,
+        "val_accuracy": val_accuracy,
+    }
+    for key, value in progress.val.items():
+        writer.add_scalar(board.TAGS[key], value, step)
     log.info(
-        "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_accuracy %.2f%%  (%.0f samples/s)",
+        "epoch %d/%d  train_loss %.4f  train_accuracy %.2f%%  val_loss %.4f  val_accuracy %.2f%%"
+        "  (%.0f samples/s)",
         progress.epoch + 1,
         epochs,
         train_loss,
+        100 * train_accuracy,
         val_loss,
         100 * val_accuracy,
         samples_per_second,
@@ -394,8 +416,8 @@ def end_epoch(run: Run, writer, samples_per_second: float) -> None:
 def test(run: Run, writer) -> dict[str, float]:
     """Evaluate on the test split once training is done."""
     loss, accuracy = evaluate(run.net, eval_batches(run, run.data.test), run.device)
-    writer.add_scalar("test/loss", loss, run.progress.step)
-    writer.add_scalar("test/accuracy", accuracy, run.progress.step)
+    writer.add_scalar(board.TAGS["test_loss"], loss, run.progress.step)
+    writer.add_scalar(board.TAGS["test_accuracy"], accuracy, run.progress.step)
     log.info("test_loss %.4f  test_accuracy %.2f%%", loss, 100 * accuracy)
     return {"test_loss": loss, "test_accuracy": accuracy}
 
@@ -407,34 +429,16 @@ def eval_batches(run: Run, split) -> Iterator[Batch]:
     return batches(split, loader, seed=0, epoch=0)
 
 
-def hparams_of(cfg: DictConfig) -> dict[str, Any]:
-    """The run's hyper-parameters as flat TensorBoard-friendly values: optimizer.lr -> 0.01."""
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, prefix if key == "_target_" else f"{prefix}.{key}")
-        elif isinstance(node, bool | int | float | str):
-            # `_target_` names the component: "torch.optim.Adam" -> optimizer = "Adam"
-            named = prefix in ("optimizer", "model", "dataset.source")
-            flat[prefix] = node.rsplit(".", 1)[-1] if named else node
-
-    for group in ("dataset", "model", "optimizer", "loop"):
-        walk(OmegaConf.to_container(cfg[group], resolve=True), group)
-    return flat
+def facts(run: Run) -> dict[str, Any]:
+    """What HParams shows beside the settings: where and how big the run was."""
+    parameters = sum(parameter.numel() for parameter in run.net.parameters())
+    return {"device": describe(run.device), "world_size": run.world.size, "parameters": parameters}
 
 
-def write_hparams(writer, cfg: DictConfig) -> None:
-    """Record the hyper-parameters in the run's own event file (not add_hparams' sub-folder)."""
-    from torch.utils.tensorboard.summary import hparams
-
-    _, session_start, _ = hparams(hparams_of(cfg), {})
-    writer.file_writer.add_summary(session_start)
-
-
-def write_hparams_end(writer) -> None:
-    from torch.utils.tensorboard.summary import hparams
-
-    _, _, session_end = hparams({}, {})
-    writer.file_writer.add_summary(session_end)
+def write_predictions(run: Run, writer) -> None:
+    """The confusion matrix and mistakes on the test split, or else the validation split."""
+    name, split = ("test", run.data.test) if run.data.test is not None else ("val", run.data.val)
+    confusion, mistakes = board.predictions(
+        run.net, eval_batches(run, split), run.device, run.data.num_classes
+    )
+    board.write_predictions(writer, name, confusion, mistakes, run.progress.step)

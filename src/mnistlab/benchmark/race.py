@@ -101,7 +101,7 @@ def race(
             loop,
             progress,
             total=steps_per_epoch,
-            log_loss=lambda step, value: writer.add_scalar("train/loss", value, step),
+            log=lambda step, values: writer.add_scalar("train/batch_loss", values["loss"], step),
             after_step=after_step,
             description=f"epoch {epoch + 1}/{recipe.epochs}",
         )

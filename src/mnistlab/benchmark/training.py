@@ -92,7 +92,7 @@ def mnistlab_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
         loop,
         progress,
         total=steps_per_epoch,
-        log_loss=lambda step, value: work.writer.add_scalar("train/loss", value, step),
+        log=lambda step, values: work.writer.add_scalar("train/batch_loss", values["loss"], step),
         description=f"mnistlab loop, epoch {epoch}",
     )
     return progress.epoch_samples

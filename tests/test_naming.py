@@ -1,0 +1,110 @@
+"""Run and job folder names: what differs, in the user's order, path-safe, resumable."""
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from conftest import run_cli
+from mnistlab import naming
+
+
+def sweep_config(*overrides: str, params: dict | None = None):
+    """The parts of a sweep's config that `remember_swept` reads."""
+    return OmegaConf.create(
+        {"hydra": {"overrides": {"task": list(overrides)}, "sweeper": {"params": params}}}
+    )
+
+
+@pytest.fixture
+def swept(monkeypatch: pytest.MonkeyPatch):
+    """Run `remember_swept` with the environment restored afterwards."""
+    monkeypatch.setenv(naming.SWEPT_ENV, "[]")
+
+    def remember(*overrides: str, params: dict | None = None) -> None:
+        naming.remember_swept(sweep_config(*overrides, params=params))
+
+    return remember
+
+
+def test_swept_keys_come_first_in_the_given_order_and_constants_are_left_out(swept) -> None:
+    swept("optimizer.lr=0.1,0.01", "loop.epochs=2", "optimizer=sgd,adam", "loop.seed=0,1")
+    job = ["optimizer.lr=0.01", "loop.epochs=2", "optimizer=adam", "loop.seed=1"]
+    assert naming.job_name(job) == "lr:0.01+adam+seed:1"
+
+
+def test_a_presets_sweeper_params_count_as_swept(swept) -> None:
+    swept("experiment=optimizer_lr_sweep", params={"optimizer": "sgd,adam", "loop.epochs": 3})
+    assert naming.job_name(["experiment=optimizer_lr_sweep", "optimizer=sgd"]) == "sgd"
+
+
+def test_clashing_short_keys_stay_whole(swept) -> None:
+    swept("model.hidden=8,16", "dataset.source.seed=1,2")
+    assert naming.job_name(["model.hidden=8", "dataset.source.seed=2"]) == "hidden:8+seed:2"
+    swept("loop.seed=0,1", "dataset.source.seed=1,2")
+    name = naming.job_name(["loop.seed=0", "dataset.source.seed=2"])
+    assert name == "loop.seed:0+dataset.source.seed:2"
+
+
+@pytest.mark.parametrize(
+    ("override", "word"),
+    [
+        ("dataset.source.root=/tmp/mnist", "root:mnist"),
+        ("dataset.source.root=/data/mnist/", "root:mnist"),
+        ("model.channels=[16,32]", "channels:16-32"),
+        ("optimizer.lr=1e+30", "lr:1e30"),
+        ("optimizer.lr=1e-3", "lr:1e-3"),
+        ("+model.note='a b, c=d'", "note:a-b-c-d"),
+    ],
+)
+def test_names_are_path_safe_and_valid_resume_arguments(override: str, word: str) -> None:
+    name = naming.run_name(["loop.epochs=2", override])
+    assert name == f"_epochs:2+{word}"
+    assert "/" not in name
+    folder = f"outputs/runs/2026-01-01_00-00-00_0{name}"
+    (parsed,) = OverridesParser.create().parse_overrides([f"loop.resume={folder}"])
+    assert not parsed.is_sweep_override()
+    assert parsed.value() == folder
+
+
+def test_a_run_without_overrides_is_its_time_alone() -> None:
+    assert naming.run_name([]) == ""
+    assert naming.run_name(["loop.resume=outputs/runs/x"]) == ""
+
+
+@pytest.mark.slow
+def test_sweep_over_paths_names_flat_job_folders_that_resume(tmp_path: Path, mnist_dir) -> None:
+    """The issue's case: a path value once nested the folders and the summary found no job."""
+    other = tmp_path / "copy"
+    other.symlink_to(mnist_dir)
+    small = (
+        "dataset=mnist",
+        "dataset.source.download=false",
+        "dataset.source.num_train_samples=256",
+        "dataset.source.num_val_samples=64",
+        "loop.epochs=1",
+        "device.threads=1",
+    )
+    roots = f"dataset.source.root={mnist_dir},{other}"
+    result = run_cli("mnistlab.train", "-m", roots, *small, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    jobs = sorted(path.name for path in sweep.iterdir() if (path / ".hydra").is_dir())
+    assert jobs == [f"0_root:{mnist_dir.name}", "1_root:copy"]
+    assert "2 completed" in (sweep / "summary.md").read_text()
+    first = sweep / jobs[0]
+    resumed = run_cli("mnistlab.train", f"loop.resume={first}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((first / "metrics.json").read_text())["status"] == "completed"
+    assert not (tmp_path / "outputs" / "runs").exists()  # it continued in its own folder
+
+
+def test_single_run_folder_carries_its_overrides(tmp_path: Path) -> None:
+    result = run_cli(
+        "mnistlab.train", "dataset=random", "loop.epochs=1", "device.threads=1", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert run.name.endswith("_random+epochs:1+threads:1")

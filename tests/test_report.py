@@ -1,0 +1,169 @@
+"""report.html: every job, seeds folded into mean ± std equal to the jobs' own metrics, plots."""
+
+import base64
+import io
+import json
+import shutil
+import statistics
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from mnistlab import report
+from mnistlab.history import SCALARS_FILE, TAGS, History, read_scalars
+from mnistlab.summary import cell
+
+pytestmark = pytest.mark.slow  # a real 4-job sweep
+
+TINY = (
+    "dataset=fake_mnist",
+    "dataset.source.num_samples=192",
+    "loop.epochs=1",
+    "loop.log_every_n_batches=2",
+    "device.threads=1",
+)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """sgd at lr 0.01 (learns) and 1e30 (fails with NaN), two seeds each."""
+    cwd = tmp_path_factory.mktemp("report")
+    args = ("-m", "optimizer=sgd", "optimizer.lr=0.01,1e30", "loop.seed=0,1", *TINY)
+    result = run_cli("mnistlab.train", *args, cwd=cwd)
+    assert result.returncode != 0  # two jobs failed, so the sweep's exit says so
+    (folder,) = (cwd / "outputs" / "sweeps").iterdir()
+    assert f"report: {folder.relative_to(cwd) / 'report.html'}" in result.stdout
+    assert f"tensorboard --logdir {folder.relative_to(cwd)}" in result.stdout
+    return folder
+
+
+class Tables(HTMLParser):
+    """The tables of a page as lists of rows of cell texts, and the images' sources."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.images: list[str] = []
+        self.in_cell = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.tables[-1][-1].append("")
+            self.in_cell = True
+        elif tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th"):
+            self.in_cell = False
+
+    def handle_data(self, data: str) -> None:
+        if self.in_cell:
+            self.tables[-1][-1][-1] += data
+
+
+def parse(page: Path) -> Tables:
+    tables = Tables()
+    tables.feed(page.read_text())
+    return tables
+
+
+def as_dicts(table: list[list[str]]) -> list[dict[str, str]]:
+    header, *rows = table
+    return [dict(zip(header, row, strict=True)) for row in rows]
+
+
+def jobs_of(sweep: Path) -> dict[str, dict]:
+    return {m.parent.name: json.loads(m.read_text()) for m in sweep.glob("*/metrics.json")}
+
+
+def test_every_job_is_in_the_ranked_table_with_its_status_and_reason(sweep: Path) -> None:
+    configurations, jobs = parse(sweep / "report.html").tables
+    rows = {row["folder"]: row for row in as_dicts(jobs)}
+    assert rows.keys() == jobs_of(sweep).keys()
+    for folder, metrics in jobs_of(sweep).items():
+        assert rows[folder]["status"] == metrics["status"]
+        if metrics["status"] == "failed":
+            assert rows[folder]["rank"] == "–"
+            assert rows[folder]["reason"] == metrics["error"]
+            assert "became nan" in metrics["error"]
+        else:
+            assert rows[folder]["val_loss"] == cell("val_loss", metrics["val_loss"])
+    assert [row["rank"] for row in as_dicts(jobs)] == ["1", "2", "–", "–"]
+
+
+def test_seeds_fold_into_mean_and_std_of_the_jobs_own_metrics(sweep: Path) -> None:
+    configurations, _ = parse(sweep / "report.html").tables
+    rows = {row["optimizer.lr"]: row for row in as_dicts(configurations)}
+    assert rows.keys() == {"0.01", "1e+30"}  # one row per lr: the seeds are folded
+    learned = [m for name, m in jobs_of(sweep).items() if "lr:0.01" in name]
+    for key in ("val_loss", "val_accuracy", "train_loss"):
+        values = [metrics[key] for metrics in learned]
+        mean, std = statistics.fmean(values), statistics.stdev(values)
+        assert rows["0.01"][key] == f"{cell(key, mean)} ± {cell(key, std)}", key
+    assert (rows["0.01"]["rank"], rows["0.01"]["n"]) == ("1", "2 of 2")
+    assert (rows["1e+30"]["rank"], rows["1e+30"]["n"]) == ("–", "0 of 2")
+    assert rows["1e+30"]["not completed"].count("failed") == 2
+
+
+def test_plots_are_inline_pngs_and_nothing_is_fetched(sweep: Path) -> None:
+    from PIL import Image
+
+    page = (sweep / "report.html").read_text()
+    images = parse(sweep / "report.html").images
+    assert len(images) == 2  # the curves, and val_loss against the learning rate
+    for source in images:
+        prefix = "data:image/png;base64,"
+        assert source.startswith(prefix)
+        picture = Image.open(io.BytesIO(base64.b64decode(source[len(prefix) :])))
+        picture.load()
+        assert picture.width > 300 and picture.height > 200
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+def test_scalars_csv_holds_the_numbers_of_metrics_json(sweep: Path) -> None:
+    for folder, metrics in jobs_of(sweep).items():
+        series = read_scalars(sweep / folder)
+        if metrics["status"] == "completed":
+            for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+                assert series[TAGS[key]][1][-1] == metrics[key], key  # the very same number
+        else:  # the failed job kept its curve up to the NaN
+            assert series["train/batch_loss"][0] == [2]
+
+
+def test_summarize_compares_several_sweeps_in_one_report(sweep: Path, tmp_path: Path) -> None:
+    other = tmp_path / "second_sweep"
+    shutil.copytree(sweep, other)
+    out = tmp_path / "both.html"
+    result = run_cli("mnistlab.summary", str(sweep), str(other), "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"report: {out}" in result.stdout
+    tables = parse(out).tables
+    compared = as_dicts(tables[0])
+    assert sorted(row["sweep"] for row in compared) == sorted([sweep.name, other.name] * 2)
+    assert len(tables) == 1 + 2 * 2  # the comparison, then each sweep's two tables
+
+
+def test_a_diverged_curve_does_not_squash_the_others() -> None:
+    bottom, top, log = report.limits([[2.3, 1.0, 0.5], [2.3, 0.8, 0.4], [2.3, 1e6, float("nan")]])
+    assert 2.3 < top < 100 and bottom < 0.4 and log  # 1e6 leaves the top; log: 0.4 to 2.3
+
+
+def test_history_drops_the_points_a_resumed_run_logs_again(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    first = History(SummaryWriter(str(tmp_path)), tmp_path)
+    for step in (1, 2, 3):
+        first.add_scalar("train/batch_loss", step / 10, step)
+    first.close()
+    resumed = History(SummaryWriter(str(tmp_path), purge_step=2), tmp_path, purge_step=2)
+    resumed.add_scalar("train/batch_loss", 0.25, 2)
+    resumed.close()
+    assert read_scalars(tmp_path) == {"train/batch_loss": ([1, 2], [0.1, 0.25])}
+    assert (tmp_path / SCALARS_FILE).read_text().startswith("step,tag,value\n")
