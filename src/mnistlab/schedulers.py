@@ -1,0 +1,92 @@
+"""Learning-rate schedules: the `scheduler` config group's builders.
+
+The loop builds one with `instantiate(cfg.scheduler, optimizer=..., total_steps=...,
+steps_per_epoch=...)` and steps it after every optimizer step, so every schedule here is
+written in steps; epoch-based settings (warm-up, step size) are converted with
+`steps_per_epoch`. A builder may return None: no schedule, the optimizer's lr throughout.
+"""
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, StepLR
+
+from mnistlab import SettingError
+
+
+def constant(optimizer: Optimizer, total_steps: int, steps_per_epoch: int) -> None:
+    """`scheduler=none`: keep the optimizer's learning rate."""
+    return None
+
+
+def onecycle(
+    optimizer: Optimizer,
+    total_steps: int,
+    steps_per_epoch: int,
+    max_lr: float,
+    pct_start: float = 0.25,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+) -> LRScheduler:
+    """Warm up from max_lr/div_factor to max_lr, then anneal (cosine) far below it."""
+    check_fraction(pct_start, "scheduler.pct_start")
+    return OneCycleLR(
+        optimizer,
+        max_lr=max_lr,
+        total_steps=total_steps,
+        pct_start=pct_start,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+    )
+
+
+def cosine(
+    optimizer: Optimizer,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 0.0,
+    min_factor: float = 0.0,
+) -> LRScheduler:
+    """Linear warm-up over `warmup_epochs`, then a cosine from the lr down to lr * min_factor."""
+    warmup = round(warmup_epochs * steps_per_epoch)
+    if not 0 <= warmup < total_steps:
+        raise SettingError(
+            f"scheduler.warmup_epochs={warmup_epochs} must be >= 0 and shorter than the run "
+            f"({total_steps / steps_per_epoch:g} epochs)"
+        )
+    check_fraction(min_factor, "scheduler.min_factor", closed=True)
+    return LambdaLR(optimizer, CosineFactor(total_steps, warmup, min_factor))
+
+
+class CosineFactor:
+    """The multiplier of the base lr at a given step (an object, so LambdaLR can save it)."""
+
+    def __init__(self, total_steps: int, warmup: int, min_factor: float) -> None:
+        self.total_steps, self.warmup, self.min_factor = total_steps, warmup, min_factor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        done = min(1.0, (step - self.warmup) / max(1, self.total_steps - self.warmup))
+        return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * done))
+
+
+def step(
+    optimizer: Optimizer,
+    total_steps: int,
+    steps_per_epoch: int,
+    every_epochs: int = 1,
+    gamma: float = 0.5,
+) -> LRScheduler:
+    """Multiply the lr by `gamma` every `every_epochs` epochs."""
+    if every_epochs < 1:
+        raise SettingError(f"scheduler.every_epochs={every_epochs} must be >= 1")
+    check_fraction(gamma, "scheduler.gamma")
+    return StepLR(optimizer, step_size=every_epochs * steps_per_epoch, gamma=gamma)
+
+
+def check_fraction(value: float, name: str, closed: bool = False) -> None:
+    """Refuse a value outside (0, 1) (or [0, 1] where `closed`), NaN included."""
+    inside = 0 <= value <= 1 if closed else 0 < value < 1
+    if not inside:
+        raise SettingError(f"{name}={value} must be in {'[0, 1]' if closed else '(0, 1)'}")
