@@ -92,7 +92,7 @@ def file_size_limit(limit: int) -> Iterator[None]:
 def save(path: Path, model: torch.nn.Module) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     progress = Progress.on(torch.device("cpu"))
-    checkpoint.save(path, OmegaConf.create({"a": 1}), model, optimizer, progress)
+    checkpoint.save(path, OmegaConf.create({"a": 1}), model, optimizer, None, progress)
 
 
 def save_twice(path: Path, limit: bool) -> tuple[str, int]:

@@ -10,9 +10,9 @@ import re
 
 import pytest
 import torch
-from test_idx import write_dataset
 
 from conftest import compose_config, run_cli
+from conftest import write_idx_dataset as write_dataset
 from mnistlab import SettingError, config
 from mnistlab.run import train
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_idx import write_dataset
 
 from conftest import ROOT, compose_config, run_cli
+from conftest import write_idx_dataset as write_dataset
 from mnistlab import SettingError, checkpoint
 from mnistlab.run import train
 

@@ -1,9 +1,9 @@
 """Checkpoints: everything needed to continue a run bit for bit, written atomically, loaded safely.
 
-A checkpoint holds the model, the optimizer, the loop's `Progress`, every RNG state and the
-run's config. The batch order needs no saved state: it is derived from the seed and the epoch.
-Files are written to a temporary name and renamed, so a crash mid-write leaves the previous
-checkpoint intact; they are read with `weights_only=True`, so a file cannot run code.
+A checkpoint holds the model, the optimizer, its lr schedule, the loop's `Progress`, every RNG
+state and the run's config. The batch order needs no saved state: it is derived from the seed
+and the epoch. Files are written to a temporary name and renamed, so a crash mid-write leaves
+the previous checkpoint intact; they are read with `weights_only=True`, so a file cannot run code.
 """
 
 import errno
@@ -23,6 +23,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from torch.optim.lr_scheduler import LRScheduler
 
 from mnistlab import SettingError, rundir
 from mnistlab.loop import SUMS, Progress
@@ -38,14 +39,21 @@ class DiskFull(SettingError):
 
 
 def save(
-    path: Path, cfg: DictConfig, model: torch.nn.Module, optimizer, progress: Progress
+    path: Path,
+    cfg: DictConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler | None,
+    progress: Progress,
 ) -> None:
     """Write the checkpoint to a temporary file, then rename it over `path`."""
     state = {
         "format": FORMAT,
-        "config": OmegaConf.to_yaml(cfg),
+        # Resolved: a saved config holds plain values only (mnistlab.resume refuses `${...}`).
+        "config": OmegaConf.to_yaml(cfg, resolve=True),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
         "progress": asdict(progress),
         "rng": rng_states(),
     }
@@ -159,11 +167,17 @@ def config_of(state: dict[str, Any], path: Path | str = "the checkpoint") -> Dic
 
 
 def restore(
-    state: dict[str, Any], model: torch.nn.Module, optimizer, device: torch.device
+    state: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler | None,
+    device: torch.device,
 ) -> Progress:
-    """Load weights, optimizer and RNG states; return the saved progress, on `device`."""
+    """Load weights, optimizer, schedule and RNG states; return the saved progress, on `device`."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
     saved = dict(state["progress"])
     for key in SUMS:  # a checkpoint from before train accuracy lacks the correct counts
         saved[key] = saved[key].to(device) if key in saved else torch.zeros((), device=device)

@@ -28,7 +28,7 @@ config.register_schemas()
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point: train in Hydra's output folder, return the objective for sweepers."""
-    from mnistlab import distributed, run  # torch loads here, once a job really starts
+    from mnistlab import distributed, run, signals  # torch loads here, once a job really starts
 
     distributed.adopt_slurm()
     if distributed.world().size > 1:
@@ -42,7 +42,7 @@ def main(cfg: DictConfig) -> float:
     record = None if hydra_cfg.output_subdir is None else out_dir / hydra_cfg.output_subdir
     try:
         metrics = run.train(cfg, out_dir, hydra_cfg.overrides.task, sources, record)
-    except run.Interrupted as stop:
+    except signals.Interrupted as stop:
         folder = rundir.resumed_folder(cfg.loop.resume) or out_dir
         log.warning("%s: checkpoint saved; continue with: %s", stop, rundir.resume_command(folder))
         raise SystemExit(stop.exit_code) from None

@@ -11,11 +11,11 @@ from torch import nn
 
 from mnistlab.benchmark.output import format_table, write_results
 from mnistlab.benchmark.settings import TimeToAccuracySettings
-from mnistlab.config import LoaderSettings, LoopSettings
+from mnistlab.config import LoaderSettings
 from mnistlab.data import Splits, batches, num_batches
 from mnistlab.data import build as build_data
 from mnistlab.device import describe, synchronize
-from mnistlab.loop import Progress, evaluate, train_epoch
+from mnistlab.loop import Progress, StepOptions, evaluate, train_epoch
 from mnistlab.optim import adam_config, build_optimizer
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ def race(
     eval_split = data.test if data.test is not None else data.val
     outcome = Race(split="test" if data.test is not None else "val")
     loader = LoaderSettings(batch_size=recipe.batch_size, shuffle=True, mode="tensor")
-    loop = LoopSettings(log_every_n_batches=settings.log_every_n_batches, seed=settings.seed)
     steps_per_epoch = num_batches(len(data.train), recipe.batch_size)
     optimizer = build_optimizer(
         adam_config(recipe.lr), model.parameters(), device, fast=settings.fast_optimizer
@@ -98,10 +97,10 @@ def race(
             model,
             batches(data.train, loader, seed=settings.seed, epoch=epoch),
             optimizer,
-            loop,
             progress,
             total=steps_per_epoch,
             log=lambda step, values: writer.add_scalar("train/batch_loss", values["loss"], step),
+            options=StepOptions(log_every=settings.log_every_n_batches),
             after_step=after_step,
             description=f"epoch {epoch + 1}/{recipe.epochs}",
         )

@@ -17,11 +17,11 @@ from torch.utils.data import DataLoader
 from mnistlab import SettingError
 from mnistlab.benchmark.output import format_table, write_results, write_scalars
 from mnistlab.benchmark.settings import TrainingSettings
-from mnistlab.config import LoaderSettings, LoopSettings
+from mnistlab.config import LoaderSettings
 from mnistlab.data import TensorPairs, batches, num_batches
 from mnistlab.data import build as build_data
 from mnistlab.device import denormals, describe, synchronize
-from mnistlab.loop import Progress, train_epoch
+from mnistlab.loop import Progress, StepOptions, train_epoch
 from mnistlab.models import MNISTClassifier
 from mnistlab.optim import adam_config, build_optimizer
 
@@ -82,17 +82,16 @@ def mnistlab_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
     """(2) mnistlab's loop, called as mnistlab.train's `fit` calls it (tensor mode, logging on)."""
     settings = work.settings
     loader = LoaderSettings(batch_size=settings.batch_size, shuffle=True, mode="tensor")
-    loop = LoopSettings(epochs=1, log_every_n_batches=settings.log_every_n_batches, seed=0)
     steps_per_epoch = num_batches(len(work.on_device), loader.batch_size)
     progress = Progress.on(work.device, step=epoch * steps_per_epoch)
     train_epoch(
         trainee.model,
-        batches(work.on_device, loader, seed=loop.seed, epoch=epoch),
+        batches(work.on_device, loader, seed=0, epoch=epoch),
         trainee.optimizer,
-        loop,
         progress,
         total=steps_per_epoch,
         log=lambda step, values: work.writer.add_scalar("train/batch_loss", values["loss"], step),
+        options=StepOptions(log_every=settings.log_every_n_batches),
         description=f"mnistlab loop, epoch {epoch}",
     )
     return progress.epoch_samples
