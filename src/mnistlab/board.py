@@ -21,7 +21,7 @@ from mnistlab.history import BATCH_TAGS, TAGS
 # (tried: a resumed run stayed a failure), and it has no "stopped". So it shows as unknown,
 # with a text saying so, until its resumed run ends it for good.
 STATUSES = {"completed": api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAILURE}
-GROUPS = ("dataset", "model", "optimizer", "loop")
+GROUPS = ("dataset", "model", "optimizer", "scheduler", "loop")
 MAX_MISTAKES = 32
 
 
@@ -37,7 +37,7 @@ def hparams_of(cfg: DictConfig) -> dict[str, Any]:
             flat[prefix] = json.dumps(node)
         elif node is not None:
             # `_target_` names the component: "torch.optim.Adam" -> optimizer = "Adam"
-            named = prefix in ("optimizer", "model", "dataset.source")
+            named = prefix in ("optimizer", "scheduler", "model", "dataset.source")
             flat[prefix] = node.rsplit(".", 1)[-1] if named else node
 
     for group in GROUPS:

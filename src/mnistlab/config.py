@@ -32,8 +32,8 @@ from mnistlab.rundir import config_subfolder, run_folder, started
 
 # The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
 CONF_DIR = str(files("mnistlab") / "conf")
-SECTIONS = ("device", "dataset", "model", "optimizer", "loop", "objective")
-GROUPS = ("dataset", "device", "experiment", "loop", "model", "optimizer")  # group=option
+SECTIONS = ("device", "dataset", "model", "optimizer", "scheduler", "loop", "objective")
+GROUPS = ("dataset", "device", "experiment", "loop", "model", "optimizer", "scheduler")
 # Ranks other than 0 (torchrun, or the tasks of a SLURM job) leave the run folder to rank 0.
 OTHER_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=disabled")
 METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
@@ -165,6 +165,7 @@ def check(cfg: DictConfig) -> Settings:
     check_target(cfg.dataset.source, "dataset.source")
     check_target(cfg.model, "model")
     check_target(cfg.optimizer, "optimizer")
+    check_target(cfg.scheduler, "scheduler")
     return Settings(
         device=to_settings(cfg.device, DeviceSettings, "device"),
         loader=to_settings(cfg.dataset.loader, LoaderSettings, "dataset.loader"),

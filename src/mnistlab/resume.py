@@ -41,7 +41,7 @@ from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mnistlab import SettingError, checkpoint, config
+from mnistlab import SettingError, checkpoint, config, schedulers
 from mnistlab.loop import Progress
 from mnistlab.outputs import METRICS_FILE
 
@@ -76,6 +76,8 @@ MAY_CHANGE = (
     "optimizer.dampening",
     "optimizer.nesterov",
 )
+# A schedule over the whole run (schedulers.WHOLE_RUN) is made from these.
+SET_BY_SCHEDULE = ("loop.epochs", "optimizer.lr")
 # Switching these on from 0 needs optimizer state (a momentum buffer) the checkpoint lacks.
 NEEDS_STATE = ("optimizer.momentum",)
 INSTANTIATE_KEYS = ("_args_", "_partial_", "_recursive_", "_convert_")
@@ -123,13 +125,15 @@ def prepare(cfg: DictConfig, overrides: Sequence[str], sources: Sequence[str]) -
     checkpoint.remove_stale(path.parent)  # temporaries of killed writers
     state = checkpoint.load(path)
     saved = checkpoint.config_of(state, path)
+    if "scheduler" not in saved:  # saved before schedules existed: it trained without one
+        saved.scheduler = schedulers.NONE
     refuse_code(saved, f"loop.resume: {path}")
     check_targets(saved, offered_targets(sources, cfg), f"loop.resume: {path}")
     keys = explicit_keys(overrides)
     changes = list({c.key: c for key in keys for c in changes_at(saved, cfg, key)}.values())
     # A changed `_target_` is the change to report: dataset=... first names the dataset.
     for change in sorted(changes, key=lambda change: not change.key.endswith("._target_")):
-        check_allowed(change)
+        check_allowed(change, saved.scheduler._target_)
     for key in keys:
         OmegaConf.update(saved, key, plain(OmegaConf.select(cfg, key)), merge=False)
     check_epochs(saved.loop.epochs, state["progress"]["epoch"])
@@ -263,9 +267,16 @@ def changes_at(saved: DictConfig, cfg: DictConfig, key: str) -> Iterator[Change]
             yield Change(leaf, old, value)
 
 
-def check_allowed(change: Change) -> None:
+def check_allowed(change: Change, scheduler: str) -> None:
     """Refuse a change that would make the checkpoint mean something else."""
     saved, new = show(change.saved), show(change.new)
+    if change.key in SET_BY_SCHEDULE and scheduler in schedulers.WHOLE_RUN:
+        name = scheduler.rsplit(".", 1)[-1]
+        raise SettingError(
+            f"{change.key} cannot change when resuming a run with scheduler={name} (saved "
+            f"{saved}, given {new}): its schedule follows from both. Resume without it, or "
+            "start a new run"
+        )
     if not any(fnmatchcase(change.key, pattern) for pattern in MAY_CHANGE):
         raise SettingError(
             f"{change.key} cannot change when resuming (saved {saved}, given {new}): the "

@@ -16,7 +16,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
-from mnistlab import SettingError, board, checkpoint, config, distributed, resume, rundir
+from mnistlab import (
+    SettingError,
+    board,
+    checkpoint,
+    config,
+    distributed,
+    resume,
+    rundir,
+    schedulers,
+)
 from mnistlab.data import Batch, Splits, batches, check_sizes, num_batches
 from mnistlab.data import build as build_data
 from mnistlab.device import configure as configure_device
@@ -167,7 +176,7 @@ def train(
 
 
 def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
-    """Check the config, then build data, model and optimizer in that order (or restore them).
+    """Check the config, then build data, model, optimizer and schedule (or restore them).
 
     Every check that can fail comes before training: the settings alone first (before any
     data loads), then what depends on the data (sizes, objective, model on its inputs).
@@ -179,6 +188,7 @@ def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
         raise SettingError("loop.nan_policy=skip is single-process only (ranks must step together)")
     configure_device(settings.device)
     probe_optimizer(cfg.optimizer)
+    schedulers.probe(cfg.scheduler, settings.loop.epochs)
     log.info("device: %s; CPU denormal floats %s", describe(device), denormals())
     torch.manual_seed(settings.loop.seed)
     data = build_data(cfg.dataset.source)
@@ -207,7 +217,8 @@ def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
     optimizer = build_optimizer(
         cfg.optimizer, model.parameters(), device, settings.loop.fast_optimizer
     )
-    scheduler = None
+    steps = num_batches(len(data.train) // layout.size, settings.loader.batch_size)
+    scheduler = schedulers.build(cfg.scheduler, optimizer, settings.loop.epochs * steps, steps)
     if state is not None:
         net = getattr(model, "module", model)
         progress = checkpoint.restore(state, net, optimizer, scheduler, device)

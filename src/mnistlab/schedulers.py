@@ -8,10 +8,41 @@ written in steps; epoch-based settings (warm-up, step size) are converted with
 
 import math
 
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, StepLR
 
 from mnistlab import SettingError
+
+# Schedules that set every step's lr from optimizer.lr and the run's length (loop.epochs): a
+# resume may change neither without changing the schedule the checkpoint is part of.
+WHOLE_RUN = ("mnistlab.schedulers.onecycle", "mnistlab.schedulers.cosine")
+# A checkpoint from before schedulers trained without one.
+NONE = {"_target_": "mnistlab.schedulers.constant"}
+
+
+def build(
+    node: DictConfig, optimizer: Optimizer, total_steps: int, steps_per_epoch: int
+) -> LRScheduler | None:
+    """`instantiate(node, optimizer=..., ...)`; what the builder or torch refuses, in one line."""
+    try:
+        return instantiate(
+            node, optimizer=optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+        )
+    except InstantiationException as err:
+        if isinstance(err.__cause__, SettingError):
+            raise err.__cause__ from None
+        cause = str(err.__cause__).partition("\n")[0]
+        raise SettingError(f"scheduler ({node._target_}) refuses its settings: {cause}") from None
+
+
+def probe(node: DictConfig, epochs: int) -> None:
+    """Build the schedule for a stand-in optimizer: bad settings fail before data loads."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    build(node, optimizer, total_steps=epochs * 1000, steps_per_epoch=1000)
 
 
 def constant(optimizer: Optimizer, total_steps: int, steps_per_epoch: int) -> None:
