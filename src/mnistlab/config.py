@@ -19,7 +19,7 @@ import os
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from typing import Any
 
@@ -64,6 +64,23 @@ class DeviceSettings:
 
 
 NAN_POLICIES = ("stop", "skip")
+TEST_ON = ("final", "best")
+
+
+@dataclass
+class EarlyStopping:
+    """`loop.early_stopping`: stop once the objective has not improved for `patience` checks."""
+
+    patience: int | None = None  # evaluations (epoch ends, and every eval_every_n_steps); null: off
+    min_delta: float = 0.0  # an improvement must beat the best by more than this
+
+
+@dataclass
+class Target:
+    """`loop.target`: stop as soon as `metric` is at least as good as `value` (null: no target)."""
+
+    metric: str | None = None
+    value: float | None = None
 
 
 @dataclass
@@ -79,8 +96,48 @@ class LoopSettings:
     resume: str | None = None  # a run folder or checkpoint file to continue
     overwrite: bool = False  # a new run may replace the run already in hydra.run.dir
     fast_optimizer: bool = True  # fused (else foreach) optimizer kernels where torch has them
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    target: Target = field(default_factory=Target)
+    eval_every_n_steps: int | None = None  # also validate (and check target, patience) mid-epoch
+    test_on: str = "final"  # the model the test split evaluates: final, or best (by objective)
 
     def __post_init__(self) -> None:
+        if isinstance(self.early_stopping, dict):  # from the config: nested values come as dicts
+            self.early_stopping = EarlyStopping(**self.early_stopping)
+        if isinstance(self.target, dict):
+            self.target = Target(**self.target)
+        self.check_counts()
+        self.check_recipe()
+
+    def check_recipe(self) -> None:
+        """Early stopping, target, evaluation points and the tested model."""
+        patience, min_delta = self.early_stopping.patience, self.early_stopping.min_delta
+        if patience is not None and patience < 1:
+            raise SettingError(
+                f"loop.early_stopping.patience={patience} must be >= 1 (null: no early stopping)"
+            )
+        if min_delta < 0:
+            raise SettingError(f"loop.early_stopping.min_delta={min_delta} must be >= 0")
+        metric, value = self.target.metric, self.target.value
+        if (metric is None) != (value is None):
+            raise SettingError(
+                f"loop.target needs both a metric and a value (given metric={metric}, "
+                f"value={value}): e.g. loop.target.metric=val_accuracy loop.target.value=0.99"
+            )
+        if metric is not None and metric not in METRICS:
+            raise SettingError(
+                f"loop.target.metric={metric!r} is unknown: use one of {', '.join(METRICS)}"
+            )
+        if self.eval_every_n_steps is not None and self.eval_every_n_steps < 1:
+            raise SettingError(
+                f"loop.eval_every_n_steps={self.eval_every_n_steps} must be >= 1 (null: only at "
+                "epoch ends)"
+            )
+        if self.test_on not in TEST_ON:
+            raise SettingError(f"loop.test_on={self.test_on!r} is unknown: use final or best")
+
+    def check_counts(self) -> None:
+        """Epochs, logging and checkpoint intervals, clipping and the NaN policy."""
         if self.epochs < 1:
             raise SettingError(f"loop.epochs={self.epochs} must be at least 1")
         if self.log_every_n_batches < 1:
@@ -166,11 +223,25 @@ def check(cfg: DictConfig) -> Settings:
     check_target(cfg.model, "model")
     check_target(cfg.optimizer, "optimizer")
     check_target(cfg.scheduler, "scheduler")
-    return Settings(
+    settings = Settings(
         device=to_settings(cfg.device, DeviceSettings, "device"),
         loader=to_settings(cfg.dataset.loader, LoaderSettings, "dataset.loader"),
         loop=to_settings(cfg.loop, LoopSettings, "loop"),
     )
+    check_choice(settings.loop, cfg.objective)
+    return settings
+
+
+def check_choice(loop: LoopSettings, objective: str) -> None:
+    """Choosing a model by the test split would make its test score meaningless: refuse it."""
+    chooses = "loop.test_on=best" if loop.test_on == "best" else None
+    if loop.early_stopping.patience is not None:
+        chooses = "loop.early_stopping.patience"
+    if chooses and objective.startswith("test_"):
+        raise SettingError(
+            f"{chooses} chooses the model by objective={objective}, the test split: use "
+            "objective=val_loss or val_accuracy"
+        )
 
 
 def to_settings(node: DictConfig, kind: type, name: str) -> Any:

@@ -23,6 +23,22 @@ TAGS = {
     "samples_per_second": "train/samples_per_second",
     "wall_time_s": "train/wall_time_s",
 }
+# Metrics where a larger value is better (the others are losses: smaller is better).
+HIGHER_IS_BETTER = frozenset({"train_accuracy", "val_accuracy", "test_accuracy"})
+
+
+def better(metric: str, value: float, than: float | None, by: float = 0.0) -> bool:
+    """Whether `value` of `metric` improves on `than` (None: nothing yet) by more than `by`."""
+    if than is None:
+        return True
+    return value > than + by if metric in HIGHER_IS_BETTER else value < than - by
+
+
+def reached(metric: str, value: float, goal: float) -> bool:
+    """Whether `value` of `metric` is at least as good as `goal`."""
+    return value >= goal if metric in HIGHER_IS_BETTER else value <= goal
+
+
 # At every logging point: the means over the batches since the last one, and the lr.
 BATCH_TAGS = {"loss": "train/batch_loss", "accuracy": "train/batch_accuracy", "lr": "train/lr"}
 

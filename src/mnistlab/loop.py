@@ -22,7 +22,8 @@ from tqdm import tqdm
 from mnistlab import SettingError, board
 from mnistlab.data import Batch
 from mnistlab.distributed import SINGLE, World
-from mnistlab.history import TAGS
+from mnistlab.history import TAGS, better, reached
+from mnistlab.rundir import BEST_FILE, CHECKPOINT_FILE
 from mnistlab.signals import Interrupts, NotStarted
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,12 @@ class Progress:
     val: dict[str, float] = field(default_factory=dict)  # the last validation metrics
     wall_seconds: float = 0.0  # wall-clock time in `fit`, all the run's parts up to now
     resumes: list[dict] = field(default_factory=list)  # each resume's step and overrides
+    best: float | None = None  # the objective's best value so far, and the step it came at
+    best_step: int | None = None
+    stale: int = 0  # evaluations since the objective last improved (for early stopping)
+    target_step: int | None = None  # when loop.target was first reached
+    target_seconds: float | None = None  # wall-clock seconds of the run by then
+    stop_reason: str | None = None  # early_stopping or target_reached, once decided
 
     @classmethod
     def on(cls, device: torch.device, step: int = 0) -> "Progress":
@@ -222,11 +229,17 @@ class Source:
 
 @dataclass(frozen=True)
 class Plan:
-    """How long to train and when to checkpoint."""
+    """How long to train, when to evaluate and checkpoint, and when to stop early."""
 
     epochs: int
     options: StepOptions
     checkpoint_every: int | None = None  # steps; besides the checkpoint at each epoch's end
+    objective: str = "val_loss"  # what best.pt and early stopping go by (history.HIGHER_IS_BETTER)
+    patience: int | None = None  # evaluations without improvement before stopping; None: never
+    min_delta: float = 0.0
+    target: tuple[str, float] | None = None  # (metric, value): stop once reached
+    eval_every: int | None = None  # steps; also evaluate mid-epoch
+    test_on: str = "final"  # or "best"
 
 
 @dataclass
@@ -234,7 +247,8 @@ class Outputs:
     """Where `fit` reports: a SummaryWriter (or stand-in), checkpoints, and signals."""
 
     writer: Any
-    save: Callable[[Progress], None]  # write a checkpoint holding this progress
+    save: Callable[[Progress, str], None]  # write a checkpoint of this progress as this file
+    best: Callable[[], dict[str, torch.Tensor]]  # the weights saved as best.pt
     stop: Interrupts
     clock: float  # perf_counter() at the run's time 0 (earlier parts of a resumed run included)
 
@@ -255,9 +269,9 @@ def fit(
     world, stop = trainee.world, out.stop
     every = STOP_EVERY if world.size > 1 else 1
 
-    def save() -> None:
+    def save(name: str = CHECKPOINT_FILE) -> None:
         progress.wall_seconds = time.perf_counter() - out.clock
-        out.save(progress)
+        out.save(progress, name)
 
     def after_step() -> bool:
         if plan.checkpoint_every is not None and progress.step % plan.checkpoint_every == 0:
@@ -266,39 +280,34 @@ def fit(
                     f"the training loss became non-finite before step {progress.step}"
                 )
             save()
+        mid_epoch = progress.epoch_step < source.steps_per_epoch  # the epoch's end comes next
+        if plan.eval_every is not None and progress.step % plan.eval_every == 0 and mid_epoch:
+            values = validate(trainee, source, plan, progress.step, out.writer)
+            progress.val |= {key: values[key] for key in ("val_loss", "val_accuracy")}
+            judge(progress, plan, values, save, out.clock)
+            if progress.stop_reason is not None:
+                return True  # every rank evaluates alike, so every rank stops here
         return progress.step % every == 0 and stop.agreed(world, trainee.device)
 
     if stop.agreed(world, trainee.device):  # a signal while the TensorBoard writer was made
         raise NotStarted(stop.signum)
     interrupted = False
-    while progress.epoch < plan.epochs and not interrupted:
-        tick, samples_before = time.perf_counter(), progress.epoch_samples
-        finished = train_epoch(
-            trainee.model,
-            source.train(progress.epoch, progress.epoch_step),
-            trainee.optimizer,
-            progress,
-            total=source.steps_per_epoch,
-            log=lambda step, values: board.log_batch(out.writer, step, values),
-            options=plan.options,
-            scheduler=trainee.scheduler,
-            after_step=after_step,
-            description=f"epoch {progress.epoch + 1}/{plan.epochs}",
-            world=world,
-        )
-        progress.seconds += time.perf_counter() - tick
-        progress.samples += progress.epoch_samples - samples_before
+    while progress.epoch < plan.epochs and progress.stop_reason is None and not interrupted:
+        finished = run_epoch(trainee, source, plan, progress, out.writer, after_step)
         if finished:
-            trained = world.size * (progress.epoch_samples - samples_before)  # since a resume too
-            speed = trained / (time.perf_counter() - tick)
-            end_epoch(trainee, source, progress, out.writer, plan.epochs, speed)
+            values = progress.val | test_values(trainee, source, plan)
+            judge(progress, plan, values, save, out.clock)
         save()
         # Agreed at every epoch's end too: no rank may start an epoch that another skips.
-        interrupted = not finished or stop.agreed(world, trainee.device)
+        interrupted = progress.stop_reason is None and (
+            not finished or stop.agreed(world, trainee.device)
+        )
     if not interrupted:
         stop.finish()
-    metrics = summary(progress, "interrupted" if interrupted else "completed", world, out.clock)
+    metrics = summary(progress, plan, interrupted, world, out.clock)
     if not interrupted and source.test is not None:
+        if plan.test_on == "best" and progress.best_step is not None:
+            trainee.net.load_state_dict(out.best())
         metrics.update(test(trainee, source.test, out.writer, progress.step))
     if stop.late is not None:
         name = signal.Signals(stop.late).name
@@ -306,16 +315,120 @@ def fit(
     return metrics
 
 
-def summary(progress: Progress, status: str, world: World, clock: float) -> dict[str, Any]:
+def run_epoch(
+    trainee: Trainee,
+    source: Source,
+    plan: Plan,
+    progress: Progress,
+    writer: Any,
+    after_step: Callable[[], bool],
+) -> bool:
+    """Train (the rest of) one epoch and, if it finished, validate; False if it stopped early."""
+    world = trainee.world
+    tick, samples_before = time.perf_counter(), progress.epoch_samples
+    finished = train_epoch(
+        trainee.model,
+        source.train(progress.epoch, progress.epoch_step),
+        trainee.optimizer,
+        progress,
+        total=source.steps_per_epoch,
+        log=lambda step, values: board.log_batch(writer, step, values),
+        options=plan.options,
+        scheduler=trainee.scheduler,
+        after_step=after_step,
+        description=f"epoch {progress.epoch + 1}/{plan.epochs}",
+        world=world,
+    )
+    progress.seconds += time.perf_counter() - tick
+    progress.samples += progress.epoch_samples - samples_before
+    if finished:
+        trained = world.size * (progress.epoch_samples - samples_before)  # since a resume too
+        speed = trained / (time.perf_counter() - tick)
+        end_epoch(trainee, source, progress, writer, plan.epochs, speed)
+    return finished
+
+
+def validate(
+    trainee: Trainee, source: Source, plan: Plan, step: int, writer: Any
+) -> dict[str, float]:
+    """A mid-epoch evaluation: validation loss and accuracy (logged), and test ones for a target."""
+    loss, accuracy = evaluate(trainee.net, source.val(), trainee.device)
+    trainee.model.train()  # evaluate() switched to eval mode; the epoch goes on
+    check_finite(loss, f"validation loss after step {step}")
+    writer.add_scalar(TAGS["val_loss"], loss, step)
+    writer.add_scalar(TAGS["val_accuracy"], accuracy, step)
+    return {"val_loss": loss, "val_accuracy": accuracy} | test_values(trainee, source, plan)
+
+
+def test_values(trainee: Trainee, source: Source, plan: Plan) -> dict[str, float]:
+    """The test split's loss and accuracy where the target is a test metric (else nothing)."""
+    if plan.target is None or not plan.target[0].startswith("test_") or source.test is None:
+        return {}
+    loss, accuracy = evaluate(trainee.net, source.test(), trainee.device)
+    trainee.model.train()
+    return {"test_loss": loss, "test_accuracy": accuracy}
+
+
+def judge(
+    progress: Progress,
+    plan: Plan,
+    values: dict[str, float],
+    save: Callable[[str], None],
+    clock: float,
+) -> None:
+    """After an evaluation: keep the best model, count toward patience, check the target."""
+    value = values.get(plan.objective)
+    if value is not None:
+        if better(plan.objective, value, progress.best, plan.min_delta):
+            progress.best, progress.best_step, progress.stale = value, progress.step, 0
+            save(BEST_FILE)
+        else:
+            progress.stale += 1
+            if plan.patience is not None and progress.stale >= plan.patience:
+                progress.stop_reason = "early_stopping"
+                log.info(
+                    "early stopping: %s has not improved for %d evaluations",
+                    plan.objective,
+                    progress.stale,
+                )
+    if plan.target is not None and progress.target_step is None:
+        metric, goal = plan.target
+        if metric in values and reached(metric, values[metric], goal):
+            progress.target_step = progress.step
+            progress.target_seconds = time.perf_counter() - clock
+            progress.stop_reason = "target_reached"
+            log.info(
+                "target %s >= %g reached at step %d: %g",
+                metric,
+                goal,
+                progress.step,
+                values[metric],
+            )
+
+
+def summary(
+    progress: Progress, plan: Plan, interrupted: bool, world: World, clock: float
+) -> dict[str, Any]:
     """The figures of a run's training for metrics.json (the test's are added after)."""
+    tested_best = plan.test_on == "best" and progress.best_step is not None
+    optional = {
+        "best_value": progress.best,  # of the objective, at best_step: what best.pt holds
+        "best_step": progress.best_step,
+        "target_reached": None if plan.target is None else progress.target_step is not None,
+        "target_step": progress.target_step,
+        "target_seconds": progress.target_seconds,  # wall-clock, from the run's start
+        "resumes": progress.resumes or None,
+    }
     return {
-        "status": status,
+        "status": "interrupted" if interrupted else "completed",
+        "stop_reason": "interrupted" if interrupted else progress.stop_reason or "completed",
         **progress.val,
         "epochs": progress.epoch,
         "steps": progress.step,
         "samples_per_second": world.size * progress.samples / max(progress.seconds, 1e-9),
         "wall_time_s": time.perf_counter() - clock,  # all the run's parts
-        **({"resumes": progress.resumes} if progress.resumes else {}),
+        "tested_on": "best" if tested_best else "final",
+        **{key: value for key, value in optional.items() if value is not None},
     }
 
 

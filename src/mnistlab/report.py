@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistlab.history import BATCH_TAGS, TAGS, read_scalars
+from mnistlab.history import BATCH_TAGS, HIGHER_IS_BETTER, TAGS, read_scalars
 from mnistlab.summary import Job, cell, find_jobs, objective_of, rank
 
 log = logging.getLogger(__name__)
@@ -401,7 +401,7 @@ def objective_figure(sweep: Sweep, groups: list[Group], key: str) -> str:
     if log:
         log_scale(axes.yaxis)
     axes.set_ylim(bottom, top)
-    better = "higher" if sweep.objective.endswith("accuracy") else "lower"
+    better = "higher" if sweep.objective in HIGHER_IS_BETTER else "lower"
     axes.set(xlabel=key, ylabel=f"{sweep.objective} ({better} is better)")
     axes.set_title(f"{sweep.objective} against {key}")
     axes.grid(alpha=0.3)
@@ -427,7 +427,7 @@ def sweep_section(sweep: Sweep, several: bool) -> str:
     groups = sweep.groups()
     scalars = {job.folder: read_scalars(job.folder) for job in sweep.jobs}
     counts = ", ".join(f"{n} {s}" for s, n in Counter(job.status for job in sweep.jobs).items())
-    better = "higher" if sweep.objective.endswith("accuracy") else "lower"
+    better = "higher" if sweep.objective in HIGHER_IS_BETTER else "lower"
     parts = [
         f"<h2>{html.escape(str(sweep.folder))}</h2>" if several else "",
         f"<p>{len(sweep.jobs)} jobs ({counts}); swept: "

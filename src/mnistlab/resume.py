@@ -58,6 +58,10 @@ MAY_CHANGE = (
     "loop.grad_clip_norm",
     "loop.nan_policy",
     "loop.overwrite",
+    "loop.early_stopping.*",
+    "loop.target.*",
+    "loop.eval_every_n_steps",
+    "loop.test_on",
     "device.*",
     "dataset.source.root",
     "dataset.source.mirrors",
@@ -137,7 +141,8 @@ def prepare(cfg: DictConfig, overrides: Sequence[str], sources: Sequence[str]) -
     for key in keys:
         OmegaConf.update(saved, key, plain(OmegaConf.select(cfg, key)), merge=False)
     check_epochs(saved.loop.epochs, state["progress"]["epoch"])
-    done = finished(path.parent, state["progress"]["epoch"], saved.loop.epochs)
+    stopped = state["progress"].get("stop_reason") is not None  # early stopping, or a target
+    done = finished(path.parent, state["progress"]["epoch"], saved.loop.epochs, stopped)
     if done is None:
         applied = ", ".join(map(str, changes)) or "its saved config unchanged"
         log.info("resuming %s with %s", path.parent, applied)
@@ -298,9 +303,9 @@ def check_epochs(epochs: int, done: int) -> None:
         )
 
 
-def finished(folder: Path, done: int, epochs: int) -> dict[str, Any] | None:
+def finished(folder: Path, done: int, epochs: int, stopped: bool) -> dict[str, Any] | None:
     """A completed run's metrics, saying so in one line; None while there is work left."""
-    if done < epochs:
+    if done < epochs and not stopped:
         return None
     try:
         metrics = json.loads((folder / METRICS_FILE).read_text())
@@ -308,6 +313,9 @@ def finished(folder: Path, done: int, epochs: int) -> dict[str, Any] | None:
         return None
     if not isinstance(metrics, dict) or metrics.get("status") != "completed":
         return None
+    if stopped:
+        log.warning("%s stopped already (%s): nothing changed", folder, metrics.get("stop_reason"))
+        return metrics
     log.warning(
         "%s finished all its %d epochs already: nothing changed (loop.epochs=<more> trains on)",
         folder,

@@ -66,6 +66,7 @@ class Run:
     progress: Progress
     world: World
     clock: float = dataclasses.field(init=False)  # perf_counter() when the run's time was 0
+    best_weights: dict[str, torch.Tensor] | None = None  # as saved in best.pt by this process
 
     def __post_init__(self) -> None:
         # A resumed run's clock goes on from the time its earlier parts took.
@@ -76,10 +77,18 @@ class Run:
         """The model itself, unwrapped from DistributedDataParallel where it is wrapped."""
         return getattr(self.model, "module", self.model)
 
-    def save_checkpoint(self, progress: Progress) -> None:
-        """Write checkpoint.pt (rank 0 only); a full disk is recorded in metrics.json too."""
+    def best(self) -> dict[str, torch.Tensor]:
+        """The best weights: kept since they were saved, or else (after a resume) best.pt's."""
+        if self.best_weights is None:
+            self.best_weights = checkpoint.load(self.out_dir / rundir.BEST_FILE)["model"]
+        return self.best_weights
+
+    def save_checkpoint(self, progress: Progress, name: str) -> None:
+        """Write checkpoint.pt or best.pt (rank 0); a full disk is recorded in metrics.json too."""
+        if name == rundir.BEST_FILE:  # every rank keeps the best weights for loop.test_on=best
+            self.best_weights = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         if self.world.is_main:
-            path = self.out_dir / checkpoint.FILENAME
+            path = self.out_dir / name
             parts = (self.net, self.optimizer, self.scheduler)
             try:
                 checkpoint.save(path, self.cfg, *parts, progress)
@@ -232,18 +241,21 @@ def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
 def check_data(cfg: DictConfig, data: Splits, batch_size: int, ranks: int) -> None:
     """What the settings could not show alone: split sizes, and an objective the data has."""
     check_sizes(data, cfg.dataset.source, batch_size, ranks)
-    if cfg.objective.startswith("test_") and data.test is None:
-        raise SettingError(
-            f"objective={cfg.objective} needs a test split, but {cfg.dataset.source._target_} "
-            "has none: use objective=val_loss or val_accuracy, or a dataset with a test split "
-            "(dataset=mnist or idx)"
-        )
+    target = cfg.loop.target.metric or ""
+    for key, metric in (("objective", cfg.objective), ("loop.target.metric", target)):
+        if metric.startswith("test_") and data.test is None:
+            raise SettingError(
+                f"{key}={metric} needs a test split, but {cfg.dataset.source._target_} has "
+                "none: use val_loss or val_accuracy, or a dataset with a test split "
+                "(dataset=mnist or idx)"
+            )
 
 
 def fit_run(run: Run, writer: Any, stop: Interrupts) -> dict[str, Any]:
     """Train the run with `mnistlab.loop.fit`; its metrics, with where and how big it ran."""
-    out = Outputs(writer, run.save_checkpoint, stop, run.clock)
-    metrics = fit(trainee(run), source(run), plan(run.settings.loop), run.progress, out)
+    out = Outputs(writer, run.save_checkpoint, run.best, stop, run.clock)
+    parts = trainee(run), source(run), plan(run.settings.loop, run.cfg.objective)
+    metrics = fit(*parts, run.progress, out)
     return metrics | {
         "world_size": run.world.size,
         "global_batch_size": run.world.size * run.settings.loader.batch_size,
@@ -280,14 +292,25 @@ def source(run: Run) -> Source:
     )
 
 
-def plan(loop: config.LoopSettings) -> Plan:
+def plan(loop: config.LoopSettings, objective: str) -> Plan:
     """What `fit` needs of the loop settings."""
     options = StepOptions(
         log_every=loop.log_every_n_batches,
         grad_clip_norm=loop.grad_clip_norm,
         skip_nonfinite=loop.nan_policy == "skip",
     )
-    return Plan(epochs=loop.epochs, options=options, checkpoint_every=loop.checkpoint_every_n_steps)
+    target = None if loop.target.metric is None else (loop.target.metric, loop.target.value)
+    return Plan(
+        epochs=loop.epochs,
+        options=options,
+        checkpoint_every=loop.checkpoint_every_n_steps,
+        objective=objective,
+        patience=loop.early_stopping.patience,
+        min_delta=loop.early_stopping.min_delta,
+        target=target,
+        eval_every=loop.eval_every_n_steps,
+        test_on=loop.test_on,
+    )
 
 
 def eval_batches(run: Run, split) -> Iterator[Batch]:

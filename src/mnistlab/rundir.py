@@ -30,7 +30,14 @@ from mnistlab.outputs import METRICS_FILE
 CHECKPOINT_FILE = "checkpoint.pt"  # in every run folder; loop.resume names the folder or it
 EVENTS_PATTERN = "events.out.tfevents.*"
 # What a run writes into its folder; `loop.overwrite=true` removes these before a new run.
-RUN_OUTPUTS = (CHECKPOINT_FILE, METRICS_FILE, EVENTS_PATTERN, f".{CHECKPOINT_FILE}.*.tmp")
+BEST_FILE = "best.pt"  # the checkpoint of the best evaluation by the objective, beside it
+RUN_OUTPUTS = (
+    CHECKPOINT_FILE,
+    BEST_FILE,
+    METRICS_FILE,
+    EVENTS_PATTERN,
+    f".{CHECKPOINT_FILE}.*.tmp",
+)
 HYDRA_OUTPUTS = (".hydra", "train.log")
 
 _started: datetime.datetime | None = None

@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from mnistlab import naming
+from mnistlab.history import HIGHER_IS_BETTER
 from mnistlab.outputs import METRICS_FILE, open_atomic, write_json
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,13 @@ METRIC_KEYS = (
     "world_size",
     "global_batch_size",
     "device",
+    "stop_reason",
+    "best_value",
+    "best_step",
+    "tested_on",
+    "target_reached",
+    "target_step",
+    "target_seconds",
 )
 # The compact table leaves out what rarely differs between jobs (the CSV keeps everything).
 TABLE_KEYS = METRIC_KEYS[:5] + ("samples_per_second", "wall_time_s")
@@ -172,7 +180,7 @@ def objective_of(jobs: list[Job]) -> str | None:
 def rank(jobs: list[Job], objective: str | None) -> list[Job]:
     """Completed jobs best first; then failed, unfinished and unreadable ones, in job order."""
     # Losses are minimised; accuracies (the only other metrics we return) are maximised.
-    sign = -1.0 if objective is not None and objective.endswith("accuracy") else 1.0
+    sign = -1.0 if objective in HIGHER_IS_BETTER else 1.0
 
     def key(job: Job) -> tuple[bool, float]:
         value = job.metrics.get(objective) if objective is not None else None
@@ -246,7 +254,7 @@ def summary_text(sweep_dir: Path, jobs: list[Job], objective: str | None) -> str
     if objective is None:
         ranked = "not ranked: no job's config could be read"
     else:
-        better = "higher" if objective.endswith("accuracy") else "lower"
+        better = "higher" if objective in HIGHER_IS_BETTER else "lower"
         ranked = f"ranked by {objective} ({better} is better)"
     return f"Sweep {sweep_dir}: {len(jobs)} jobs ({tally}), {ranked}\n\n{markdown_table(jobs)}\n"
 
