@@ -64,6 +64,7 @@ class DeviceSettings:
 
 
 NAN_POLICIES = ("stop", "skip")
+PRECISIONS = ("32", "bf16", "16-mixed")  # loop.precision (mnistlab.precision)
 TEST_ON = ("final", "best")
 
 
@@ -100,6 +101,10 @@ class LoopSettings:
     target: Target = field(default_factory=Target)
     eval_every_n_steps: int | None = None  # also validate (and check target, patience) mid-epoch
     test_on: str = "final"  # the model the test split evaluates: final, or best (by objective)
+    precision: str = "32"  # 32, bf16 (autocast, CPU or CUDA) or 16-mixed (CUDA, loss scaling)
+    compile: bool = False  # torch.compile the model
+    label_smoothing: float = 0.0
+    channels_last: bool = False  # model and 4-D input batches in channels-last memory order
 
     def __post_init__(self) -> None:
         if isinstance(self.early_stopping, dict):  # from the config: nested values come as dicts
@@ -110,7 +115,7 @@ class LoopSettings:
         self.check_recipe()
 
     def check_recipe(self) -> None:
-        """Early stopping, target, evaluation points and the tested model."""
+        """Early stopping, target, evaluation points, the tested model, precision, smoothing."""
         patience, min_delta = self.early_stopping.patience, self.early_stopping.min_delta
         if patience is not None and patience < 1:
             raise SettingError(
@@ -135,6 +140,14 @@ class LoopSettings:
             )
         if self.test_on not in TEST_ON:
             raise SettingError(f"loop.test_on={self.test_on!r} is unknown: use final or best")
+        if self.precision not in PRECISIONS:
+            raise SettingError(
+                f"loop.precision={self.precision!r} is unknown: use one of {', '.join(PRECISIONS)}"
+            )
+        if not 0 <= self.label_smoothing < 1:
+            raise SettingError(
+                f"loop.label_smoothing={self.label_smoothing} must be in [0, 1), e.g. 0.1"
+            )
 
     def check_counts(self) -> None:
         """Epochs, logging and checkpoint intervals, clipping and the NaN policy."""
@@ -282,6 +295,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "dropout": (lambda x: 0 <= x < 1, "in [0, 1), e.g. 0.2"),
     "hidden": (lambda x: x >= 1, ">= 1, e.g. 128"),
     "channels": (lambda x: x >= 1, "two integers >= 1, e.g. [16, 32]"),
+    "kernel_sizes": (lambda x: x >= 1 and x % 2 == 1, "two odd integers >= 1, e.g. [3, 3]"),
     "num_samples": (lambda x: x >= 1, "an integer >= 1"),
     "num_val_samples": (lambda x: x >= 1, "an integer >= 1"),
     "num_train_samples": (lambda x: x >= 1, "an integer >= 1, or null for all"),

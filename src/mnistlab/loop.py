@@ -19,7 +19,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
-from mnistlab import SettingError, board
+from mnistlab import SettingError, board, precision
 from mnistlab.data import Batch
 from mnistlab.distributed import SINGLE, World
 from mnistlab.history import TAGS, better, reached
@@ -85,6 +85,9 @@ class StepOptions:
     log_every: int = 100  # read the running sums and log their means every this many steps
     grad_clip_norm: float | None = None
     skip_nonfinite: bool = False  # drop a batch whose loss is NaN/Inf (a device sync per step)
+    precision: str = "32"  # the forward pass's: 32, bf16 or 16-mixed (mnistlab.precision)
+    label_smoothing: float = 0.0
+    channels_last: bool = False  # 4-D input batches in channels-last memory order
 
 
 def train_epoch(
@@ -97,6 +100,7 @@ def train_epoch(
     log: Callable[[int, dict[str, float]], None],
     options: StepOptions = StepOptions(),
     scheduler: LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
     after_step: Callable[[], bool] = lambda: False,
     description: str = "",
     world: World = SINGLE,
@@ -120,18 +124,16 @@ def train_epoch(
         mininterval=0.5,
     ) as bar:
         for inputs, targets in batches:
-            inputs = inputs.to(device, non_blocking=True)
+            inputs = to_device(inputs, device, options.channels_last)
             targets = targets.to(device, non_blocking=True)
-            logits = model(inputs)  # 1. forward
-            loss = loss_fn(logits, targets)  # 2. loss
+            with precision.autocast(options.precision, device):
+                logits = model(inputs)  # 1. forward
+            loss = loss_fn(logits.float(), targets)  # 2. loss
             if options.skip_nonfinite and not torch.isfinite(loss):  # a device sync
                 progress.skipped += 1
             else:
                 optimizer.zero_grad(set_to_none=True)  # 3. clear old gradients
-                loss.backward()  # 4. backward
-                if options.grad_clip_norm is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip_norm)
-                optimizer.step()  # 5. update
+                update(model, optimizer, loss, scaler, options.grad_clip_norm)  # 4. and 5.
                 if scheduler is not None:
                     scheduler.step()
                 count(progress, loss.detach(), logits.detach(), targets)
@@ -149,6 +151,36 @@ def train_epoch(
     if progress.window_steps:  # the epoch's last, partial window reaches the curve too
         log_window(progress, optimizer, log, world)
     return True
+
+
+def to_device(inputs: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """A batch of inputs on the device, images in channels-last order where asked."""
+    inputs = inputs.to(device, non_blocking=True)
+    if channels_last and inputs.dim() == 4:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return inputs
+
+
+def update(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    scaler: torch.amp.GradScaler | None,
+    clip: float | None,
+) -> None:
+    """Backward and optimizer step; with a float16 loss scaler, scaled and unscaled around it."""
+    if scaler is None:
+        loss.backward()
+        if clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    if clip is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    scaler.step(optimizer)  # skipped where the scaled gradients overflowed
+    scaler.update()
 
 
 def count(progress: Progress, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor):
@@ -185,16 +217,20 @@ def check_finite(value: float, what: str) -> float:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: Iterable[Batch], device: torch.device
+    model: nn.Module,
+    batches: Iterable[Batch],
+    device: torch.device,
+    options: StepOptions = StepOptions(),
 ) -> tuple[float, float]:
-    """Mean loss and accuracy of `model` over `batches`."""
+    """Mean loss and accuracy of `model` over `batches`, in the precision it trains in."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     count = 0
     for inputs, targets in batches:
-        inputs, targets = inputs.to(device), targets.to(device)
-        logits = model(inputs)
+        inputs, targets = to_device(inputs, device, options.channels_last), targets.to(device)
+        with precision.autocast(options.precision, device):
+            logits = model(inputs).float()
         loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
         correct += (logits.argmax(dim=1) == targets).sum()
         count += len(targets)
@@ -210,6 +246,7 @@ class Trainee:
     scheduler: LRScheduler | None
     device: torch.device
     world: World = SINGLE
+    scaler: torch.amp.GradScaler | None = None  # loop.precision=16-mixed only
 
     @property
     def net(self) -> nn.Module:
@@ -308,7 +345,7 @@ def fit(
     if not interrupted and source.test is not None:
         if plan.test_on == "best" and progress.best_step is not None:
             trainee.net.load_state_dict(out.best())
-        metrics.update(test(trainee, source.test, out.writer, progress.step))
+        metrics.update(test(trainee, source.test, out.writer, progress.step, plan.options))
     if stop.late is not None:
         name = signal.Signals(stop.late).name
         log.warning("%s came after training had finished: the run completed anyway", name)
@@ -335,6 +372,7 @@ def run_epoch(
         log=lambda step, values: board.log_batch(writer, step, values),
         options=plan.options,
         scheduler=trainee.scheduler,
+        scaler=trainee.scaler,
         after_step=after_step,
         description=f"epoch {progress.epoch + 1}/{plan.epochs}",
         world=world,
@@ -344,7 +382,7 @@ def run_epoch(
     if finished:
         trained = world.size * (progress.epoch_samples - samples_before)  # since a resume too
         speed = trained / (time.perf_counter() - tick)
-        end_epoch(trainee, source, progress, writer, plan.epochs, speed)
+        end_epoch(trainee, source, plan, progress, writer, speed)
     return finished
 
 
@@ -352,7 +390,7 @@ def validate(
     trainee: Trainee, source: Source, plan: Plan, step: int, writer: Any
 ) -> dict[str, float]:
     """A mid-epoch evaluation: validation loss and accuracy (logged), and test ones for a target."""
-    loss, accuracy = evaluate(trainee.net, source.val(), trainee.device)
+    loss, accuracy = evaluate(trainee.net, source.val(), trainee.device, plan.options)
     trainee.model.train()  # evaluate() switched to eval mode; the epoch goes on
     check_finite(loss, f"validation loss after step {step}")
     writer.add_scalar(TAGS["val_loss"], loss, step)
@@ -364,7 +402,7 @@ def test_values(trainee: Trainee, source: Source, plan: Plan) -> dict[str, float
     """The test split's loss and accuracy where the target is a test metric (else nothing)."""
     if plan.target is None or not plan.target[0].startswith("test_") or source.test is None:
         return {}
-    loss, accuracy = evaluate(trainee.net, source.test(), trainee.device)
+    loss, accuracy = evaluate(trainee.net, source.test(), trainee.device, plan.options)
     trainee.model.train()
     return {"test_loss": loss, "test_accuracy": accuracy}
 
@@ -435,9 +473,9 @@ def summary(
 def end_epoch(
     trainee: Trainee,
     source: Source,
+    plan: Plan,
     progress: Progress,
     writer: Any,
-    epochs: int,
     samples_per_second: float,
 ) -> None:
     """Validate, log the epoch's metrics, and move `progress` on to the next epoch."""
@@ -445,7 +483,7 @@ def end_epoch(
     mean_loss = world.mean(progress.epoch_loss / progress.epoch_samples).item()
     train_loss = check_finite(mean_loss, f"training loss by step {step}")
     train_accuracy = world.mean(progress.epoch_correct).item() / progress.epoch_samples
-    val_loss, val_accuracy = evaluate(trainee.net, source.val(), trainee.device)
+    val_loss, val_accuracy = evaluate(trainee.net, source.val(), trainee.device, plan.options)
     check_finite(val_loss, f"validation loss after step {step}")
     progress.val = {
         "train_loss": train_loss,
@@ -459,7 +497,7 @@ def end_epoch(
         "epoch %d/%d  train_loss %.4f  train_accuracy %.2f%%  val_loss %.4f  val_accuracy %.2f%%"
         "  (%.0f samples/s)",
         progress.epoch + 1,
-        epochs,
+        plan.epochs,
         train_loss,
         100 * train_accuracy,
         val_loss,
@@ -471,10 +509,14 @@ def end_epoch(
 
 
 def test(
-    trainee: Trainee, batches: Callable[[], Iterable[Batch]], writer: Any, step: int
+    trainee: Trainee,
+    batches: Callable[[], Iterable[Batch]],
+    writer: Any,
+    step: int,
+    options: StepOptions,
 ) -> dict[str, float]:
     """Evaluate on the test split once training is done."""
-    loss, accuracy = evaluate(trainee.net, batches(), trainee.device)
+    loss, accuracy = evaluate(trainee.net, batches(), trainee.device, options)
     writer.add_scalar(TAGS["test_loss"], loss, step)
     writer.add_scalar(TAGS["test_accuracy"], accuracy, step)
     log.info("test_loss %.4f  test_accuracy %.2f%%", loss, 100 * accuracy)

@@ -22,6 +22,7 @@ from mnistlab import (
     checkpoint,
     config,
     distributed,
+    precision,
     resume,
     rundir,
     schedulers,
@@ -193,6 +194,7 @@ def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
     settings, layout = config.check(cfg), distributed.world()
     device = resolve_device(settings.device.name)
     distributed.check_devices(device, layout)
+    precision.check(settings.loop.precision, device)
     if layout.size > 1 and settings.loop.nan_policy == "skip":
         raise SettingError("loop.nan_policy=skip is single-process only (ranks must step together)")
     configure_device(settings.device)
@@ -212,6 +214,10 @@ def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
         data.num_classes,
     )
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    if settings.loop.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if settings.loop.compile:
+        model.compile()  # in place: the module, its parameters and state_dict keys stay the same
     if layout.size > 1:
         model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
@@ -265,7 +271,8 @@ def fit_run(run: Run, writer: Any, stop: Interrupts) -> dict[str, Any]:
 
 def trainee(run: Run) -> Trainee:
     """The parts `fit` trains."""
-    return Trainee(run.model, run.optimizer, run.scheduler, run.device, run.world)
+    scaler = precision.grad_scaler(run.settings.loop.precision, run.device)
+    return Trainee(run.model, run.optimizer, run.scheduler, run.device, run.world, scaler)
 
 
 def source(run: Run) -> Source:
@@ -298,6 +305,9 @@ def plan(loop: config.LoopSettings, objective: str) -> Plan:
         log_every=loop.log_every_n_batches,
         grad_clip_norm=loop.grad_clip_norm,
         skip_nonfinite=loop.nan_policy == "skip",
+        precision=loop.precision,
+        label_smoothing=loop.label_smoothing,
+        channels_last=loop.channels_last,
     )
     target = None if loop.target.metric is None else (loop.target.metric, loop.target.value)
     return Plan(

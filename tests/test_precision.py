@@ -1,0 +1,74 @@
+"""Speed-run pieces: bf16, channels-last, label smoothing, the valid-padded CNN, the preset."""
+
+import re
+
+import pytest
+import torch
+
+from conftest import compose_config
+from mnistlab import SettingError
+from mnistlab.models import build
+from mnistlab.run import train
+
+SMALL = (
+    "dataset.source.num_samples=3000",
+    "dataset.loader.batch_size=64",
+    "loop.epochs=2",
+    "device=cpu",
+    "device.threads=1",
+)
+
+
+def test_bf16_trains_about_as_well_as_fp32(tmp_path):
+    full = train(compose_config(*SMALL), tmp_path / "fp32")
+    half = train(compose_config(*SMALL, "loop.precision=bf16"), tmp_path / "bf16")
+    assert full["val_accuracy"] > 0.6  # learned something worth comparing (chance: 0.1)
+    assert abs(half["val_accuracy"] - full["val_accuracy"]) < 0.03
+    assert half["val_loss"] != full["val_loss"]  # bf16 did change the arithmetic
+
+
+def test_float16_with_loss_scaling_is_refused_off_cuda(tmp_path):
+    cfg = compose_config(*SMALL, "loop.precision=16-mixed")
+    with pytest.raises(SettingError, match=r"^loop.precision=16-mixed needs CUDA .*: use loop"):
+        train(cfg, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ("loop.precision=64", "loop.precision='64' is unknown: use one of 32, bf16, 16-mixed"),
+        ("loop.label_smoothing=1.0", "loop.label_smoothing=1.0 must be in [0, 1)"),
+        ("model.padding=full", "model.padding='full' is unknown: use same or valid"),
+        ("model.kernel_sizes=[4,3]", "model.kernel_sizes=[4, 3] must be two odd integers"),
+    ],
+)
+def test_bad_recipe_settings_are_refused_in_one_line(tmp_path, override, says):
+    cfg = compose_config(*SMALL, "model=cnn", override)
+    with pytest.raises(SettingError, match="^" + re.escape(says)):
+        train(cfg, tmp_path)
+
+
+def test_the_speedrun_cnn_has_the_reference_shape():
+    cfg = compose_config("model=cnn", "model.kernel_sizes=[5,3]", "model.padding=valid")
+    model = build(cfg.model, (28, 28), 10)
+    convs = [layer for layer in model.features if isinstance(layer, torch.nn.Conv2d)]
+    assert [conv.kernel_size for conv in convs] == [(5, 5), (3, 3)]
+    assert model.classifier[1].in_features == 800  # 32 channels x 5 x 5
+    too_small = "needs larger images"
+    with pytest.raises(SettingError, match=too_small):
+        build(cfg.model, (8, 8), 10)
+
+
+def test_the_speedrun_preset_trains_and_records_its_target(tmp_path, mnist_dir):
+    cfg = compose_config(
+        "experiment=mnist_speedrun",
+        f"dataset.source.root={mnist_dir}",
+        "dataset.source.download=false",
+        "dataset.source.num_train_samples=2560",
+        "device.threads=1",
+    )
+    metrics = train(cfg, tmp_path)
+    assert metrics["stop_reason"] in ("completed", "target_reached")
+    assert metrics["target_reached"] is (metrics["stop_reason"] == "target_reached")
+    assert metrics["steps"] == 10 and metrics["test_accuracy"] > 0.5
