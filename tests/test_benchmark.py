@@ -10,8 +10,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import compose_config, imported_modules, run_cli
 from mnistlab import SettingError, config
-from mnistlab.benchmark import job, matmul, race, training
-from mnistlab.benchmark.settings import VARIANT_NAMES
+from mnistlab.benchmark import job, matmul, training
+from mnistlab.benchmark.settings import VARIANT_NAMES, TimeToAccuracySettings
+from mnistlab.history import read_scalars
 
 TINY_MATMUL = (
     "benchmark.sizes=[16,32]",
@@ -257,113 +258,71 @@ def test_training_workload_can_be_the_real_mnist_images(
 
 # ---------------------------------------------------------------- time to accuracy
 
-SYNTHETIC = {"_target_": "mnistlab.synthetic.synthetic_digits", "num_samples": 1200}
+# A quick stand-in for the speed-run's data: small synthetic digits, a validation target.
+QUICK_RACE = (
+    "dataset=synthetic",
+    "dataset.source.num_samples=1200",
+    "device.threads=1",
+    "loop.target.metric=val_accuracy",
+)
 
 
-def race_config(*overrides: str, data: dict | None = None):
-    """The shipped time_to_accuracy config on the CPU; small synthetic digits unless `data`."""
-    cfg = compose_config(
-        "device=cpu", "benchmark=time_to_accuracy", *overrides, config_name="benchmark"
-    )
-    cfg.benchmark.data = SYNTHETIC if data is None else data
+def race_config(*run_overrides: str):
+    """The shipped time_to_accuracy config on the CPU, its run shrunk by `run_overrides`."""
+    cfg = compose_config("device=cpu", "benchmark=time_to_accuracy", config_name="benchmark")
+    cfg.benchmark.overrides = [*QUICK_RACE, *run_overrides]
     return cfg
 
 
-def test_time_to_accuracy_presets_compose() -> None:
-    for model, target, name in [("mlp", 0.975, "MNISTClassifier"), ("cnn", 0.99, "ConvNet")]:
-        cfg = compose_config(
-            "benchmark=time_to_accuracy", f"benchmark.model={model}", config_name="benchmark"
-        )
-        settings = config.to_settings(cfg.benchmark, race.TimeToAccuracySettings, "benchmark")
-        assert settings.recipe.target_accuracy == target
-        assert settings.recipe.model["_target_"] == f"mnistlab.models.{name}"
-        trained = compose_config(f"model={model}")  # the same model config as mnistlab-train's
-        assert settings.recipe.model == dict(trained.model)
-    with pytest.raises(SettingError, match="benchmark.model='vit' is unknown: use one of mlp, cnn"):
-        job.run(race_config("benchmark.model=vit"), Path("never-made"))
+def test_time_to_accuracy_composes_the_speedrun_preset() -> None:
+    cfg = compose_config("benchmark=time_to_accuracy", config_name="benchmark")
+    settings = config.to_settings(cfg.benchmark, TimeToAccuracySettings, "benchmark")
+    assert settings.experiment == "mnist_speedrun" and settings.overrides == []
+    cfg.benchmark.experiment = "nothing_like_it"
+    with pytest.raises(SettingError, match="^benchmark.experiment=nothing_like_it: "):
+        job.run(cfg, Path("never-made"))
+    cfg.benchmark.experiment = "mnist_mlp"  # a preset without a target
+    with pytest.raises(SettingError, match="^benchmark.experiment=mnist_mlp sets no loop.target"):
+        job.run(cfg, Path("never-made"))
 
 
-@pytest.mark.slow
-def test_time_to_accuracy_stops_at_the_target(tmp_path: Path, capsys) -> None:
-    cfg = race_config("benchmark.model=mlp", "benchmark.recipes.mlp.target_accuracy=0.5")
-    results = job.run(cfg, tmp_path)
-    out = capsys.readouterr().out
-
-    assert results["reached"] and results["split"] == "val"  # synthetic digits: no test split
-    evaluations = results["evaluations"]
-    assert [row["accuracy"] >= 0.5 for row in evaluations] == [False] * (len(evaluations) - 1) + [
-        True
-    ]
-    assert results["accuracy"] == evaluations[-1]["accuracy"] >= 0.5
-    assert results["epochs"] == evaluations[-1]["epoch"] == len(evaluations)  # at epoch ends
-    assert 0 < results["eval_time_s"] < results["wall_time_s"] and results["load_time_s"] > 0
-    assert "reached 50.00% val accuracy in" in out
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["reached"] and saved["epochs"] == results["epochs"]
-    series = scalars(tmp_path)
-    assert [value for _, value in series["val/accuracy"]] == pytest.approx(
-        [row["accuracy"] for row in evaluations]
-    )
-    assert series["time_to_accuracy/seconds"] == [(0, pytest.approx(results["wall_time_s"]))]
+def test_time_to_accuracy_is_a_training_run_that_stops_at_its_target(tmp_path, capsys) -> None:
+    results = job.run(race_config("loop.target.value=0.3", "loop.eval_every_n_steps=1"), tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())  # train()'s own record
+    assert results["reached"] and metrics["stop_reason"] == "target_reached"
+    assert results["steps"] == metrics["target_step"] == metrics["steps"]
+    assert results["wall_time_s"] == metrics["target_seconds"] > 0
+    accuracies = read_scalars(tmp_path)["val/accuracy"][1]
+    assert accuracies[-1] >= 0.3 > max(accuracies[:-1], default=0)  # the first that reached it
+    assert "reached val_accuracy 0.3 in" in capsys.readouterr().out
+    assert json.loads((tmp_path / "results.json").read_text())["reached"]
 
 
-def test_time_to_accuracy_can_stop_mid_epoch(tmp_path: Path) -> None:
-    cfg = race_config(
-        "benchmark.model=mlp",
-        "benchmark.recipes.mlp.target_accuracy=0.3",
-        "benchmark.eval_every_n_steps=3",
-    )
-    results = job.run(cfg, tmp_path)
-    steps_per_epoch = 1080 // 64 + 1  # 1,200 digits less a 10% validation split, batch 64
-    assert results["reached"] and results["steps"] % 3 == 0
-    assert results["steps"] < steps_per_epoch and results["epochs"] < 1
-
-
-@pytest.mark.slow
 def test_time_to_accuracy_not_reached_is_a_result(tmp_path: Path, capsys) -> None:
-    cfg = race_config(
-        "benchmark.model=cnn",
-        "benchmark.recipes.cnn.target_accuracy=1.0",
-        "benchmark.recipes.cnn.epochs=1",
-        "benchmark.recipes.cnn.model.channels=[4,8]",
-    )
-    results = job.run(cfg, tmp_path)
-    assert not results["reached"] and results["epochs"] == 1 and results["accuracy"] < 1
-    assert "NOT REACHED: 100.00% val accuracy" in capsys.readouterr().out
+    results = job.run(race_config("loop.target.value=1.0"), tmp_path)
+    assert not results["reached"] and results["epochs"] == 1 and results["final"] < 1
+    assert "NOT REACHED: val_accuracy 1" in capsys.readouterr().out
     assert json.loads((tmp_path / "results.json").read_text())["reached"] is False
 
 
-def test_time_to_accuracy_without_mnist_files_says_where(tmp_path: Path) -> None:
-    data = {"_target_": "mnistlab.mnist.mnist", "root": str(tmp_path), "download": False}
-    with pytest.raises(SettingError, match=f"dataset files missing in {tmp_path}"):
-        job.run(race_config(data=data), tmp_path / "out")
-
-
 @pytest.mark.slow
-def test_cli_time_to_accuracy_sweeps_both_models_on_real_mnist(
+def test_cli_time_to_accuracy_runs_the_speedrun_on_real_mnist(
     tmp_path: Path, mnist_dir: Path
 ) -> None:
     done = run_cli(
         "mnistlab.benchmark",
-        "-m",
         "device=cpu",
         "benchmark=time_to_accuracy",
-        "benchmark.model=mlp,cnn",
-        f"benchmark.data.root={mnist_dir}",
-        "benchmark.data.num_train_samples=1000",
-        "benchmark.recipes.mlp.target_accuracy=0.6",
-        "benchmark.recipes.cnn.target_accuracy=0.6",
-        "benchmark.recipes.cnn.epochs=1",
+        f"benchmark.overrides=['dataset.source.root={mnist_dir}',"
+        "'dataset.source.num_train_samples=2560','loop.target.value=0.6']",
         cwd=tmp_path,
         timeout=180,
     )
     assert done.returncode == 0, done.stderr
-    paths = sorted((tmp_path / "outputs" / "benchmarks" / "sweeps").rglob("results.json"))
-    results = [json.loads(path.read_text()) for path in paths]
-    assert [r["model"] for r in results] == ["mlp", "cnn"]
-    assert all(r["split"] == "test" and r["accuracy"] >= 0.6 for r in results if r["reached"])
-    assert results[0]["reached"]  # the MLP gets 60% of MNIST's test set from 1,000 samples
-    assert "test accuracy" in done.stdout
+    (path,) = (tmp_path / "outputs" / "benchmarks").rglob("results.json")
+    results = json.loads(path.read_text())
+    assert results["target"] == "test_accuracy" and results["metrics"]["steps"] == 10
+    assert "test_accuracy 0.6" in done.stdout
 
 
 @pytest.mark.cuda

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from mnistlab import SettingError, config
@@ -38,6 +39,8 @@ def run_config(overrides: Sequence[str] = (), config_dir: str | Path | None = No
         # Like --config-dir: the folder's options join the shipped groups.
         overrides.append(f"hydra.searchpath=[file://{folder}]")
     config.register_schemas()
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra job (mnistlab-benchmark)
+        return compose(config_name="train", overrides=overrides)  # its search path: the same
     with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
 

@@ -45,7 +45,7 @@ BENCHMARKS: dict[str, tuple[type, str]] = {
     "training": (TrainingSettings, "mnistlab.benchmark.training.training_benchmark"),
     "time_to_accuracy": (
         TimeToAccuracySettings,
-        "mnistlab.benchmark.race.time_to_accuracy_benchmark",
+        "mnistlab.benchmark.time_to_accuracy.time_to_accuracy_benchmark",
     ),
 }
 register_schemas()

@@ -5,7 +5,6 @@ benchmark runs.
 """
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -76,66 +75,16 @@ class TrainingSettings:
 
 
 @dataclass
-class Recipe:
-    """How `benchmark=time_to_accuracy` trains one model to its target: one of `recipes`."""
-
-    model: dict[str, Any] = field(default_factory=dict)  # a `_target_` node: conf/model/*.yaml
-    target_accuracy: float = 0.99  # stop as soon as the test accuracy reaches this
-    batch_size: int = 128
-    lr: float = 3e-3  # Adam's peak learning rate in the one-cycle schedule
-    epochs: int = 3  # the one-cycle schedule's length, and where we give up
-
-    def check(self, name: str) -> None:
-        key = f"benchmark.recipes.{name}"
-        if not 0 < self.target_accuracy <= 1:
-            raise SettingError(f"{key}.target_accuracy={self.target_accuracy} must be in (0, 1]")
-        for setting in ("batch_size", "epochs"):
-            if getattr(self, setting) < 1:
-                raise SettingError(f"{key}.{setting}={getattr(self, setting)} must be >= 1")
-        if self.lr <= 0:
-            raise SettingError(f"{key}.lr={self.lr} must be > 0")
-        if "_target_" not in self.model:
-            raise SettingError(f"{key}.model needs a _target_, e.g. mnistlab.models.ConvNet")
-
-
-@dataclass
 class TimeToAccuracySettings:
-    """The `benchmark=time_to_accuracy` group: train one recipe until it reaches its target."""
+    """The `benchmark=time_to_accuracy` group: one mnistlab-train run of a preset with a target."""
 
     name: str = "time_to_accuracy"
-    model: str = "cnn"  # which of `recipes` to train
-    recipes: dict[str, Recipe] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=lambda: {"_target_": "mnistlab.mnist.mnist"})
-    eval_every_n_steps: int | None = None  # also evaluate mid-epoch; null: only at epoch ends
-    eval_batch_size: int = 500
-    log_every_n_batches: int = 100
-    fast_optimizer: bool = True  # fused (else foreach) Adam, as loop.fast_optimizer does
-    seed: int = 0
+    experiment: str = "mnist_speedrun"  # experiments/<name>.yaml: it must set loop.target
+    overrides: list[str] = field(default_factory=list)  # more settings, as mnistlab-train takes
 
     def __post_init__(self) -> None:
-        self.recipes = {
-            name: recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
-            for name, recipe in self.recipes.items()
-        }
-        if self.model not in self.recipes:
-            raise SettingError(
-                f"benchmark.model={self.model!r} is unknown: use one of {', '.join(self.recipes)}"
-            )
-        self.recipe.check(self.model)
-        if self.eval_every_n_steps is not None and self.eval_every_n_steps < 1:
-            raise SettingError(
-                f"benchmark.eval_every_n_steps={self.eval_every_n_steps} must be >= 1 "
-                "(null: evaluate at the end of each epoch only)"
-            )
-        for key in ("eval_batch_size", "log_every_n_batches"):
-            if getattr(self, key) < 1:
-                raise SettingError(f"benchmark.{key}={getattr(self, key)} must be at least 1")
-        if "_target_" not in self.data:
-            raise SettingError("benchmark.data needs a _target_, e.g. mnistlab.mnist.mnist")
-
-    @property
-    def recipe(self) -> Recipe:
-        return self.recipes[self.model]
+        if not self.experiment:
+            raise SettingError("benchmark.experiment is empty: name a preset, e.g. mnist_speedrun")
 
 
 def register_schemas() -> None:
