@@ -172,8 +172,12 @@ def restore(
     optimizer: torch.optim.Optimizer,
     scheduler: LRScheduler | None,
     device: torch.device,
+    overrides: list[str],
 ) -> Progress:
-    """Load weights, optimizer, schedule and RNG states; return the saved progress, on `device`."""
+    """Load weights, optimizer, schedule and RNG states; return the saved progress, on `device`.
+
+    The progress records this resume: its step, and the `overrides` it continues with.
+    """
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
@@ -182,7 +186,9 @@ def restore(
     for key in SUMS:  # a checkpoint from before train accuracy lacks the correct counts
         saved[key] = saved[key].to(device) if key in saved else torch.zeros((), device=device)
     set_rng_states(state["rng"])
-    return Progress(**saved)
+    progress = Progress(**saved)
+    progress.resumes.append({"at_step": progress.step, "overrides": overrides})
+    return progress
 
 
 def rng_states() -> dict[str, Any]:

@@ -42,7 +42,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnistlab import SettingError, checkpoint, config, schedulers
-from mnistlab.loop import Progress
 from mnistlab.outputs import METRICS_FILE
 
 log = logging.getLogger(__name__)
@@ -62,6 +61,7 @@ MAY_CHANGE = (
     "loop.target.*",
     "loop.eval_every_n_steps",
     "loop.test_on",
+    "loop.compile",
     "device.*",
     "dataset.source.root",
     "dataset.source.mirrors",
@@ -149,15 +149,14 @@ def prepare(cfg: DictConfig, overrides: Sequence[str], sources: Sequence[str]) -
     return Resume(state, path.parent, saved, changes, done)
 
 
-def carry_on(optimizer: torch.optim.Optimizer, progress: Progress, changes: list[Change]) -> None:
-    """After the checkpoint is restored: apply the changed optimizer settings, record them."""
+def carry_on(optimizer: torch.optim.Optimizer, changes: list[Change]) -> None:
+    """After the checkpoint is restored: apply the changed optimizer settings."""
     for change in changes:
         section, _, name = change.key.partition(".")
         if section == "optimizer":  # loading the checkpoint restored the saved values
             value = tuple(change.new) if isinstance(change.new, list) else change.new
             for group in optimizer.param_groups:
                 group[name] = value
-    progress.resumes.append({"at_step": progress.step, "overrides": [str(c) for c in changes]})
 
 
 def check_targets(saved: DictConfig, offered: set[str], source: str) -> None:

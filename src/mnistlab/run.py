@@ -124,51 +124,36 @@ def train(
     and writes the config it continues with to `config_record`/config.yaml.
     `config_sources` are where the config groups live: what a saved config may call.
     """
-    state = None
+    resumed = None
     if cfg.loop.resume is not None:
         resumed = resume.prepare(cfg, overrides, config_sources)
         if resumed.finished is not None:
             return resumed.finished  # nothing to do, and nothing is touched
-        state, cfg, out_dir = resumed.state, resumed.cfg, resumed.folder
+        cfg, out_dir = resumed.cfg, resumed.folder
         if config_record is not None:
             OmegaConf.save(cfg, config_record / "config.yaml")
     with Interrupts() as stop:
-        run = build(cfg, out_dir, state)
-        if state is not None:
-            resume.carry_on(run.optimizer, run.progress, resumed.changes)
+        run = build(cfg, out_dir, resumed)
         stop.hold()  # the writer below must be closed cleanly: no exception from a signal
 
         from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
 
         is_main = run.world.is_main
         # purge_step hides events a killed process logged after its last checkpoint.
-        purge = run.progress.step + 1 if state is not None else None
+        purge = run.progress.step + 1 if resumed is not None else None
         writer = (
             History(SummaryWriter(log_dir=str(out_dir), purge_step=purge), out_dir, purge)
             if is_main
             else NoWriter()
         )
         with closing(writer):
-            if state is None and is_main:
+            if resumed is None and is_main:
                 board.write_session_start(writer, board.hparams_of(cfg) | facts(run))
                 board.write_config(writer, cfg)
             try:
                 metrics = fit_run(run, writer, stop)
             except NonFiniteLoss as err:
-                lr = run.optimizer.param_groups[0]["lr"]
-                saved = out_dir / checkpoint.FILENAME
-                kept = (
-                    f"the last good checkpoint is kept: continue from it with a lower rate, "
-                    f"{rundir.resume_command(out_dir)} optimizer.lr=<lower>"
-                    if saved.exists()
-                    else "no checkpoint yet"
-                )
-                message = f"{err} with optimizer.lr={lr:g}: run marked failed; {kept}"
-                if is_main:
-                    failed = {"status": "failed", "error": message, "step": run.progress.step}
-                    write_metrics(out_dir, failed)
-                    board.write_end(writer, failed, run.progress.step)
-                raise NonFiniteLoss(message) from None
+                raise diverged(run, writer, err) from None
             except Exception as error:  # recorded in TensorBoard, then raised as it was
                 if is_main:
                     failed = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
@@ -185,7 +170,24 @@ def train(
     return metrics
 
 
-def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
+def diverged(run: Run, writer: Any, err: NonFiniteLoss) -> NonFiniteLoss:
+    """Mark the run failed (metrics.json, TensorBoard); the error to raise, with what to do."""
+    lr = run.optimizer.param_groups[0]["lr"]
+    kept = (
+        f"the last good checkpoint is kept: continue from it with a lower rate, "
+        f"{rundir.resume_command(run.out_dir)} optimizer.lr=<lower>"
+        if (run.out_dir / checkpoint.FILENAME).exists()
+        else "no checkpoint yet"
+    )
+    message = f"{err} with optimizer.lr={lr:g}: run marked failed; {kept}"
+    if run.world.is_main:
+        failed = {"status": "failed", "error": message, "step": run.progress.step}
+        write_metrics(run.out_dir, failed)
+        board.write_end(writer, failed, run.progress.step)
+    return NonFiniteLoss(message)
+
+
+def build(cfg: DictConfig, out_dir: Path, resumed: resume.Resume | None) -> Run:
     """Check the config, then build data, model, optimizer and schedule (or restore them).
 
     Every check that can fail comes before training: the settings alone first (before any
@@ -202,6 +204,30 @@ def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
     schedulers.probe(cfg.scheduler, settings.loop.epochs)
     log.info("device: %s; CPU denormal floats %s", describe(device), denormals())
     torch.manual_seed(settings.loop.seed)
+    data = load_data(cfg, settings, device, layout)
+    model = build_net(cfg, settings, data, device, layout)
+    optimizer = build_optimizer(
+        cfg.optimizer, model.parameters(), device, settings.loop.fast_optimizer
+    )
+    steps = num_batches(len(data.train) // layout.size, settings.loader.batch_size)
+    scheduler = schedulers.build(cfg.scheduler, optimizer, settings.loop.epochs * steps, steps)
+    if resumed is not None:
+        net, changes = getattr(model, "module", model), resumed.changes
+        progress = checkpoint.restore(
+            resumed.state, net, optimizer, scheduler, device, [str(c) for c in changes]
+        )
+        resume.carry_on(optimizer, changes)
+        log.info("resumed at epoch %d, step %d", progress.epoch, progress.step)
+    else:
+        progress = Progress.on(device)
+    parts = (model, optimizer, scheduler)
+    return Run(cfg, settings, device, data, *parts, out_dir, progress, layout)
+
+
+def load_data(
+    cfg: DictConfig, settings: config.Settings, device: torch.device, layout: World
+) -> Splits:
+    """The dataset, checked against the settings, on the device in tensor mode."""
     data = build_data(cfg.dataset.source)
     check_data(cfg, data, settings.loader.batch_size, layout.size)
     if settings.loader.mode == "tensor":
@@ -213,6 +239,13 @@ def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
         data.input_shape,
         data.num_classes,
     )
+    return data
+
+
+def build_net(
+    cfg: DictConfig, settings: config.Settings, data: Splits, device: torch.device, layout: World
+) -> torch.nn.Module:
+    """The model on the device: channels-last, compiled, wrapped for torchrun, as set."""
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
     if settings.loop.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -229,19 +262,7 @@ def build(cfg: DictConfig, out_dir: Path, state: dict[str, Any] | None) -> Run:
             layout.size,
             settings.loader.batch_size * layout.size,
         )
-    optimizer = build_optimizer(
-        cfg.optimizer, model.parameters(), device, settings.loop.fast_optimizer
-    )
-    steps = num_batches(len(data.train) // layout.size, settings.loader.batch_size)
-    scheduler = schedulers.build(cfg.scheduler, optimizer, settings.loop.epochs * steps, steps)
-    if state is not None:
-        net = getattr(model, "module", model)
-        progress = checkpoint.restore(state, net, optimizer, scheduler, device)
-        log.info("resumed at epoch %d, step %d", progress.epoch, progress.step)
-    else:
-        progress = Progress.on(device)
-    parts = (model, optimizer, scheduler)
-    return Run(cfg, settings, device, data, *parts, out_dir, progress, layout)
+    return model
 
 
 def check_data(cfg: DictConfig, data: Splits, batch_size: int, ranks: int) -> None:
