@@ -7,7 +7,7 @@ import signal
 
 import pytest
 import torch
-from test_reliability import start, training_started, wait_for
+from test_reliability import start, when_started
 
 from conftest import compose_config
 from mnistlab import SettingError, checkpoint, schedulers
@@ -128,7 +128,7 @@ RUNS = ("run", "reference")
 def test_a_killed_onecycle_run_resumes_bit_exactly(tmp_path):
     reference = start(tmp_path, tmp_path / "reference", *KILL_RUN)
     killed = start(tmp_path, tmp_path / "run", *KILL_RUN)
-    wait_for(lambda: training_started(tmp_path / "run"))
+    when_started(tmp_path / "run")  # the events file, and a little more: the first steps
     killed.send_signal(signal.SIGTERM)
     assert killed.wait(120) == 143, killed.stderr.read()
     saved = checkpoint.load(tmp_path / "run" / checkpoint.FILENAME)

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from mnistlab import SettingError, config
+from mnistlab import SettingError, config, rundir
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,6 @@ def train(
     cfg = run_config(overrides, config_dir)
     from mnistlab import run  # torch loads here, as it does when a command-line job starts
 
-    resumed = config.resumed_folder(cfg.loop.resume)
+    resumed = rundir.resumed_folder(cfg.loop.resume)
     metrics = run.train(cfg, Path(out_dir))
     return Result(metrics=metrics, run_dir=resumed or Path(out_dir))
