@@ -45,6 +45,18 @@ EXPECTED = {
     },
     "mnist_mlp": {"model._target_": "mnistlab.models.MNISTClassifier", "loop.epochs": 3},
     "mnist_cnn": {"model._target_": "mnistlab.models.ConvNet", "loop.epochs": 5},
+    "mnist_speedrun": {
+        "model.kernel_sizes": [5, 3],
+        "model.padding": "valid",
+        "scheduler._target_": "mnistlab.schedulers.onecycle",
+        "optimizer.betas": [0.7, 0.9],
+        "dataset.loader.batch_size": 256,
+        "loop.precision": "bf16",
+        "loop.channels_last": True,
+        "loop.label_smoothing": 0.1,
+        "loop.target.metric": "test_accuracy",
+        "loop.epochs": 1,
+    },
     "optuna_lr_search": {
         "hydra.mode": RunMode.MULTIRUN,
         "hydra.sweeper.direction": "minimize",
