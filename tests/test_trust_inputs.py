@@ -10,9 +10,8 @@ import re
 
 import pytest
 import torch
-from test_idx import write_dataset
 
-from conftest import compose_config, run_cli
+from conftest import compose_config, run_cli, write_idx_dataset
 from mnistlab import SettingError, config
 from mnistlab.run import train
 
@@ -83,7 +82,7 @@ CLI_CASES = [
 def test_bad_input_stops_in_one_line_before_training(tmp_path, overrides, says, data_loaded):
     if "dataset=idx" in overrides:
         tiny = "model=cnn" in overrides  # 3x3 images; else the test split is empty
-        write_dataset(
+        write_idx_dataset(
             tmp_path / "data", n_test=20 if tiny else 0, size=(3, 3) if tiny else (12, 10)
         )
         overrides = [*overrides, f"dataset.source.root={tmp_path / 'data'}"]
