@@ -15,11 +15,13 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mnistlab.history import BATCH_TAGS, TAGS, read_scalars
+from mnistlab.outputs import open_atomic
 from mnistlab.summary import Job, cell, find_jobs, objective_of, rank
 
 log = logging.getLogger(__name__)
@@ -470,9 +472,8 @@ def write_report(folders: list[Path], out: Path, group_over: str = SEED_KEY) -> 
 
     matplotlib.use("Agg")  # files only: no display, no GUI toolkit
     text = page([load_sweep(folder, group_over) for folder in folders])
-    partial = out.with_name(f".{out.name}.partial")
-    partial.write_text(text)
-    partial.replace(out)
+    with open_atomic(out) as file:
+        file.write(text)
     return out
 
 
@@ -484,10 +485,13 @@ def refresh(sweep_dir: Path) -> None:
     sweep's end always rebuilds it (`summary.print_summary`).
     """
     stamp = sweep_dir / ".report.time"
-    if stamp.exists():
+    with suppress(OSError, ValueError):  # no stamp yet, or a damaged one: build
         built_at, took = map(float, stamp.read_text().split())
         if time.time() - built_at < 10 * took:
             return
     started = time.time()
-    write_report([sweep_dir], sweep_dir / REPORT_FILE)
-    stamp.write_text(f"{started} {time.time() - started}\n")
+    try:
+        write_report([sweep_dir], sweep_dir / REPORT_FILE)
+        stamp.write_text(f"{started} {time.time() - started}\n")
+    except OSError as error:  # a read-only sweep folder, a full disk: the sweep goes on
+        log.warning("report.html not written in %s: %s", sweep_dir, error)

@@ -320,8 +320,11 @@ def print_report(sweep_dirs: list[Path], out: Path, group_over: str = "loop.seed
     """Write report.html for `sweep_dirs`; print where it is and how to open TensorBoard."""
     from mnistlab import report  # matplotlib loads only here
 
-    report.write_report(sweep_dirs, out, group_over)
-    print(f"report: {out}")
+    try:
+        report.write_report(sweep_dirs, out, group_over)
+        print(f"report: {out}")
+    except OSError as error:  # a read-only sweep folder, a full disk: the table was printed
+        log.warning("report.html not written: %s", error)
     for sweep_dir in sweep_dirs:  # one sweep per logdir: HParams compares like with like
         print(f"TensorBoard: tensorboard --logdir {shlex.quote(str(sweep_dir))}", flush=True)
 
