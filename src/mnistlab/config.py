@@ -2,13 +2,23 @@
 
 The plain settings groups (device, loop, dataset.loader) have dataclass schemas in Hydra's
 ConfigStore, so a wrong type fails while Hydra composes the config. Ranges are checked in
-each dataclass's `__post_init__`, and swappable components (`_target_` nodes) are checked
-against the signature of what they build, so a typo fails before any data is loaded.
+each dataclass's `__post_init__`. Swappable components (`_target_` nodes) are checked against
+the signature of what they build (keys, and values against the annotations: a list of two
+integers, a number...) and against RANGES, by parameter name. NaN and infinity are refused
+everywhere. So a typo or an impossible value fails before any data is loaded; what depends
+on the data (model x input shape, objective x splits, sizes x split) is checked in
+`mnistlab.run.build` once the data is there, before training.
 
 This module does not import torch: `mnistlab-train --help` and `--cfg job` only need it.
 """
 
+import collections.abc
 import inspect
+import math
+import os
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from importlib.resources import files
 from typing import Any
@@ -23,6 +33,7 @@ from mnistlab.rundir import config_subfolder, run_folder, started
 # The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
 CONF_DIR = str(files("mnistlab") / "conf")
 SECTIONS = ("device", "dataset", "model", "optimizer", "loop", "objective")
+GROUPS = ("dataset", "device", "experiment", "loop", "model", "optimizer")  # group=option
 # Ranks other than 0 (torchrun, or the tasks of a SLURM job) leave the run folder to rank 0.
 OTHER_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=disabled")
 METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
@@ -76,7 +87,7 @@ class LoopSettings:
             raise SettingError(
                 f"loop.log_every_n_batches={self.log_every_n_batches} must be at least 1"
             )
-        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
+        if self.grad_clip_norm is not None and not 0 < self.grad_clip_norm < math.inf:
             raise SettingError(
                 f"loop.grad_clip_norm={self.grad_clip_norm} must be > 0 (null: no clipping)"
             )
@@ -120,7 +131,16 @@ def register_schemas() -> None:
     OmegaConf.register_new_resolver("mnistlab.started", started, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("mnistlab.run_folder", run_folder, replace=True)
     OmegaConf.register_new_resolver("mnistlab.config_subfolder", config_subfolder, replace=True)
+    OmegaConf.register_new_resolver("mnistlab.help_groups", help_groups, replace=True)
     naming.register()  # ${mnistlab.job_name:...}, ${mnistlab.run_name:...}
+
+
+def help_groups() -> str:
+    """The config groups a training run can choose from, with their options, for --help."""
+    from hydra.core.global_hydra import GlobalHydra  # initialised: Hydra is showing the help
+
+    loader = GlobalHydra.instance().config_loader()
+    return "\n".join(f"{g}: {', '.join(sorted(loader.get_group_options(g)))}" for g in GROUPS)
 
 
 @dataclass(frozen=True)
@@ -143,38 +163,13 @@ def check(cfg: DictConfig) -> Settings:
             f"objective={cfg.objective!r} is unknown: use one of {', '.join(METRICS)}"
         )
     check_target(cfg.dataset.source, "dataset.source")
-    check_source(cfg.dataset.source)
     check_target(cfg.model, "model")
     check_target(cfg.optimizer, "optimizer")
-    for key in ("lr", "momentum", "weight_decay"):
-        if key in cfg.optimizer:
-            check_number(cfg.optimizer[key], f"optimizer.{key}", positive=key == "lr")
-    if "hidden" in cfg.model:
-        check_number(cfg.model.hidden, "model.hidden", positive=True)
-    if "dropout" in cfg.model and not 0 <= cfg.model.dropout < 1:
-        raise SettingError(f"model.dropout={cfg.model.dropout} must be in [0, 1), e.g. 0.2")
     return Settings(
         device=to_settings(cfg.device, DeviceSettings, "device"),
         loader=to_settings(cfg.dataset.loader, LoaderSettings, "dataset.loader"),
         loop=to_settings(cfg.loop, LoopSettings, "loop"),
     )
-
-
-def check_source(source: DictConfig) -> None:
-    """The sizes every dataset builder shares: counts >= 1, a validation fraction in (0, 1)."""
-    for key in ("num_samples", "num_val_samples"):
-        if key in source and (not isinstance(source[key], int) or source[key] < 1):
-            raise SettingError(f"dataset.source.{key}={source[key]!r} must be an integer >= 1")
-    if "val_fraction" in source:
-        fraction = source.val_fraction
-        if (
-            isinstance(fraction, bool)
-            or not isinstance(fraction, int | float)
-            or not 0 < fraction < 1
-        ):
-            raise SettingError(
-                f"dataset.source.val_fraction={fraction!r} must be between 0 and 1, e.g. 0.1"
-            )
 
 
 def to_settings(node: DictConfig, kind: type, name: str) -> Any:
@@ -185,15 +180,51 @@ def to_settings(node: DictConfig, kind: type, name: str) -> Any:
         raise SettingError(
             f"{name}.{unknown[0]} is not a setting: use one of {', '.join(sorted(known))}"
         )
-    return kind(**OmegaConf.to_container(node, resolve=True))
+    values = OmegaConf.to_container(node, resolve=True)
+    check_finite(values, name)
+    return kind(**values)
+
+
+def check_finite(value: Any, name: str) -> None:
+    """Refuse NaN and infinity anywhere in `value`: no setting means either (null means off)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(item, f"{name}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            check_finite(item, name)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise SettingError(f"{name}={value} must be a finite number, not NaN or infinity")
+
+
+# The numbers a component may take, by parameter name, whichever class takes them (torch's
+# optimizers, the models, the dataset builders); in a list, each number is checked.
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "lr": (lambda x: x > 0, "> 0"),
+    "eps": (lambda x: x > 0, "> 0 (it keeps a division finite), e.g. 1e-8"),
+    "weight_decay": (lambda x: x >= 0, ">= 0"),
+    "momentum": (lambda x: 0 <= x < 1, "in [0, 1), e.g. 0.9"),
+    "dampening": (lambda x: 0 <= x <= 1, "in [0, 1]"),
+    "alpha": (lambda x: 0 <= x < 1, "in [0, 1), e.g. 0.99"),
+    "betas": (lambda x: 0 <= x < 1, "two numbers in [0, 1), e.g. [0.9, 0.999]"),
+    "dropout": (lambda x: 0 <= x < 1, "in [0, 1), e.g. 0.2"),
+    "hidden": (lambda x: x >= 1, ">= 1, e.g. 128"),
+    "channels": (lambda x: x >= 1, "two integers >= 1, e.g. [16, 32]"),
+    "num_samples": (lambda x: x >= 1, "an integer >= 1"),
+    "num_val_samples": (lambda x: x >= 1, "an integer >= 1"),
+    "num_train_samples": (lambda x: x >= 1, "an integer >= 1, or null for all"),
+    "val_fraction": (lambda x: 0 < x < 1, "between 0 and 1, e.g. 0.1"),
+}
 
 
 def check_target(node: DictConfig, name: str) -> None:
-    """Refuse keys the `_target_` does not accept, or values of the wrong plain type."""
+    """Refuse keys the `_target_` does not accept, values of the wrong type or out of range."""
     target = get_object(node._target_)
     parameters = inspect.signature(target, eval_str=True).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    for key in node:
+    values = OmegaConf.to_container(node, resolve=True)
+    check_finite(values, name)
+    for key, value in values.items():
         if key.startswith("_"):
             continue
         if key not in parameters:
@@ -203,9 +234,96 @@ def check_target(node: DictConfig, name: str) -> None:
             raise SettingError(
                 f"{name}.{key} is not accepted by {node._target_}: use one of {allowed}"
             )
-        kind = parameters[key].annotation
-        if kind in (int, float, str, bool) and not has_type(node[key], kind):
-            raise SettingError(f"{name}.{key}={node[key]!r} must be of type {kind.__name__}")
+        parameter = parameters[key]
+        if not fits(value, parameter.annotation):
+            example = plain(parameter.default)
+            short = example not in (None, inspect.Parameter.empty) and len(repr(example)) < 30
+            hint = f", e.g. {example}" if short else ""
+            raise SettingError(
+                f"{name}.{key}={value!r} must be {describe(parameter.annotation)}{hint}"
+            )
+        check_range(value, f"{name}.{key}", key)
+
+
+def check_range(value: Any, name: str, key: str) -> None:
+    """Refuse a number outside what RANGES allows for a parameter called `key`."""
+    if key not in RANGES or value is None:
+        return
+    allowed, text = RANGES[key]
+    numbers = value if isinstance(value, list) else [value]
+    if not all(has_type(number, float) and allowed(number) for number in numbers):
+        raise SettingError(f"{name}={value!r} must be {text}")
+
+
+def plain(value: Any) -> Any:
+    """A default as it is written in YAML: tuples as lists."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+# What a YAML value can be, in words for messages.
+PLAIN_TYPES = {
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    str: ("a string", "strings"),
+    bool: ("true or false", "true/false values"),
+    type(None): ("null", "nulls"),
+}
+UNIONS = (typing.Union, types.UnionType)
+SEQUENCES = (list, tuple, collections.abc.Sequence)
+MAPPINGS = (dict, collections.abc.Mapping)
+
+
+def fits(value: Any, kind: Any) -> bool:
+    """Whether a plain config value fits a parameter's annotation (a list for a tuple too).
+
+    A value is refused only where the annotation says clearly that it cannot be right: a
+    string for a number or a list, a list of the wrong length, a number for a class such as
+    torch.Tensor. Annotations it cannot read (Any, Callable, ...) accept anything.
+    """
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is inspect.Parameter.empty or (isinstance(value, dict) and "_target_" in value):
+        return True  # no annotation; or instantiate builds it, its parameters unchecked here
+    if kind in PLAIN_TYPES:
+        return value is None if kind is type(None) else has_type(value, kind)
+    if origin in UNIONS:
+        return any(fits(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin in SEQUENCES:
+        if not isinstance(value, list):
+            return False  # a string is a sequence too, but never the list that was meant
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(map(fits, value, args))
+        return not args or all(fits(item, args[0]) for item in value)
+    if origin in MAPPINGS:
+        if not isinstance(value, dict):
+            return False
+        return not args or all(fits(k, args[0]) and fits(v, args[1]) for k, v in value.items())
+    if isinstance(kind, type):
+        return isinstance(value, str) if issubclass(kind, os.PathLike) else isinstance(value, kind)
+    return True
+
+
+def describe(kind: Any, many: bool = False) -> str:
+    """An annotation in words: tuple[int, int] -> "a list of 2 integers"."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind in PLAIN_TYPES:
+        return PLAIN_TYPES[kind][many]
+    if origin in UNIONS:
+        # Classes no YAML value can be (torch.Tensor) would only confuse the message.
+        readable = [arg for arg in args if arg in PLAIN_TYPES or typing.get_origin(arg)]
+        return " or ".join(describe(arg, many) for arg in readable or args)
+    if origin in SEQUENCES:
+        items = [arg for arg in args if arg is not Ellipsis]
+        what = describe(items[0], many=True) if items else "values"
+        count = f"{len(args)} " if origin is tuple and args[-1:] != (Ellipsis,) else ""
+        return f"{'lists' if many else 'a list'} of {count}{what}"
+    if origin in MAPPINGS:
+        what = f" of {describe(args[0], True)} to {describe(args[1], True)}" if args else ""
+        return f"{'mappings' if many else 'a mapping'}{what}"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, args))
+    return getattr(kind, "__name__", str(kind))
 
 
 def has_type(value: Any, kind: type) -> bool:
@@ -213,11 +331,3 @@ def has_type(value: Any, kind: type) -> bool:
     if kind in (int, float) and isinstance(value, bool):
         return False
     return isinstance(value, int | float) if kind is float else isinstance(value, kind)
-
-
-def check_number(value: Any, name: str, positive: bool) -> None:
-    """Refuse a non-numeric value, or a negative one (or zero, where `positive`)."""
-    if not has_type(value, float):
-        raise SettingError(f"{name}={value!r} is not a number")
-    if value < 0 or (positive and value == 0):
-        raise SettingError(f"{name}={value} must be {'> 0' if positive else '>= 0'}")

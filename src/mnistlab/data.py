@@ -70,6 +70,38 @@ def build(source: Any) -> Splits:
         raise
 
 
+# The size settings of the dataset builders, named when a split comes out too small.
+SIZE_KEYS = ("root", "num_samples", "val_fraction", "num_val_samples", "num_train_samples")
+
+
+def check_sizes(data: Splits, source: Any, batch_size: int, ranks: int) -> None:
+    """Refuse an empty split, or a training split smaller than one batch per rank."""
+    given = [
+        f"dataset.source.{k}={source[k]}"
+        for k in SIZE_KEYS
+        if k in source and source[k] is not None
+    ]
+    sizes = ", ".join(given) or f"dataset.source._target_={source._target_}"
+    for name, part in (("training", data.train), ("validation", data.val), ("test", data.test)):
+        if part is not None and len(part) == 0:
+            raise SettingError(
+                f"the dataset has 0 {name} samples with {sizes}: every split needs at least "
+                "one sample; change these settings (or the files)"
+            )
+    per_rank = len(data.train) // ranks
+    if per_rank == 0:
+        raise SettingError(
+            f"the dataset has {len(data.train)} training samples for {ranks} ranks ({sizes}): "
+            "every rank needs one; use more data or fewer ranks"
+        )
+    if batch_size > per_rank:
+        each = f" per rank ({ranks} ranks)" if ranks > 1 else ""
+        raise SettingError(
+            f"dataset.loader.batch_size={batch_size} is more than the {per_rank} training "
+            f"samples{each} ({sizes}): use at most {per_rank}, or more data"
+        )
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The shuffle seed of one epoch: derived, so a resumed run replays the same order."""
     return seed * 100_003 + epoch

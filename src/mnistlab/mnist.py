@@ -145,6 +145,8 @@ def read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndar
         raise SettingError(
             f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
         )
+    if len(images) == 0:  # an empty split: nothing to train on or to measure
+        raise SettingError(f"{images_path} holds no images: every split needs at least one")
     return images, labels
 
 

@@ -4,7 +4,41 @@ import math
 from collections.abc import Sequence
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch import nn
+
+from mnistlab import SettingError
+
+
+def build(node: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Instantiate the model for this data and run it once on a zero sample.
+
+    A model that cannot take the data (a CNN on 3 features, images too small for its pooling)
+    then fails here, in one line, before training, rather than with a traceback mid-run.
+    """
+    what = f"model ({node._target_}) for inputs of shape {input_shape} and {num_classes} classes"
+    try:
+        model = instantiate(node, input_shape=input_shape, num_classes=num_classes)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, SettingError):
+            raise err.__cause__ from None
+        cause = str(err.__cause__).partition("\n")[0]
+        raise SettingError(f"cannot build the {what}: {cause}") from None
+    model.eval()  # no dropout, no batch-norm statistics: the probe leaves no trace
+    try:
+        with torch.no_grad():
+            logits = model(torch.zeros(1, *input_shape))
+    except RuntimeError as err:  # shape mismatches: torch's message says which layer
+        first_line = str(err).partition("\n")[0]
+        raise SettingError(f"the {what} fails on one sample: {first_line}") from None
+    model.train()
+    if tuple(logits.shape) != (1, num_classes):
+        raise SettingError(
+            f"the {what} returns {tuple(logits.shape)} for one sample, not (1, {num_classes})"
+        )
+    return model
 
 
 class MNISTClassifier(nn.Module):
@@ -32,12 +66,18 @@ class ConvNet(nn.Module):
         self,
         input_shape: Sequence[int],
         num_classes: int,
-        channels: Sequence[int] = (32, 64),
+        channels: tuple[int, int] = (32, 64),
         hidden: int = 128,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
         # (H, W) images get a channel dimension in forward; (C, H, W) images keep theirs.
+        if len(input_shape) not in (2, 3) or min(input_shape[-2:]) < 4:
+            raise SettingError(
+                f"model=cnn needs images of at least 4x4 pixels, (H, W) or (C, H, W) (its two "
+                f"poolings halve them twice), but the dataset's inputs have shape "
+                f"{tuple(input_shape)}: use model=mlp"
+            )
         in_channels, height, width = (1, *input_shape) if len(input_shape) == 2 else input_shape
         first, second = channels
         self.features = nn.Sequential(

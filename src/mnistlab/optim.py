@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mnistlab import SettingError
 from mnistlab.config import CONF_DIR
 
 
@@ -42,6 +44,19 @@ def build_optimizer(
     if fast and "fused" not in node and "foreach" not in node:
         extra = fastest_options(get_class(node._target_), device)
     return instantiate(node, params=params, **extra)
+
+
+def probe(node: DictConfig) -> None:
+    """Build the optimizer on one tensor: what torch itself refuses fails before data loads.
+
+    `config.check` has named the usual keys already; this catches the combinations only torch
+    knows, e.g. SGD's nesterov=true with momentum=0.
+    """
+    try:
+        instantiate(node, params=[torch.zeros(1, requires_grad=True)])
+    except InstantiationException as err:
+        cause = str(err.__cause__).partition("\n")[0]
+        raise SettingError(f"optimizer ({node._target_}) refuses its settings: {cause}") from None
 
 
 def adam_config(lr: float) -> DictConfig:

@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mnistlab import SettingError
 from mnistlab.data import Splits, TensorPairs, normalize
 
 SIZE = 28
@@ -100,8 +101,14 @@ def generate(num_samples: int, seed: int, writers_per_digit: int = 200) -> Tenso
 
 def synthetic_digits(num_samples: int = 60_000, val_fraction: float = 0.1, seed: int = 0) -> Splits:
     """Synthetic digits split into training and validation, normalised with training stats."""
-    data = generate(num_samples, seed)
     num_val = round(num_samples * val_fraction)
+    if not 0 < num_val < num_samples:  # checked before drawing: no time lost on a bad split
+        raise SettingError(
+            f"dataset.source.num_samples={num_samples} with dataset.source.val_fraction="
+            f"{val_fraction} gives {num_val} validation and {num_samples - num_val} training "
+            "samples: each split needs at least one; raise num_samples or change val_fraction"
+        )
+    data = generate(num_samples, seed)
     train = TensorPairs(data.inputs[num_val:], data.targets[num_val:])
     val = TensorPairs(data.inputs[:num_val], data.targets[:num_val])
     return normalize(Splits(train=train, val=val, num_classes=10))

@@ -1,0 +1,237 @@
+"""Signals at every stage of a run, and under torchrun (issue 12, §4 and §5): real signals.
+
+Before training a signal ends the run at once, in one line, with the shell's exit code; during
+training the run stops within a few steps, saved; after training (the final test) it has
+nothing left to stop and the run completes. Under torchrun the ranks stop together, and stop
+when the torchrun agent dies.
+"""
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT
+from mnistlab.data import Splits, TensorPairs, random_dataset
+from mnistlab.models import MNISTClassifier
+
+TESTS = Path(__file__).resolve().parent
+ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{TESTS}"}
+QUICK = ("loop.epochs=1", "device.threads=1")
+
+
+def signals_while_loading(
+    signum: int, num_samples: int = 10, num_val_samples: int = 10, seed: int = 0
+) -> Splits:
+    """The random dataset, but the process gets `signum` while it loads."""
+    os.kill(os.getpid(), signum)
+    time.sleep(30)  # a long load: the signal must end it, not wait for it
+    return random_dataset(num_samples, num_val_samples, seed)
+
+
+def with_test_split(num_samples: int = 10, num_val_samples: int = 10, seed: int = 0) -> Splits:
+    """The random dataset with a test split of 7 samples (validation has 10)."""
+    data = random_dataset(num_samples, num_val_samples, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    test = TensorPairs(torch.randn(7, 3, generator=generator), torch.randint(0, 2, (7,)))
+    return Splits(data.train, data.val, data.num_classes, test)
+
+
+class SignalsDuringTest(MNISTClassifier):
+    """The lesson MLP, sending its own process SIGINT when it evaluates the 7 test samples."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and len(x) == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the handler runs here, in the middle of the test evaluation
+        return super().forward(x)
+
+
+def cli(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnistlab.train", *args],
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_while_data_loads_ends_the_run_in_one_line(tmp_path, signum):
+    source = "dataset.source._target_=test_trust_signals.signals_while_loading"
+    process = cli(
+        *QUICK, "dataset=random", source, f"+dataset.source.signum={signum}", cwd=tmp_path
+    )
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, output
+    assert f"interrupted before training started ({signal.Signals(signum).name})" in output
+    assert "Traceback" not in output
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert sorted(path.name for path in run.iterdir()) == [".hydra", "train.log"]
+
+
+class StalledMirror(http.server.BaseHTTPRequestHandler):
+    """Promises a file and sends none of it: the download waits."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.flush()
+        time.sleep(20)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_stalled_download_ends_the_run_and_leaves_no_partial_file(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StalledMirror)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    mirror = f"http://127.0.0.1:{server.server_address[1]}/"
+    data, run = tmp_path / "data", tmp_path / "run"
+    process = cli(
+        *QUICK,
+        "dataset=mnist",
+        f"dataset.source.root={data}",
+        f"dataset.source.mirrors=[{mirror}]",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 60
+    while not list(data.glob(".*.part")):  # the download has begun, and waits
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    server.shutdown()
+    assert process.returncode == 143, output
+    assert "interrupted before training started (SIGTERM)" in output
+    assert "Traceback" not in output
+    assert not list(data.iterdir())  # no partial download left behind
+
+
+def test_sigint_during_the_final_test_lets_the_run_complete(tmp_path):
+    run = tmp_path / "run"
+    process = cli(
+        *QUICK,
+        "dataset=random",
+        "dataset.source._target_=test_trust_signals.with_test_split",
+        "model._target_=test_trust_signals.SignalsDuringTest",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+    )
+    output, _ = process.communicate(timeout=120)
+    # One consistent outcome: the test finished, the run says completed, the exit code is 0.
+    assert process.returncode == 0, output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and "test_loss" in metrics
+    assert "SIGINT came after training had finished: the run completed anyway" in output
+
+
+# --- under torchrun ---------------------------------------------------------------------------
+
+# 30,000 steps of one sample per rank (seconds even on a fast machine): an epoch long enough
+# that stopping at its end (the old behaviour, log_every_n_batches being beyond the epoch)
+# cannot pass for stopping soon.
+LONG_EPOCH = (
+    "device=cpu",
+    "device.threads=1",
+    "dataset=fake_mnist",
+    "dataset.source.num_samples=60000",
+    "dataset.loader.batch_size=1",
+    "loop.epochs=1",
+    "loop.log_every_n_batches=1000000",
+)
+STEPS_PER_EPOCH = 60000 // 2
+
+
+def torchrun(run: Path, cwd: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    return subprocess.Popen(
+        [*command, "-m", "mnistlab.train", *LONG_EPOCH, f"hydra.run.dir={run}"],
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_for_training(run: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not list(run.glob("events.out.tfevents.*")):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the epoch
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (the ranks torchrun started)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` still runs (an exited orphan may stay a zombie until init reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_stop_together_within_a_few_steps_of_sigterm(tmp_path):
+    run = tmp_path / "run"
+    process = torchrun(run, tmp_path)
+    wait_for_training(run, process)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
+    process.wait(60)
+    took = time.monotonic() - sent
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted"
+    # Stopped mid-epoch, at a step both ranks agreed on (else one would wait in DDP forever).
+    assert 0 < metrics["steps"] < STEPS_PER_EPOCH
+    assert took < 15, f"{took:.1f} s from SIGTERM to exit"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the ranks through /proc")
+def test_torchrun_ranks_stop_when_the_agent_dies(tmp_path):
+    run = tmp_path / "run"
+    process = torchrun(run, tmp_path)
+    wait_for_training(run, process)
+    ranks = children(process.pid)
+    assert len(ranks) == 2
+    process.kill()  # SIGKILL: the agent can pass nothing on; the ranks are on their own
+    process.wait(10)
+    deadline = time.monotonic() + 30
+    try:
+        while any(running(pid) for pid in ranks):
+            assert time.monotonic() < deadline, "the ranks trained on without their agent"
+            time.sleep(0.1)
+    finally:
+        for pid in filter(running, ranks):
+            os.kill(pid, signal.SIGKILL)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted"
+    assert 0 < metrics["steps"] < STEPS_PER_EPOCH
