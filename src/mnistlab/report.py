@@ -22,7 +22,7 @@ from typing import Any
 
 from mnistlab.history import BATCH_TAGS, TAGS, read_scalars
 from mnistlab.outputs import open_atomic
-from mnistlab.summary import Job, cell, find_jobs, objective_of, rank
+from mnistlab.summary import Job, cell, find_jobs, objective_of, rank, swept_keys
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +99,6 @@ def load_sweep(folder: Path, group_over: str) -> Sweep:
     keys = swept_keys(jobs)
     objective = objective_of(jobs) or "val_loss"  # no job's config readable: the default
     return Sweep(folder, jobs, objective, keys, group_over if group_over in keys else None)
-
-
-def swept_keys(jobs: list[Job]) -> list[str]:
-    """Overridden keys whose value is not the same in every job, in the order given."""
-    ordered = list(dict.fromkeys(key for job in jobs for key in job.overrides))
-    return [key for key in ordered if len({job.overrides.get(key) for job in jobs}) > 1]
 
 
 def rank_groups(groups: list[Group], objective: str) -> list[Group]:
