@@ -135,6 +135,10 @@ SETTINGS_CASES = [
         "dataset.source.md5='abc' must be a mapping of strings to strings or null",
     ),
     ("dataset=idx dataset.source.num_train_samples=0", "num_train_samples=0 must be an integer"),
+    # A user's own component whose module is not importable (PYTHONPATH=. forgotten).
+    ("model._target_=my_code.Net", "model._target_='my_code.Net' cannot be imported"),
+    ("model._target_=torch.nn.NoSuchNet", "(PYTHONPATH=. for a file in this folder)"),
+    ("optimizer._target_=os", "optimizer._target_='os' is not a class or function"),
 ]
 
 
