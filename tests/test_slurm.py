@@ -28,6 +28,8 @@ CPU = ("device=cpu", "device.threads=1")
 # What the README tells users to run on a cluster without GPUs, on one core per job.
 SLURM = ("-m", "hydra/launcher=slurm_cpu", *CPU)
 TIMING = ("samples_per_second", "wall_time_s")
+# Under pytest-xdist (--dist loadgroup) these run on one worker: one job at a time on the node.
+pytestmark = pytest.mark.xdist_group("slurm")
 
 
 @pytest.fixture(scope="module")

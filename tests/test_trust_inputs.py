@@ -11,8 +11,7 @@ import re
 import pytest
 import torch
 
-from conftest import compose_config, run_cli
-from conftest import write_idx_dataset as write_dataset
+from conftest import compose_config, run_cli, write_idx_dataset
 from mnistlab import SettingError, config
 from mnistlab.run import train
 
@@ -83,7 +82,7 @@ CLI_CASES = [
 def test_bad_input_stops_in_one_line_before_training(tmp_path, overrides, says, data_loaded):
     if "dataset=idx" in overrides:
         tiny = "model=cnn" in overrides  # 3x3 images; else the test split is empty
-        write_dataset(
+        write_idx_dataset(
             tmp_path / "data", n_test=20 if tiny else 0, size=(3, 3) if tiny else (12, 10)
         )
         overrides = [*overrides, f"dataset.source.root={tmp_path / 'data'}"]
@@ -101,7 +100,7 @@ def test_bad_input_stops_in_one_line_before_training(tmp_path, overrides, says, 
     if not data_loaded:
         assert "data:" not in output  # plain values stop before any data loads
     assert "epoch 1/" not in output
-    assert sorted(path.name for path in run.iterdir()) == [".hydra", "train.log"]  # no events
+    assert not run.exists()  # a refused run leaves no folder behind, and writes nothing
 
 
 # The same classes, the next values one would try: each must be refused by the checks made
@@ -136,6 +135,10 @@ SETTINGS_CASES = [
         "dataset.source.md5='abc' must be a mapping of strings to strings or null",
     ),
     ("dataset=idx dataset.source.num_train_samples=0", "num_train_samples=0 must be an integer"),
+    # A user's own component whose module is not importable (PYTHONPATH=. forgotten).
+    ("model._target_=my_code.Net", "model._target_='my_code.Net' cannot be imported"),
+    ("model._target_=torch.nn.NoSuchNet", "(PYTHONPATH=. for a file in this folder)"),
+    ("optimizer._target_=os", "optimizer._target_='os' is not a class or function"),
 ]
 
 

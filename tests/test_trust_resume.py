@@ -18,8 +18,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose_config, run_cli
-from conftest import write_idx_dataset as write_dataset
+from conftest import ROOT, compose_config, run_cli, write_idx_dataset
 from mnistlab import SettingError, checkpoint
 from mnistlab.run import train
 
@@ -176,7 +175,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, one_epoch
 
 
 def test_moved_data_is_found_with_dataset_source_root_on_the_command_line(tmp_path):
-    write_dataset(tmp_path / "data", n_train=120, n_test=20)
+    write_idx_dataset(tmp_path / "data", n_train=120, n_test=20)
     idx = ("dataset=idx", "dataset.source.num_val_samples=20", "dataset.loader.batch_size=20")
     run = tmp_path / "run"
     train(

@@ -19,6 +19,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from mnistlab import SettingError, config, rundir
+from mnistlab.train import resume_argv
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,13 @@ def train(
 
     With `loop.resume` the run continues in its own folder, which `Result.run_dir` names.
     """
+    overrides = resume_argv(list(overrides))  # as the command line does for a resume
     cfg = run_config(overrides, config_dir)
-    from mnistlab import run  # torch loads here, as it does when a command-line job starts
+    from mnistlab import resume, run  # torch loads here, as when a command-line job starts
 
+    sources = list(resume.DEFAULT_SOURCES)
+    if config_dir is not None:  # a resumed run may call what the user's own groups offer
+        sources.append(f"file://{Path(config_dir).expanduser().resolve()}")
     resumed = rundir.resumed_folder(cfg.loop.resume)
-    metrics = run.train(cfg, Path(out_dir))
+    metrics = run.train(cfg, Path(out_dir), overrides, sources)
     return Result(metrics=metrics, run_dir=resumed or Path(out_dir))

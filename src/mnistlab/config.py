@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from typing import Any
 
+from hydra._internal.utils import _locate  # get_object without its error log lines
 from hydra.core.config_store import ConfigStore
-from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import SettingError, naming
@@ -303,9 +303,24 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
 }
 
 
+def load_target(path: str, name: str) -> Any:
+    """What `_target_` names, or one line saying why it cannot be imported and how to fix it."""
+    try:
+        target = _locate(path)
+    except (ImportError, ValueError) as err:
+        reason = str(err).splitlines()[-2 if "\n" in str(err) else -1].strip()
+        raise SettingError(
+            f"{name}._target_={path!r} cannot be imported ({reason}): install its package, "
+            "or put its module on the import path (PYTHONPATH=. for a file in this folder)"
+        ) from None
+    if not callable(target):
+        raise SettingError(f"{name}._target_={path!r} is not a class or function")
+    return target
+
+
 def check_target(node: DictConfig, name: str) -> None:
     """Refuse keys the `_target_` does not accept, values of the wrong type or out of range."""
-    target = get_object(node._target_)
+    target = load_target(node._target_, name)
     parameters = inspect.signature(target, eval_str=True).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     values = OmegaConf.to_container(node, resolve=True)

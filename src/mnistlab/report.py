@@ -15,12 +15,14 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mnistlab.history import BATCH_TAGS, HIGHER_IS_BETTER, TAGS, read_scalars
-from mnistlab.summary import Job, cell, find_jobs, objective_of, rank
+from mnistlab.outputs import open_atomic
+from mnistlab.summary import Job, cell, find_jobs, objective_of, rank, swept_keys
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +101,9 @@ def load_sweep(folder: Path, group_over: str) -> Sweep:
     return Sweep(folder, jobs, objective, keys, group_over if group_over in keys else None)
 
 
-def swept_keys(jobs: list[Job]) -> list[str]:
-    """Overridden keys whose value is not the same in every job, in the order given."""
-    ordered = list(dict.fromkeys(key for job in jobs for key in job.overrides))
-    return [key for key in ordered if len({job.overrides.get(key) for job in jobs}) > 1]
-
-
 def rank_groups(groups: list[Group], objective: str) -> list[Group]:
     """Groups with a completed job first, by their mean objective; then the rest."""
-    sign = -1.0 if objective.endswith("accuracy") else 1.0
+    sign = -1.0 if objective in HIGHER_IS_BETTER else 1.0
 
     def key(group: Group) -> tuple[bool, float]:
         mean = group.mean(objective)
@@ -470,9 +466,8 @@ def write_report(folders: list[Path], out: Path, group_over: str = SEED_KEY) -> 
 
     matplotlib.use("Agg")  # files only: no display, no GUI toolkit
     text = page([load_sweep(folder, group_over) for folder in folders])
-    partial = out.with_name(f".{out.name}.partial")
-    partial.write_text(text)
-    partial.replace(out)
+    with open_atomic(out) as file:
+        file.write(text)
     return out
 
 
@@ -484,10 +479,13 @@ def refresh(sweep_dir: Path) -> None:
     sweep's end always rebuilds it (`summary.print_summary`).
     """
     stamp = sweep_dir / ".report.time"
-    if stamp.exists():
+    with suppress(OSError, ValueError):  # no stamp yet, or a damaged one: build
         built_at, took = map(float, stamp.read_text().split())
         if time.time() - built_at < 10 * took:
             return
     started = time.time()
-    write_report([sweep_dir], sweep_dir / REPORT_FILE)
-    stamp.write_text(f"{started} {time.time() - started}\n")
+    try:
+        write_report([sweep_dir], sweep_dir / REPORT_FILE)
+        stamp.write_text(f"{started} {time.time() - started}\n")
+    except OSError as error:  # a read-only sweep folder, a full disk: the sweep goes on
+        log.warning("report.html not written in %s: %s", sweep_dir, error)

@@ -192,9 +192,18 @@ def rank(jobs: list[Job], objective: str | None) -> list[Job]:
 
 def columns(jobs: list[Job], metric_keys: tuple[str, ...]) -> list[str]:
     """The header: job, every overridden key, status, the metrics some job has, error."""
-    override_keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
     present = [key for key in metric_keys if any(key in job.metrics for job in jobs)]
-    return ["job", *override_keys, "status", *present, "error", "folder"]
+    return ["job", *overridden(jobs), "status", *present, "error", "folder"]
+
+
+def overridden(jobs: list[Job]) -> list[str]:
+    """Every overridden key, in the order the jobs give them."""
+    return list(dict.fromkeys(key for job in jobs for key in job.overrides))
+
+
+def swept_keys(jobs: list[Job]) -> list[str]:
+    """Overridden keys whose value is not the same in every job, in the order given."""
+    return [key for key in overridden(jobs) if len({job.overrides.get(key) for job in jobs}) > 1]
 
 
 def row(job: Job) -> dict[str, Any]:
@@ -220,11 +229,17 @@ def write_csv(path: Path, jobs: list[Job]) -> None:
 
 def markdown_table(jobs: list[Job]) -> str:
     """The ranked jobs as a Markdown table, numbers rounded for reading."""
-    # The folder name repeats the overrides; an error column only where some job has one.
+    # The folder name repeats the overrides; an error column only where some job has one;
+    # a setting every job shares is left to summary.csv (it compares nothing).
     has_error = any(job.metrics.get("error") for job in jobs)
+    shared = set(overridden(jobs)) - set(swept_keys(jobs)) if len(jobs) > 1 else set()
     header = [
         "rank",
-        *(key for key in columns(jobs, TABLE_KEYS)[:-1] if has_error or key != "error"),
+        *(
+            key
+            for key in columns(jobs, TABLE_KEYS)[:-1]
+            if (has_error or key != "error") and key not in shared
+        ),
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for place, job in enumerate(jobs, start=1):
@@ -328,8 +343,12 @@ def print_report(sweep_dirs: list[Path], out: Path, group_over: str = "loop.seed
     """Write report.html for `sweep_dirs`; print where it is and how to open TensorBoard."""
     from mnistlab import report  # matplotlib loads only here
 
-    report.write_report(sweep_dirs, out, group_over)
-    print(f"report: {out}")
+    try:
+        report.write_report(sweep_dirs, out, group_over)
+    except OSError as error:  # a read-only sweep folder, a full disk: the table was printed
+        log.warning("report.html not written: %s", error)
+    else:
+        print(f"report: {out}")
     for sweep_dir in sweep_dirs:  # one sweep per logdir: HParams compares like with like
         print(f"TensorBoard: tensorboard --logdir {shlex.quote(str(sweep_dir))}", flush=True)
 
