@@ -82,13 +82,18 @@ def run_name(overrides: Any) -> str:
 
 def remember_swept(config: DictConfig) -> None:
     """Note which keys this sweep varies, for the jobs' folder names (run before they start)."""
-    overrides = list(config.hydra.overrides.task)
-    params = OmegaConf.select(config, "hydra.sweeper.params")
-    if isinstance(params, DictConfig):  # sweeps written in a preset's hydra.sweeper.params
-        overrides += [f"{key}={value}" for key, value in params.items()]
+    overrides = [*config.hydra.overrides.task, *preset_params(config)]
     keys: list[str] = []
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.get_key_element().lstrip("+~")
         if override.is_sweep_override() and key not in keys:
             keys.append(key)
     os.environ[SWEPT_ENV] = json.dumps(keys)
+
+
+def preset_params(config: DictConfig) -> list[str]:
+    """Sweeps written in a preset's hydra.sweeper.params, as `key=value` overrides."""
+    params = OmegaConf.select(config, "hydra.sweeper.params")
+    if not isinstance(params, DictConfig):
+        return []
+    return [f"{key}={value}" for key, value in params.items()]
