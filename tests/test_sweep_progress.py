@@ -4,6 +4,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from conftest import run_cli
 
 LINE = re.compile(
@@ -11,6 +13,7 @@ LINE = re.compile(
 )
 
 
+@pytest.mark.slow  # a real CLI sweep, like the other sweep tests
 def test_each_finished_job_prints_its_result_and_the_sweeps_progress(tmp_path: Path) -> None:
     # The preset's 3 x 3 grid, narrowed on the command line to 1 x 3 (as the sweeper does);
     # the second job's learning rate is refused, so it fails and the sweep goes on.
