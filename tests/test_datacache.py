@@ -12,7 +12,7 @@ import torch
 from conftest import idx_bytes, write_idx, write_idx_dataset
 from mnistlab.data import Splits
 from mnistlab.datacache import CACHE_FILE
-from mnistlab.mnist import FILES, idx
+from mnistlab.mnist import FILES, idx, read_pair, split_order, to_pairs
 
 READ = "read the decoded dataset from"
 WROTE = "later runs read it instead of decoding"
@@ -69,6 +69,12 @@ def test_a_replaced_file_of_the_same_size_and_time_is_not_served_stale(tmp_path,
             lambda path: torch.save({**torch.load(path), "labels": torch.zeros(3)}, path),
             id="wrong-dtype",
         ),
+        pytest.param(
+            lambda path: torch.save(
+                {**torch.load(path), "pixel_counts": torch.ones(256).long()}, path
+            ),
+            id="wrong-counts",
+        ),
     ],
 )
 def test_a_damaged_cache_is_ignored_and_rewritten(tmp_path, caplog, damage) -> None:
@@ -115,3 +121,18 @@ def test_a_read_only_folder_works_without_a_cache_and_says_so_once(tmp_path, cap
     assert not (tmp_path / CACHE_FILE).exists()
     assert not [path for path in tmp_path.iterdir() if "partial" in path.name]
     assert same(first, second)
+
+
+@pytest.mark.parametrize("num_train_samples", [None, 25])
+def test_the_data_is_what_parsing_and_torch_std_mean_give(tmp_path, caplog, num_train_samples):
+    write_idx_dataset(tmp_path)
+    images, labels = read_pair(tmp_path / f"{FILES[0]}.gz", tmp_path / f"{FILES[1]}.gz")
+    order = split_order(len(labels), 10, num_train_samples, seed=3)
+    train = to_pairs(images[order.train], labels[order.train])
+    std, mean = torch.std_mean(train.inputs)  # what normalize computes without the counts
+    expected = train.inputs.sub(mean).div(std)
+    for _ in ("parsed", "cached"):
+        data = idx(str(tmp_path), num_val_samples=10, num_train_samples=num_train_samples, seed=3)
+        assert torch.equal(data.train.inputs, expected)
+        assert torch.equal(data.train.targets, train.targets)
+    assert (tmp_path / CACHE_FILE).exists()

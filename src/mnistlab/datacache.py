@@ -24,9 +24,12 @@ log = logging.getLogger(__name__)
 
 CACHE_FILE = ".mnistlab-decoded.pt"  # in the dataset folder; delete it at will
 FORMAT = "mnistlab-decoded-idx-1"
-PARTS = ("images", "labels", "test_images", "test_labels")
-DIMS = (3, 1, 3, 1)  # what an IDX images (0x0803) and labels (0x0801) file holds
-Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # in PARTS order
+# The four files' arrays, then how many training-file pixels have each of the 256 values
+# (what the normalisation needs, without a pass over every pixel of every run).
+PARTS = ("images", "labels", "test_images", "test_labels", "pixel_counts")
+DIMS = (3, 1, 3, 1, 1)  # what an IDX images (0x0803) and labels (0x0801) file holds
+DTYPES = (torch.uint8,) * 4 + (torch.int64,)
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # in PARTS order
 
 # What torch.load raises on a cut, damaged or foreign file, or one that would run code.
 DAMAGE = (
@@ -70,16 +73,18 @@ def check(state: object, key: dict[str, str]) -> str | None:
     if state.get("files") != key:
         return "stale"
     tensors = [state.get(part) for part in PARTS]
-    for part, tensor, dims in zip(PARTS, tensors, DIMS, strict=True):
-        if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.uint8:
-            return f"{part} is not a uint8 tensor"
+    for part, tensor, dims, dtype in zip(PARTS, tensors, DIMS, DTYPES, strict=True):
+        if not isinstance(tensor, torch.Tensor) or tensor.dtype != dtype:
+            return f"{part} is not a {dtype} tensor"
         if tensor.dim() != dims or len(tensor) == 0:
             return f"{part} has shape {tuple(tensor.shape)}"
-    images, labels, test_images, test_labels = tensors
+    images, labels, test_images, test_labels, pixel_counts = tensors
     if len(images) != len(labels) or len(test_images) != len(test_labels):
         return "image and label counts differ"
     if images.shape[1:] != test_images.shape[1:]:
         return "training and test images differ in size"
+    if pixel_counts.shape != (256,) or int(pixel_counts.sum()) != images.numel():
+        return "pixel_counts does not count the training images' pixels"
     return None
 
 
