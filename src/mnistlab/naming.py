@@ -42,7 +42,8 @@ def parse(overrides: Iterable[str]) -> list[tuple[str, str]]:
 def short_value(value: str) -> str:
     """A value as a path-safe word: the last part of a path, lists as 16-32."""
     value = value.rstrip("/").rsplit("/", 1)[-1].replace("+", "")  # 1e+30 -> 1e30, same number
-    return UNSAFE.sub("-", value).strip("-") or "-"
+    sign = "-" if re.match(r"-[\d.]", value) else ""  # lr:-1 must not read as lr:1
+    return sign + UNSAFE.sub("-", value).strip("-") or "-"
 
 
 def short_keys(keys: list[str]) -> dict[str, str]:
