@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import compose_config, run_cli, write_idx_dataset
 from mnistlab import SettingError
+from mnistlab.datacache import CACHE_FILE
 from mnistlab.mnist import FILES, MNIST_MD5, default_root, ensure_files, idx, mnist
 from mnistlab.run import train
 
@@ -92,7 +93,7 @@ def test_downloads_verifies_and_then_loads_from_the_cache(
         "device=cpu",
     ]
     metrics = train(compose_config(*settings, f"dataset.source.mirrors=[{server}/good/]"), tmp_path)
-    assert sorted(p.name for p in root.iterdir()) == sorted(GZ)
+    assert sorted(p.name for p in root.iterdir()) == sorted([*GZ, CACHE_FILE])  # + decoded copy
     assert all(md5(root / name) == checksums[name] for name in GZ)
     # The second run needs no network: its only mirror refuses every connection.
     again = train(compose_config(*settings, f"dataset.source.mirrors=[{closed_port()}]"), tmp_path)

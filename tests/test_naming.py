@@ -56,6 +56,8 @@ def test_clashing_short_keys_stay_whole(swept) -> None:
         ("model.channels=[16,32]", "channels:16-32"),
         ("optimizer.lr=1e+30", "lr:1e30"),
         ("optimizer.lr=1e-3", "lr:1e-3"),
+        ("optimizer.lr=-1", "lr:-1"),  # the sign stays: a different number
+        ("optimizer.momentum=-.5", "momentum:-.5"),
         ("+model.note='a b, c=d'", "note:a-b-c-d"),
     ],
 )

@@ -4,6 +4,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -268,6 +269,8 @@ def test_joblib_preset_runs_jobs_side_by_side_on_one_thread_each(tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    # Each worker prints its job's progress line: the total reached it from the sweep's process.
+    assert len(re.findall(r"^sweep: job \d .* \| [12]/2 jobs done", result.stdout, re.M)) == 2
     sweep = only_sweep(tmp_path)
     assert [row["status"] for row in read_summary(sweep)] == ["completed", "completed"]
     for folder in job_folders(sweep):
@@ -313,6 +316,7 @@ def test_optuna_preset_runs_a_tiny_search(tmp_path: Path) -> None:
     sweep = only_sweep(tmp_path)
     rows = read_summary(sweep)
     assert len(rows) == 2
+    assert "| 1/2 jobs done" in result.stdout and "| 2/2 jobs done" in result.stdout  # n_trials
     for row in rows:
         assert row["status"] == "completed"
         assert row["optimizer"] in ("sgd", "adam", "rmsprop")

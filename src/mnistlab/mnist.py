@@ -3,7 +3,8 @@
 A dataset folder holds four files, each gzipped (`name.gz`) or not (`name`):
 training images and labels, test images and labels. `mnist()` fills a per-user cache folder
 from a list of mirrors, checking every file against its known MD5; `idx()` reads any folder
-in the same layout, with the image size and class count taken from the files.
+in the same layout, with the image size and class count taken from the files. The decoded
+arrays are kept beside the files (mnistlab.datacache), so the next run skips the parsing.
 Parsing is plain numpy: an IDX file is a big-endian header followed by raw uint8 values.
 """
 
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mnistlab import SettingError
+from mnistlab import SettingError, datacache
 from mnistlab.data import Splits, TensorPairs, normalize
 
 log = logging.getLogger(__name__)
@@ -162,14 +163,13 @@ def find(root: Path, name: str) -> Path | None:
     return None
 
 
-def verify(path: Path, checksums: Mapping[str, str]) -> None:
-    """Refuse a file whose MD5 is known and differs (a damaged or different download)."""
-    expected = checksums.get(path.name)
-    if expected is None:
-        return
+def verify(path: Path, checksums: Mapping[str, str]) -> str:
+    """The file's MD5; refused where it is known and differs (a damaged or different download)."""
     found = md5sum(path)
-    if found != expected:
+    expected = checksums.get(path.name)
+    if expected is not None and found != expected:
         raise DamagedFile(f"{path} has MD5 {found}, expected {expected}")
+    return found
 
 
 class Stopped(BaseException):
@@ -295,7 +295,16 @@ def ensure_files(
     advice: Advice | None = None,
 ) -> dict[str, Path]:
     """The four files in `root`, downloading the missing ones; every known MD5 checked."""
-    advice = advice or Advice(mirrors=tuple(mirrors))
+    paths = obtain(root, mirrors, md5, deadline_s, advice or Advice(mirrors=tuple(mirrors)))
+    for path in paths.values():
+        verify(path, md5)
+    return paths
+
+
+def obtain(
+    root: Path, mirrors: Sequence[str], md5: Mapping[str, str], deadline_s: float, advice: Advice
+) -> dict[str, Path]:
+    """The four files in `root`, downloading the missing ones (each checked as it arrives)."""
     missing = [name for name in FILES if find(root, name) is None]
     if missing and mirrors:
         root.mkdir(parents=True, exist_ok=True)
@@ -304,39 +313,66 @@ def ensure_files(
     for name in missing:
         if not download(name, root, mirrors, md5, deadline_s):
             raise missing_error(root, advice)
-    paths = {name: find(root, name) for name in FILES}
-    for path in paths.values():
-        verify(path, md5)
-    return paths
+    return {name: find(root, name) for name in FILES}
 
 
 def to_pairs(images: np.ndarray, labels: np.ndarray) -> TensorPairs:
-    """Float images in [0, 1] and int64 labels, copied so torch owns (and may write) them."""
-    inputs = torch.tensor(images).to(torch.float32).div_(255)
-    return TensorPairs(inputs, torch.tensor(labels).to(torch.int64))
+    """Float images in [0, 1] and int64 labels, converted (so copied): torch owns them."""
+    inputs = uint8_tensor(images).to(torch.float32).div_(255)
+    return TensorPairs(inputs, uint8_tensor(labels).to(torch.int64))
 
 
-def split(
-    images: np.ndarray,
-    labels: np.ndarray,
+def uint8_tensor(array: np.ndarray) -> torch.Tensor:
+    """The uint8 array as a tensor, sharing its memory where torch allows (it is converted next)."""
+    # torch refuses to share read-only memory (a parsed file's bytes): that one is copied.
+    return torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
+
+
+def decode(root: Path, paths: dict[str, Path], md5: Mapping[str, str]) -> datacache.Arrays:
+    """The files' arrays and pixel counts: from their decoded copy where it matches, else parsed."""
+    key = {path.name: verify(path, md5) for path in paths.values()}  # one MD5 pass: check + key
+    cached = datacache.read(root, key)
+    if cached is not None:
+        return cached
+    images, labels = read_pair(paths[TRAIN_IMAGES], paths[TRAIN_LABELS])
+    test_images, test_labels = read_pair(paths[TEST_IMAGES], paths[TEST_LABELS])
+    if images.shape[1:] != test_images.shape[1:]:
+        raise SettingError(
+            f"{paths[TRAIN_IMAGES]} holds images of {images.shape[1:]} but "
+            f"{paths[TEST_IMAGES]} holds {test_images.shape[1:]}"
+        )
+    arrays = (images, labels, test_images, test_labels, pixel_counts(images))
+    datacache.write(root, key, arrays)
+    return arrays
+
+
+@dataclass(frozen=True)
+class Order:
+    """Which training-file samples become the training split and which the validation split."""
+
+    train: np.ndarray
+    val: np.ndarray
+
+
+def split_order(
+    count: int,
     num_val_samples: int,
     num_train_samples: int | None,
     seed: int,
     key: str | None = "dataset.source",
-) -> tuple[TensorPairs, TensorPairs]:
+) -> Order:
     """A seeded random train/validation split; optionally only the first training samples."""
-    if not 0 < num_val_samples < len(labels):
+    if not 0 < num_val_samples < count:
         raise SettingError(
             f"{key}.num_val_samples={num_val_samples} must be between 1 and "
-            f"{len(labels) - 1} (the file holds {len(labels)} training samples)"
+            f"{count - 1} (the file holds {count} training samples)"
         )
     if num_train_samples is not None and num_train_samples < 1:
         raise SettingError(
             f"{key}.num_train_samples={num_train_samples} must be >= 1, or null for all"
         )
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).numpy()
-    val, train = order[:num_val_samples], order[num_val_samples:][:num_train_samples]
-    return to_pairs(images[train], labels[train]), to_pairs(images[val], labels[val])
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).numpy()
+    return Order(train=order[num_val_samples:][:num_train_samples], val=order[:num_val_samples])
 
 
 def idx(
@@ -369,23 +405,39 @@ def load(
     deadline_s: float,
     sizes: tuple[int, int | None, int],
 ) -> Splits:
-    """Find (or fetch), verify, parse and split the four files; damage named with the fix."""
+    """Find (or fetch), verify, decode and split the four files; damage named with the fix."""
     try:
-        paths = ensure_files(root, advice.sources, md5, deadline_s, advice)
-        images, labels = read_pair(paths[TRAIN_IMAGES], paths[TRAIN_LABELS])
-        test_images, test_labels = read_pair(paths[TEST_IMAGES], paths[TEST_LABELS])
+        paths = obtain(root, advice.sources, md5, deadline_s, advice)
+        images, labels, test_images, test_labels, counts = decode(root, paths, md5)
     except DamagedFile as error:
         raise SettingError(f"{error}: {advice.replace()}") from None
-    if images.shape[1:] != test_images.shape[1:]:
-        raise SettingError(
-            f"{paths[TRAIN_IMAGES]} holds images of {images.shape[1:]} but "
-            f"{paths[TEST_IMAGES]} holds {test_images.shape[1:]}"
-        )
     num_val_samples, num_train_samples, seed = sizes
-    train, val = split(images, labels, num_val_samples, num_train_samples, seed, advice.key)
+    order = split_order(len(labels), num_val_samples, num_train_samples, seed, advice.key)
+    train, val = (images[order.train], labels[order.train]), (images[order.val], labels[order.val])
+    if len(order.train) + len(order.val) < len(labels):  # only some: count what is trained on
+        counts = pixel_counts(train[0])
+    else:  # all but the validation images: fewer to count
+        counts = counts - pixel_counts(val[0])
     num_classes = int(max(labels.max(), test_labels.max())) + 1
-    data = Splits(train, val, num_classes, to_pairs(test_images, test_labels))
-    return normalize(data)
+    data = Splits(to_pairs(*train), to_pairs(*val), num_classes, to_pairs(test_images, test_labels))
+    return normalize(data, pixel_std_mean(counts))
+
+
+def pixel_counts(images: np.ndarray) -> np.ndarray:
+    """How many pixels have each of the 256 values."""
+    return torch.bincount(uint8_tensor(images).flatten(), minlength=256).numpy()
+
+
+def pixel_std_mean(pixel_counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """`torch.std_mean` of images as `to_pairs` makes them, from how many pixels have each value."""
+    # 256 possible values: sums over them in float64 give what std_mean's float64 passes over
+    # every pixel give (the same float32 figures on MNIST's splits), without such a pass.
+    counts = torch.from_numpy(pixel_counts).to(torch.float64)
+    values = torch.arange(256, dtype=torch.float32).div_(255).to(torch.float64)
+    total = counts.sum()
+    mean = (counts * values).sum() / total
+    var = (counts * (values - mean) ** 2).sum() / (total - 1)
+    return var.sqrt().to(torch.float32), mean.to(torch.float32)
 
 
 def mnist(

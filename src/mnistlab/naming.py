@@ -42,7 +42,8 @@ def parse(overrides: Iterable[str]) -> list[tuple[str, str]]:
 def short_value(value: str) -> str:
     """A value as a path-safe word: the last part of a path, lists as 16-32."""
     value = value.rstrip("/").rsplit("/", 1)[-1].replace("+", "")  # 1e+30 -> 1e30, same number
-    return UNSAFE.sub("-", value).strip("-") or "-"
+    sign = "-" if re.match(r"-[\d.]", value) else ""  # lr:-1 must not read as lr:1
+    return sign + UNSAFE.sub("-", value).strip("-") or "-"
 
 
 def short_keys(keys: list[str]) -> dict[str, str]:
@@ -82,13 +83,18 @@ def run_name(overrides: Any) -> str:
 
 def remember_swept(config: DictConfig) -> None:
     """Note which keys this sweep varies, for the jobs' folder names (run before they start)."""
-    overrides = list(config.hydra.overrides.task)
-    params = OmegaConf.select(config, "hydra.sweeper.params")
-    if isinstance(params, DictConfig):  # sweeps written in a preset's hydra.sweeper.params
-        overrides += [f"{key}={value}" for key, value in params.items()]
+    overrides = [*config.hydra.overrides.task, *preset_params(config)]
     keys: list[str] = []
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.get_key_element().lstrip("+~")
         if override.is_sweep_override() and key not in keys:
             keys.append(key)
     os.environ[SWEPT_ENV] = json.dumps(keys)
+
+
+def preset_params(config: DictConfig) -> list[str]:
+    """Sweeps written in a preset's hydra.sweeper.params, as `key=value` overrides."""
+    params = OmegaConf.select(config, "hydra.sweeper.params")
+    if not isinstance(params, DictConfig):
+        return []
+    return [f"{key}={value}" for key, value in params.items()]

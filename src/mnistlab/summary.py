@@ -31,7 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from mnistlab import naming
+from mnistlab import naming, progress
 from mnistlab.history import HIGHER_IS_BETTER
 from mnistlab.outputs import METRICS_FILE, open_atomic, write_json
 
@@ -274,9 +274,9 @@ def summary_text(sweep_dir: Path, jobs: list[Job], objective: str | None) -> str
     return f"Sweep {sweep_dir}: {len(jobs)} jobs ({tally}), {ranked}\n\n{markdown_table(jobs)}\n"
 
 
-def write_summary(sweep_dir: Path) -> str:
+def write_summary(sweep_dir: Path, jobs: list[Job] | None = None) -> str:
     """Rebuild summary.csv and summary.md in `sweep_dir` from its job folders; return the text."""
-    jobs = find_jobs(sweep_dir)
+    jobs = find_jobs(sweep_dir) if jobs is None else jobs
     if not jobs:
         raise FileNotFoundError(f"{sweep_dir} holds no Hydra job folders (*/.hydra/hydra.yaml)")
     objective = objective_of(jobs)
@@ -307,6 +307,27 @@ def record_failure(out_dir: Path, error: BaseException) -> None:
         log.error("could not mark %s failed: %s", out_dir, write_error)
 
 
+def finished(jobs: list[Job]) -> list[Job]:
+    """The jobs that have ended, whatever their status."""
+    return [job for job in jobs if job.status not in (UNFINISHED, UNREADABLE)]
+
+
+def progress_line(jobs: list[Job], folder_name: str) -> str:
+    """The progress line for the job in the folder `folder_name`: its result, then the sweep's."""
+    number, _, name = folder_name.partition("_")
+    label = f"job {number} ({name})" if name else f"job {number}"
+    job = next((job for job in jobs if job.folder.name == folder_name), None)
+    if job is None:  # its folder is not a job folder: say what is known
+        return progress.line(label, "ended", len(finished(jobs)))
+    result = job.status
+    value = job.metrics.get(job.objective) if job.objective is not None else None
+    if isinstance(value, float):
+        result += f", {job.objective}={cell(job.objective, value)}"
+    elif job.metrics.get("error"):
+        result += f": {cell('error', job.metrics['error'])[:120]}"
+    return progress.line(label, result, len(finished(jobs)))
+
+
 class SweepSummary(Callback):
     """Hydra callback: record failed jobs and keep the sweep's summary current after each job."""
 
@@ -319,7 +340,9 @@ class SweepSummary(Callback):
             error = job_return._return_value
             log.error("job failed: %s: %s", type(error).__name__, error)
             record_failure(Path(config.hydra.runtime.output_dir), error)
-        write_summary(Path(config.hydra.sweep.dir))
+        jobs = find_jobs(Path(config.hydra.sweep.dir))
+        write_summary(Path(config.hydra.sweep.dir), jobs)
+        print(progress_line(jobs, Path(config.hydra.runtime.output_dir).name), flush=True)
         from mnistlab import report  # matplotlib loads only where a report is drawn
 
         report.refresh(Path(config.hydra.sweep.dir))
@@ -327,6 +350,7 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Print the ranked table when the sweep's process exits, however the sweep ended."""
         naming.remember_swept(config)  # before any job folder is named
+        progress.start(config, len(finished(find_jobs(Path(config.hydra.sweep.dir)))))
         # Hydra skips on_multirun_end once a job has failed, and Ctrl-C skips it too; an exit
         # hook runs whether the sweep succeeded, failed or was stopped (after Hydra's error).
         atexit.register(print_summary, Path(config.hydra.sweep.dir))

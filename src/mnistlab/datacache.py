@@ -1,0 +1,129 @@
+"""A decoded copy of an IDX dataset beside its four files, so a sweep's jobs skip the gunzip.
+
+Decompressing and parsing MNIST costs every job about half a second; reading the decoded
+uint8 arrays back from one tensor file costs a few hundredths. The copy is keyed by the MD5 of
+each of the four files, as they are on disk now: the MD5 is computed anyway to check the files
+against the known checksums, and unlike a size and modification time it cannot be fooled by a
+replacement of the same size and time (`cp -p`, a coarse clock). A copy whose key differs is
+rebuilt. The file is read with `weights_only=True` (it cannot run code) and its dtypes and
+shapes are checked; anything wrong with it means "decode again", never an error.
+"""
+
+import io
+import logging
+import os
+import pickle
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+CACHE_FILE = ".mnistlab-decoded.pt"  # in the dataset folder; delete it at will
+FORMAT = "mnistlab-decoded-idx-1"
+# The four files' arrays, then how many training-file pixels have each of the 256 values
+# (what the normalisation needs, without a pass over every pixel of every run).
+PARTS = ("images", "labels", "test_images", "test_labels", "pixel_counts")
+DIMS = (3, 1, 3, 1, 1)  # what an IDX images (0x0803) and labels (0x0801) file holds
+DTYPES = (torch.uint8,) * 4 + (torch.int64,)
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # in PARTS order
+
+# What torch.load raises on a cut, damaged or foreign file, or one that would run code.
+DAMAGE = (
+    OSError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    KeyError,
+    IndexError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+)
+_told_read_only: set[Path] = set()  # folders already logged as read-only by this process
+
+
+def read(root: Path, key: dict[str, str]) -> Arrays | None:
+    """The arrays cached in `root` for files with these MD5s; None if absent, stale or damaged."""
+    path = root / CACHE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except DAMAGE as error:
+        log.warning("ignoring %s, to be rewritten: %s", path, first_line(error))
+        return None
+    problem = check(state, key)
+    if problem == "stale":
+        log.info("%s is for other files than those in %s now: decoding again", path, root)
+        return None
+    if problem:
+        log.warning("ignoring %s, to be rewritten: %s", path, problem)
+        return None
+    log.debug("read the decoded dataset from %s", path)
+    return tuple(state[part].numpy() for part in PARTS)
+
+
+def check(state: object, key: dict[str, str]) -> str | None:
+    """What is wrong with a loaded cache ("stale" for another key); None if it can be used."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        return "not a decoded-dataset file of this version"
+    if state.get("files") != key:
+        return "stale"
+    tensors = [state.get(part) for part in PARTS]
+    for part, tensor, dims, dtype in zip(PARTS, tensors, DIMS, DTYPES, strict=True):
+        if not isinstance(tensor, torch.Tensor) or tensor.dtype != dtype:
+            return f"{part} is not a {dtype} tensor"
+        if tensor.dim() != dims or len(tensor) == 0:
+            return f"{part} has shape {tuple(tensor.shape)}"
+    images, labels, test_images, test_labels, pixel_counts = tensors
+    if len(images) != len(labels) or len(test_images) != len(test_labels):
+        return "image and label counts differ"
+    if images.shape[1:] != test_images.shape[1:]:
+        return "training and test images differ in size"
+    if pixel_counts.shape != (256,) or int(pixel_counts.sum()) != images.numel():
+        return "pixel_counts does not count the training images' pixels"
+    return None
+
+
+def write(root: Path, key: dict[str, str], arrays: Arrays) -> None:
+    """Save the arrays for these files atomically; a read-only folder or full disk: no cache."""
+    if not writable(root):
+        if root not in _told_read_only:
+            _told_read_only.add(root)
+            log.info("%s is read-only: no decoded copy, each run decodes the files", root)
+        return
+    state = {"format": FORMAT, "files": key}
+    state |= {part: torch.tensor(array) for part, array in zip(PARTS, arrays, strict=True)}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path = root / CACHE_FILE
+    # The process id keeps parallel jobs of a sweep from writing into each other's file.
+    temporary = path.with_name(f"{CACHE_FILE}.{os.getpid()}.partial")
+    try:
+        with open(temporary, "wb") as file:
+            file.write(buffer.getbuffer())
+            file.flush()
+            os.fsync(file.fileno())  # the rename must not land before the data does
+        os.replace(temporary, path)
+    except OSError as error:  # a full disk, a folder made read-only meanwhile: no cache
+        log.warning("could not write %s: %s", path, error)
+    else:
+        log.info("wrote %s: later runs read it instead of decoding the files", path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def writable(root: Path) -> bool:
+    """Whether `root` may be written: its permissions allow it (even for root, who could)."""
+    # Respect a folder made read-only on purpose (a shared dataset): root bypasses the check.
+    mode = root.stat().st_mode
+    return os.access(root, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def first_line(error: BaseException) -> str:
+    """An exception as one short line: its type and the start of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__

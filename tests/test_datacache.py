@@ -1,0 +1,138 @@
+"""The decoded copy of an IDX dataset: used when it matches the files, rebuilt when not."""
+
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import idx_bytes, write_idx, write_idx_dataset
+from mnistlab.data import Splits
+from mnistlab.datacache import CACHE_FILE
+from mnistlab.mnist import FILES, idx, read_pair, split_order, to_pairs
+
+READ = "read the decoded dataset from"
+WROTE = "later runs read it instead of decoding"
+
+
+def build(root: Path, caplog: pytest.LogCaptureFixture) -> tuple[Splits, str]:
+    """The idx dataset in `root`, and what the cache logged while it was built."""
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="mnistlab.datacache"):
+        data = idx(str(root), num_val_samples=10)
+    return data, caplog.text
+
+
+def same(a: Splits, b: Splits) -> bool:
+    parts = [(a.train, b.train), (a.val, b.val), (a.test, b.test)]
+    return all(
+        torch.equal(x.inputs, y.inputs) and torch.equal(x.targets, y.targets) for x, y in parts
+    )
+
+
+def test_second_build_reads_the_cache_and_gives_the_same_data(tmp_path, caplog) -> None:
+    write_idx_dataset(tmp_path)
+    first, log = build(tmp_path, caplog)
+    assert WROTE in log and READ not in log
+    written = (tmp_path / CACHE_FILE).stat().st_mtime_ns
+    second, log = build(tmp_path, caplog)
+    assert READ in log and WROTE not in log  # the IDX files were not parsed again
+    assert (tmp_path / CACHE_FILE).stat().st_mtime_ns == written
+    assert same(first, second)
+
+
+def test_a_replaced_file_of_the_same_size_and_time_is_not_served_stale(tmp_path, caplog) -> None:
+    write_idx_dataset(tmp_path, gz=False)
+    first, _ = build(tmp_path, caplog)
+    labels = tmp_path / FILES[1]
+    before = labels.stat()
+    # Other labels, same byte count, modification time put back: only the content tells.
+    new_labels = (2 - np.frombuffer(labels.read_bytes()[8:], np.uint8)) % 3
+    write_idx(labels, idx_bytes(new_labels), gz=False)
+    os.utime(labels, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert labels.stat().st_size == before.st_size
+    second, log = build(tmp_path, caplog)
+    assert READ not in log and WROTE in log
+    assert torch.equal(second.train.targets, (2 - first.train.targets) % 3)  # the new labels
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda path: path.write_bytes(b"not a zip"), id="garbage"),
+        pytest.param(lambda path: path.write_bytes(path.read_bytes()[:-100]), id="truncated"),
+        pytest.param(lambda path: path.write_bytes(b""), id="empty"),
+        pytest.param(
+            lambda path: torch.save({**torch.load(path), "labels": torch.zeros(3)}, path),
+            id="wrong-dtype",
+        ),
+        pytest.param(
+            lambda path: torch.save(
+                {**torch.load(path), "pixel_counts": torch.ones(256).long()}, path
+            ),
+            id="wrong-counts",
+        ),
+    ],
+)
+def test_a_damaged_cache_is_ignored_and_rewritten(tmp_path, caplog, damage) -> None:
+    write_idx_dataset(tmp_path)
+    first, _ = build(tmp_path, caplog)
+    damage(tmp_path / CACHE_FILE)
+    second, log = build(tmp_path, caplog)
+    assert "ignoring" in log and WROTE in log
+    assert same(first, second)
+    _, log = build(tmp_path, caplog)
+    assert READ in log
+
+
+class Payload:
+    """A pickle that would create a file if it were ever unpickled without weights_only."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_cache_file_cannot_run_code(tmp_path, caplog) -> None:
+    root, marker = tmp_path / "data", tmp_path / "ran"
+    write_idx_dataset(root)
+    build(root, caplog)
+    torch.save({"format": Payload(marker)}, root / CACHE_FILE, pickle_module=pickle)
+    _, log = build(root, caplog)
+    assert not marker.exists()
+    assert "ignoring" in log and WROTE in log
+
+
+def test_a_read_only_folder_works_without_a_cache_and_says_so_once(tmp_path, caplog) -> None:
+    write_idx_dataset(tmp_path)
+    tmp_path.chmod(0o555)  # read-only by its permissions: respected even when run as root
+    try:
+        first, log = build(tmp_path, caplog)
+        assert "is read-only: no decoded copy" in log
+        second, log = build(tmp_path, caplog)
+        assert "read-only" not in log and READ not in log
+    finally:
+        tmp_path.chmod(0o755)
+    assert not (tmp_path / CACHE_FILE).exists()
+    assert not [path for path in tmp_path.iterdir() if "partial" in path.name]
+    assert same(first, second)
+
+
+@pytest.mark.parametrize("num_train_samples", [None, 25])
+def test_the_data_is_what_parsing_and_torch_std_mean_give(tmp_path, caplog, num_train_samples):
+    write_idx_dataset(tmp_path)
+    images, labels = read_pair(tmp_path / f"{FILES[0]}.gz", tmp_path / f"{FILES[1]}.gz")
+    order = split_order(len(labels), 10, num_train_samples, seed=3)
+    train = to_pairs(images[order.train], labels[order.train])
+    std, mean = torch.std_mean(train.inputs)  # what normalize computes without the counts
+    expected = train.inputs.sub(mean).div(std)
+    for _ in ("parsed", "cached"):
+        data = idx(str(tmp_path), num_val_samples=10, num_train_samples=num_train_samples, seed=3)
+        assert torch.equal(data.train.inputs, expected)
+        assert torch.equal(data.train.targets, train.targets)
+    assert (tmp_path / CACHE_FILE).exists()
