@@ -108,3 +108,14 @@ def test_bad_stopping_settings_are_refused_in_one_line(tmp_path, overrides, says
         train(compose_config(*QUICK, *overrides), tmp_path)
     assert "\n" not in str(refused.value)
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_resuming_a_run_that_stopped_early_changes_nothing(tmp_path):
+    stopped = ("optimizer.lr=1e-9", "loop.epochs=10", "loop.early_stopping.patience=1")
+    stopped += ("loop.early_stopping.min_delta=0.01",)
+    first = train(compose_config(*QUICK, *stopped), tmp_path / "run")
+    assert first["stop_reason"] == "early_stopping" and first["epochs"] == 2
+    before = (tmp_path / "run" / checkpoint.FILENAME).stat().st_mtime_ns
+    again = train(compose_config(*QUICK, f"loop.resume={tmp_path / 'run'}"), tmp_path / "other")
+    assert again == first  # its metrics, as they were: no epoch 3 was trained
+    assert (tmp_path / "run" / checkpoint.FILENAME).stat().st_mtime_ns == before
