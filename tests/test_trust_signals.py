@@ -68,6 +68,22 @@ def cli(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_while_torch_loads_ends_the_job_in_one_line(tmp_path, signum):
+    process = cli(*QUICK, "dataset=random", cwd=tmp_path)
+    # Hydra opens train.log as the job starts; torch then takes a second or more to import.
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("outputs/runs/*/train.log")):
+        assert time.monotonic() < deadline and process.poll() is None, "the job never started"
+        time.sleep(0.005)
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, output
+    assert f"interrupted before training started ({signal.Signals(signum).name})" in output
+    assert "Traceback" not in output
+    assert "epoch 1/" not in output
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_while_data_loads_ends_the_run_in_one_line(tmp_path, signum):
     source = "dataset.source._target_=test_trust_signals.signals_while_loading"
     process = cli(

@@ -48,20 +48,6 @@ class World:
 
 SINGLE = World()
 
-# torchrun's agent starts every rank in a session of its own, so when the agent dies (killed,
-# out of memory) no signal reaches the ranks: they would train on as orphans, writing into
-# the run folder. Each rank notes its parent when this module loads (in `cli`, before Hydra
-# starts) and the loop treats the parent's disappearance like a SIGTERM. Not prctl's
-# PR_SET_PDEATHSIG: Linux only, it fires when the parent *thread* that started the rank ends
-# (not the agent), and it misses an agent that died before the call. One getppid() at each
-# stop check costs well under a microsecond.
-_LAUNCHER = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
-
-
-def launcher_gone() -> bool:
-    """True once the torchrun agent that started this process has died."""
-    return _LAUNCHER is not None and os.getppid() != _LAUNCHER
-
 
 def world() -> World:
     """Read the rank layout torchrun puts in the environment."""

@@ -1,19 +1,38 @@
 """Signals during a run: SIGINT, SIGTERM and SIGUSR2 stop it cleanly, at a step boundary.
 
-`Interrupts` is installed while a run is built and trained; the loop asks it after steps
-(`agreed`, which under torchrun every rank answers alike) whether to stop.
+`Interrupts` is installed from the moment a job starts (mnistlab.train, before torch loads)
+while a run is built and trained; the loop asks it after steps (`agreed`, which under
+torchrun every rank answers alike) whether to stop. No torch here: the entry point imports it.
 """
 
+from __future__ import annotations
+
 import logging
+import os
 import signal
 import threading
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from mnistlab import distributed
-from mnistlab.distributed import World
+    from mnistlab.distributed import World
 
 log = logging.getLogger(__name__)
+
+# torchrun's agent starts every rank in a session of its own, so when the agent dies (killed,
+# out of memory) no signal reaches the ranks: they would train on as orphans, writing into
+# the run folder. Each rank notes its parent when this module loads (mnistlab.train imports
+# it before Hydra starts) and the loop treats the parent's disappearance like a SIGTERM. Not
+# prctl's PR_SET_PDEATHSIG: Linux only, it fires when the parent *thread* that started the
+# rank ends (not the agent), and it misses an agent that died before the call. One getppid()
+# at each stop check costs well under a microsecond.
+_LAUNCHER = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
+
+
+def launcher_gone() -> bool:
+    """True once the torchrun agent that started this process has died."""
+    return _LAUNCHER is not None and os.getppid() != _LAUNCHER
 
 
 class Interrupted(Exception):
@@ -55,7 +74,7 @@ class Interrupts:
     late: int | None = None
     building, finished = True, False
 
-    def __enter__(self) -> "Interrupts":
+    def __enter__(self) -> Interrupts:
         self.previous = {}
         if threading.current_thread() is threading.main_thread():  # only it may set handlers
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
@@ -76,7 +95,7 @@ class Interrupts:
 
     def requested(self) -> bool:
         """Whether this process should stop: a signal came, or torchrun's agent is gone."""
-        if self.signum is None and distributed.launcher_gone():
+        if self.signum is None and launcher_gone():
             log.warning("the torchrun agent that started this rank is gone: stopping")
             self.signum = signal.SIGTERM
         return self.signum is not None

@@ -19,7 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mnistlab import config, rundir
+from mnistlab import config, rundir, signals
 
 log = logging.getLogger(__name__)
 config.register_schemas()
@@ -28,11 +28,13 @@ config.register_schemas()
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point: train in Hydra's output folder, return the objective for sweepers."""
-    from mnistlab import distributed, run, signals  # torch loads here, once a job really starts
+    # A signal while torch loads (a second or more) ends the job in one line, as in data loading.
+    with signals.Interrupts():
+        from mnistlab import distributed, run  # torch loads here, once a job really starts
 
-    distributed.adopt_slurm()
-    if distributed.world().size > 1:
-        distributed.join()  # a SLURM task; under torchrun `cli` has joined already
+        distributed.adopt_slurm()
+        if distributed.world().size > 1:
+            distributed.join()  # a SLURM task; under torchrun `cli` has joined already
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     # A resume applies the command's explicit overrides to the saved config; a saved config
@@ -69,7 +71,13 @@ def cli() -> None:
     """Console entry point. Under torchrun the ranks meet before Hydra picks the run folder."""
     sys.argv[1:] = resume_argv(sys.argv[1:])
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        main()
+        if {"-m", "--multirun"} & set(sys.argv[1:]):
+            main()  # each job handles its own signals; Ctrl-C between jobs ends the sweep
+            return
+        # From Hydra's start to the run's own handling (Hydra composes, opens train.log and
+        # writes .hydra/ first): a signal ends the command in one line, exit 130/143.
+        with signals.Interrupts():
+            main()
         return
     from mnistlab import distributed
 
