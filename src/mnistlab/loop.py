@@ -305,6 +305,9 @@ def fit(
     """Train the remaining epochs (validating and checkpointing each), then test if there is one."""
     world, stop = trainee.world, out.stop
     every = STOP_EVERY if world.size > 1 else 1
+    # A test-metric target evaluates the test split; the values of the model as it was then
+    # (keyed by step) serve the final test too, when no step has been taken since.
+    tested: dict[int, dict[str, float]] = {}
 
     def save(name: str = CHECKPOINT_FILE) -> None:
         progress.wall_seconds = time.perf_counter() - out.clock
@@ -320,6 +323,8 @@ def fit(
         mid_epoch = progress.epoch_step < source.steps_per_epoch  # the epoch's end comes next
         if plan.eval_every is not None and progress.step % plan.eval_every == 0 and mid_epoch:
             values = validate(trainee, source, plan, progress.step, out.writer)
+            tested.clear()
+            tested[progress.step] = test_part(values)
             progress.val |= {key: values[key] for key in ("val_loss", "val_accuracy")}
             judge(progress, plan, values, save, out.clock)
             if progress.stop_reason is not None:
@@ -333,6 +338,8 @@ def fit(
         finished = run_epoch(trainee, source, plan, progress, out.writer, after_step)
         if finished:
             values = progress.val | test_values(trainee, source, plan)
+            tested.clear()
+            tested[progress.step] = test_part(values)
             judge(progress, plan, values, save, out.clock)
         save()
         # Agreed at every epoch's end too: no rank may start an epoch that another skips.
@@ -343,9 +350,12 @@ def fit(
         stop.finish()
     metrics = summary(progress, plan, interrupted, world, out.clock)
     if not interrupted and source.test is not None:
+        tested_step = progress.step
         if plan.test_on == "best" and progress.best_step is not None:
             trainee.net.load_state_dict(out.best())
-        metrics.update(test(trainee, source.test, out.writer, progress.step, plan.options))
+            tested_step = progress.best_step
+        known = tested.get(tested_step) or None
+        metrics.update(test(trainee, source.test, out.writer, progress.step, plan.options, known))
     if stop.late is not None:
         name = signal.Signals(stop.late).name
         log.warning("%s came after training had finished: the run completed anyway", name)
@@ -405,6 +415,11 @@ def test_values(trainee: Trainee, source: Source, plan: Plan) -> dict[str, float
     loss, accuracy = evaluate(trainee.net, source.test(), trainee.device, plan.options)
     trainee.model.train()
     return {"test_loss": loss, "test_accuracy": accuracy}
+
+
+def test_part(values: dict[str, float]) -> dict[str, float]:
+    """The test split's figures among an evaluation's values (none unless a target asked)."""
+    return {key: value for key, value in values.items() if key.startswith("test_")}
 
 
 def judge(
@@ -514,9 +529,13 @@ def test(
     writer: Any,
     step: int,
     options: StepOptions,
+    known: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Evaluate on the test split once training is done."""
-    loss, accuracy = evaluate(trainee.net, batches(), trainee.device, options)
+    """Evaluate on the test split once training is done (`known`: already measured, reused)."""
+    if known is None:
+        loss, accuracy = evaluate(trainee.net, batches(), trainee.device, options)
+    else:
+        loss, accuracy = known["test_loss"], known["test_accuracy"]
     writer.add_scalar(TAGS["test_loss"], loss, step)
     writer.add_scalar(TAGS["test_accuracy"], accuracy, step)
     log.info("test_loss %.4f  test_accuracy %.2f%%", loss, 100 * accuracy)
