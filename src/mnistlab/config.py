@@ -32,8 +32,8 @@ from mnistlab.rundir import config_subfolder, run_folder, started
 
 # The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
 CONF_DIR = str(files("mnistlab") / "conf")
-SECTIONS = ("device", "dataset", "model", "optimizer", "scheduler", "loop", "objective")
-GROUPS = ("dataset", "device", "experiment", "loop", "model", "optimizer", "scheduler")
+SECTIONS = ("device", "dataset", "model", "optimizer", "scheduler", "loop", "sweep", "objective")
+GROUPS = ("dataset", "device", "experiment", "loop", "model", "optimizer", "scheduler", "sweep")
 # Ranks other than 0 (torchrun, or the tasks of a SLURM job) leave the run folder to rank 0.
 OTHER_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=disabled")
 METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
@@ -171,6 +171,31 @@ class LoopSettings:
 
 
 @dataclass
+class Prune:
+    """`sweep.prune`: stop a sweep's hopeless jobs at an epoch's end (mnistlab.prune)."""
+
+    median: bool = False  # worse than the median of the sweep's finished jobs at that epoch
+    diverged: bool = False  # chance-level accuracy, or a non-finite loss
+    grace_epochs: int = 1  # no job is pruned before it has finished this many epochs
+
+    def __post_init__(self) -> None:
+        if self.grace_epochs < 0:
+            raise SettingError(f"sweep.prune.grace_epochs={self.grace_epochs} must be >= 0")
+
+
+@dataclass
+class SweepSettings:
+    """The `sweep` config group: how a re-run sweep treats its jobs, and pruning."""
+
+    retry_failed: bool = False  # re-running a sweep into its folder trains failed jobs again
+    prune: Prune = field(default_factory=Prune)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prune, dict):  # from the config: nested values come as dicts
+            self.prune = Prune(**self.prune)
+
+
+@dataclass
 class LoaderSettings:
     """How batches are drawn (the `dataset.loader` block). Checked when a run starts."""
 
@@ -196,6 +221,7 @@ def register_schemas() -> None:
     store.store(group="schema", name="device", node=DeviceSettings)
     store.store(group="schema", name="loop", node=LoopSettings)
     store.store(group="schema", name="loader", node=LoaderSettings)
+    store.store(group="schema", name="sweep", node=SweepSettings)
     # ${mnistlab.started:...} names run folders: one time for all ranks under torchrun;
     # cached in the config (like Hydra's ${now:}) so launcher workers see the same value.
     OmegaConf.register_new_resolver("mnistlab.started", started, replace=True, use_cache=True)
@@ -218,6 +244,7 @@ class Settings:
     device: DeviceSettings
     loader: LoaderSettings
     loop: LoopSettings
+    sweep: SweepSettings
 
 
 def check(cfg: DictConfig) -> Settings:
@@ -240,6 +267,7 @@ def check(cfg: DictConfig) -> Settings:
         device=to_settings(cfg.device, DeviceSettings, "device"),
         loader=to_settings(cfg.dataset.loader, LoaderSettings, "dataset.loader"),
         loop=to_settings(cfg.loop, LoopSettings, "loop"),
+        sweep=to_settings(cfg.sweep, SweepSettings, "sweep"),
     )
     check_choice(settings.loop, cfg.objective)
     return settings

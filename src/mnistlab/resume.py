@@ -62,6 +62,7 @@ MAY_CHANGE = (
     "loop.eval_every_n_steps",
     "loop.test_on",
     "loop.compile",
+    "sweep.*",  # how a sweep treats the job: retrying, pruning
     "device.*",
     "dataset.source.root",
     "dataset.source.mirrors",
@@ -131,6 +132,8 @@ def prepare(cfg: DictConfig, overrides: Sequence[str], sources: Sequence[str]) -
     saved = checkpoint.config_of(state, path)
     if "scheduler" not in saved:  # saved before schedules existed: it trained without one
         saved.scheduler = schedulers.NONE
+    if "sweep" not in saved:  # saved before the sweep settings existed: their defaults
+        saved.sweep = OmegaConf.structured(config.SweepSettings)
     refuse_code(saved, f"loop.resume: {path}")
     check_targets(saved, offered_targets(sources, cfg), f"loop.resume: {path}")
     keys = explicit_keys(overrides)
