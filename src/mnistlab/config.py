@@ -28,7 +28,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import SettingError, naming
-from mnistlab.rundir import config_subfolder, run_folder, started
+from mnistlab.rundir import run_folder, started
+from mnistlab.sweepresume import config_subfolder
 
 # The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
 CONF_DIR = str(files("mnistlab") / "conf")
