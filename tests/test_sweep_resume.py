@@ -156,6 +156,7 @@ def progress(output: str) -> dict[str, str]:
 def test_a_sweep_interrupted_mid_job_then_between_jobs_ends_as_if_uninterrupted(
     reference: Path, tmp_path: Path
 ) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
     args = [*SWEEP, f"hydra.sweep.dir={sweep}"]
     output = interrupt(tmp_path, args, training(sweep / JOBS[1]), signal.SIGINT)
@@ -182,7 +183,8 @@ def test_a_sweep_interrupted_mid_job_then_between_jobs_ends_as_if_uninterrupted(
     ((name, command),) = CONTINUE.findall(output)
     assert name == "SIGTERM" and not (sweep / JOBS[2]).exists()
 
-    resumed = paste(command, tmp_path)
+    # Continued by the joblib launcher: jobs 0 and 1 reused in its workers, job 2 trained there.
+    resumed = paste(f"{command} {' '.join(JOBLIB)}", tmp_path)
 
     assert resumed.returncode == 1, resumed.stderr  # job 2 fails, as in the reference
     assert_same_as(reference, sweep)
@@ -197,7 +199,7 @@ def test_a_sweep_interrupted_mid_job_then_between_jobs_ends_as_if_uninterrupted(
     assert not list((sweep / JOBS[0] / ".hydra").glob("resumed_*"))
 
 
-def test_a_joblib_sweep_interrupted_mid_job_resumes_to_the_uninterrupted_result(
+def test_a_joblib_sweep_interrupted_mid_job_ends_as_if_uninterrupted(
     reference: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
@@ -212,9 +214,11 @@ def test_a_joblib_sweep_interrupted_mid_job_resumes_to_the_uninterrupted_result(
         if job.is_dir():
             assert status(job) in ("interrupted", "completed"), job.name
 
-    resumed = paste(command, tmp_path)
+    # Continued by the basic launcher, one job after the other.
+    resumed = paste(command.replace(f" {' '.join(JOBLIB)}", ""), tmp_path)
 
     assert resumed.returncode == 1, resumed.stderr
+    assert "Launching 3 jobs locally" in resumed.stdout  # the basic launcher's words
     assert_same_as(reference, sweep)
     assert progress(resumed.stdout)["1"] == "completed (resumed)"
 

@@ -58,14 +58,10 @@ class JobInterrupted(CompactHydraException):
 
 @contextmanager
 def stopping() -> Iterator[None]:
-    """Around a sweep in this process: after a signal, exit 128 + its number (and say how on)."""
-    os.environ[SWEEP_ENV] = json.dumps({"pid": os.getpid(), "pooled": False})
-    # Registered before Hydra's exit hooks (the summary), so it runs after them: the last line.
-    atexit.register(print_continue, sys.argv[1:])
-    listen(immediate=True)  # until the launcher is known (start), as for a single run
+    """Around mnistlab-train: once a signal stopped a sweep, exit 128 + the signal's number."""
     try:
         yield
-    except KeyboardInterrupt:  # SIGINT where none of our handlers was set
+    except KeyboardInterrupt:  # SIGINT before the sweep set its handlers (Hydra composing)
         note(signal.SIGINT)
     except SystemExit as end:
         if isinstance(end, signals.NotStarted):  # while the job loaded torch or its data
@@ -81,12 +77,12 @@ def start(sweep: Path, launcher: str) -> None:
     global _sweep
     pooled = launcher == POOLED
     os.environ[SWEEP_ENV] = json.dumps({"pid": os.getpid(), "pooled": pooled})
-    if launcher in (IN_PROCESS, POOLED):
-        _sweep = sweep
-        listen(immediate=not pooled)
-    else:  # the jobs run elsewhere: Ctrl-C ends this process as it always did
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if launcher not in (IN_PROCESS, POOLED):
+        return  # the jobs run elsewhere (SLURM): a signal ends this process as it always did
+    _sweep = sweep
+    listen(immediate=not pooled)
+    # Registered before the summary's exit hook (a later callback), so it runs after it.
+    atexit.register(print_continue, sys.argv[1:])
 
 
 def listen(immediate: bool) -> None:

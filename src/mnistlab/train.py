@@ -98,15 +98,15 @@ def cli() -> None:
     """Console entry point. Under torchrun the ranks meet before Hydra picks the run folder."""
     sys.argv[1:] = resume_argv(sys.argv[1:])
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # A sweep (-m, or a preset's hydra.mode) that a signal stops exits with 130 / 143
+        # and prints the command that continues it (mnistlab.sweepstop).
         if {"-m", "--multirun"} & set(sys.argv[1:]):
-            # Each job handles its own signals; a signal ends the sweep with 130 / 143 and
-            # the command that continues it.
             with sweepstop.stopping():
-                main()
+                main()  # each job handles its own signals, the sweep those between jobs
             return
         # From Hydra's start to the run's own handling (Hydra composes, opens train.log and
         # writes .hydra/ first): a signal ends the command in one line, exit 130/143.
-        with signals.Interrupts():
+        with sweepstop.stopping(), signals.Interrupts():
             main()
         return
     from mnistlab import distributed
