@@ -285,22 +285,37 @@ def test_another_sweep_in_the_folder_is_refused_in_one_line(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_sweep_folder_without_a_record_is_refused_in_one_line(
-    reference: Path, tmp_path: Path
+def no_record(sweep: Path) -> str:
+    (sweep / sweeprecord.RECORD_FILE).unlink()  # as an older mnistlab-train left it
+    return "holds a sweep with no sweep.yaml (an older mnistlab-train's)"
+
+
+def code_in_record(sweep: Path) -> str:
+    payload = f"!!python/object/apply:os.system ['touch {sweep}/ran']"
+    (sweep / sweeprecord.RECORD_FILE).write_text(f"overrides: {payload}\n")
+    return (
+        "its sweep.yaml cannot be read: could not determine a constructor for the tag "
+        "'tag:yaml.org,2002:python/object/apply:os.system'"
+    )
+
+
+@pytest.mark.parametrize("damage", [no_record, code_in_record], ids=["no record", "code"])
+def test_a_sweep_folder_whose_record_is_missing_or_unsafe_is_refused_in_one_line(
+    reference: Path, tmp_path: Path, damage: Callable[[Path], str]
 ) -> None:
     sweep = shutil.copytree(reference, tmp_path / "sweep")
-    (sweep / sweeprecord.RECORD_FILE).unlink()  # as an older mnistlab-train left it
+    reason = damage(sweep)
     before = stats(sweep)
 
     refused = sweep_cli(tmp_path, sweep)
 
     assert refused.returncode == 1
     assert refused.stderr.splitlines() == [
-        f"hydra.sweep.dir={sweep} holds a sweep with no sweep.yaml (an older mnistlab-train's): "
-        "run the same sweep to continue it, choose another hydra.sweep.dir, or replace it with "
+        f"hydra.sweep.dir={sweep} {reason}: choose another hydra.sweep.dir, or replace it with "
         "loop.overwrite=true"
     ]
     assert stats(sweep) == before
+    assert not (sweep / "ran").exists()  # the record was read as data: nothing in it ran
 
 
 def test_what_a_sweep_re_run_may_change_a_resumed_job_may_change_too() -> None:

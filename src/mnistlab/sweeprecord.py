@@ -13,6 +13,7 @@ command's own definition; nothing in it is run, instantiated or handed to Hydra.
 Kept free of torch: it runs in the sweep's process before any job.
 """
 
+import shutil
 import sys
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -129,11 +130,12 @@ def write(path: Path, given: dict[str, Any]) -> None:
     path.write_text(header + yaml.safe_dump(record, sort_keys=False))
 
 
-def refusal(sweep: Path, reason: str) -> str:
+def refusal(sweep: Path, reason: str, continuable: bool = False) -> str:
     """The one line that refuses a sweep aimed at `sweep`: why, and the ways on."""
+    same = "run the same sweep to continue it, " if continuable else ""
     return (
-        f"hydra.sweep.dir={sweep} {reason}: run the same sweep to continue it, choose another "
-        "hydra.sweep.dir, or replace it with loop.overwrite=true"
+        f"hydra.sweep.dir={sweep} {reason}: {same}choose another hydra.sweep.dir, or replace "
+        "it with loop.overwrite=true"
     )
 
 
@@ -150,7 +152,8 @@ def check(sweep: Path, config: DictConfig) -> None:
     elif path.exists():
         found = differences(read(path), given)
         if found:
-            raise SettingError(refusal(sweep, f"holds another sweep ({'; '.join(found)})"))
+            why = f"holds another sweep ({'; '.join(found)})"
+            raise SettingError(refusal(sweep, why, continuable=True))
         return  # the same sweep: its record stays as it was written
     elif holds_jobs(sweep):
         raise SettingError(
@@ -160,12 +163,14 @@ def check(sweep: Path, config: DictConfig) -> None:
 
 
 def replace(sweep: Path) -> None:
-    """loop.overwrite=true: remove the runs and record a sweep left in `sweep`."""
+    """loop.overwrite=true: remove the record and what each job wrote, in the sweep folder."""
     if not sweep.is_dir():
         return
     (sweep / RECORD_FILE).unlink(missing_ok=True)
     for job in sweep.iterdir():
-        if job.is_dir() and rundir.holds_run(job):
-            rundir.check_new_run(job, None, overwrite=True)
+        if job.is_dir() and (rundir.holds_run(job) or (job / ".hydra").is_dir()):
+            for pattern in rundir.RUN_OUTPUTS + rundir.HYDRA_OUTPUTS:
+                for path in job.glob(pattern):
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
             if not any(job.iterdir()):
-                job.rmdir()  # a job folder the new sweep may not make again
+                job.rmdir()  # the new sweep may not make it again: no empty row in its summary

@@ -131,8 +131,10 @@ def job_interrupted(signum: int, started: bool = True) -> NoReturn:
 
 def continue_command(argv: list[str], sweep: Path) -> str:
     """`mnistlab-train -m <argv> hydra.sweep.dir=<sweep>`, quoted for a shell and for Hydra."""
+    # Not loop.overwrite=true: pasted, it would replace the sweep it is meant to continue.
+    dropped = ("hydra.sweep.dir=", "loop.overwrite=")
     own = [arg for arg in argv if arg not in ("-m", "--multirun")]
-    kept = [arg for arg in own if not arg.lstrip("+").startswith("hydra.sweep.dir=")]
+    kept = [arg for arg in own if not arg.lstrip("+").startswith(dropped)]
     folder = rundir.folder_override("hydra.sweep.dir", sweep)
     return shlex.join(["mnistlab-train", "-m", *kept]) + f" {folder}"
 
