@@ -97,11 +97,12 @@ def start_job(cfg: DictConfig, out_dir: Path, record: Path | None) -> Any:
 
 def fresh_start(folder: Path) -> None:
     """Remove what an earlier run of the job left (its first `.hydra/` is Hydra's new one)."""
+    # Every task of a multi-task SLURM job may clean up at once: what is gone already is fine.
     for pattern in rundir.RUN_OUTPUTS:
         for path in folder.glob(pattern):
-            path.unlink()
+            path.unlink(missing_ok=True)
     for path in folder.glob(f".hydra/{rundir.RESUMED_PREFIX}*"):
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def drop(record: Path | None) -> None:

@@ -109,6 +109,11 @@ def in_pool() -> bool:
     return bool(sweep.get("pooled")) and sweep.get("pid") != os.getpid()
 
 
+def ours() -> bool:
+    """Whether this process runs jobs of a sweep this module stops (basic or joblib launcher)."""
+    return _sweep is not None or in_pool()
+
+
 def job_starting() -> None:
     """Before a sweep's job: a pooled worker notes signals from now on; after one, no job starts."""
     global _listening

@@ -35,17 +35,18 @@ def main(cfg: DictConfig) -> Any:
     # Where Hydra saved this command's config: .hydra/resumed_<time>/ when resuming.
     record = None if hydra_cfg.output_subdir is None else out_dir / hydra_cfg.output_subdir
     sweeping = hydra_cfg.mode is RunMode.MULTIRUN
+    stopped_by_sweep = sweeping and sweepstop.ours()  # not SLURM's: its jobs requeue themselves
     try:
         return job(cfg, hydra_cfg, record, sweeping)
     except signals.Interrupted as stop:
-        if sweeping:  # the sweep prints the command that continues it, this job included
+        if stopped_by_sweep:  # the sweep prints the command that continues it, this job included
             log.warning("%s: checkpoint saved", stop)
             sweepstop.job_interrupted(stop.exit_code - 128)
         folder = rundir.resumed_folder(cfg.loop.resume) or out_dir
         log.warning("%s: checkpoint saved; continue with: %s", stop, rundir.resume_command(folder))
         raise SystemExit(stop.exit_code) from None
     except signals.NotStarted as stop:
-        if sweeping:
+        if stopped_by_sweep:
             sweepstop.job_interrupted(int(stop.code or 0) - 128, started=False)
         raise
     except sweepstop.JobInterrupted as stop:
