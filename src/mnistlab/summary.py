@@ -343,14 +343,15 @@ class SweepSummary(Callback):
         out_dir = Path(config.hydra.runtime.output_dir)
         error = job_return._return_value  # `return_value` would re-raise a failed job's error
         stopped = isinstance(error, sweepstop.JobInterrupted)  # metrics.json says so already
+        if stopped and not error.started:
+            return  # the sweep stopped before this job began: nothing of it to summarise
         if job_return.status is JobStatus.FAILED and not stopped:
             log.error("job failed: %s: %s", type(error).__name__, error)
             record_failure(out_dir, error)
         jobs = find_jobs(Path(config.hydra.sweep.dir))
         write_summary(Path(config.hydra.sweep.dir), jobs)
-        if not stopped or error.started:
-            line = progress_line(jobs, out_dir.name, sweepresume.note_of(out_dir))
-            print(line, flush=True)
+        line = progress_line(jobs, out_dir.name, sweepresume.note_of(out_dir))
+        print(line, flush=True)
         from mnistlab import report  # matplotlib loads only where a report is drawn
 
         report.refresh(Path(config.hydra.sweep.dir))

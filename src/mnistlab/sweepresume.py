@@ -74,25 +74,31 @@ def config_subfolder(resume: str | None, retry_failed: bool = False) -> str:
     return rundir.config_subfolder(resume)
 
 
-def start_job(cfg: DictConfig, out_dir: Path, record: Path | None) -> Any:
-    """Before a sweep's job trains: the objective of a job to reuse; else None, cfg set to go."""
+def start_job(cfg: DictConfig, out_dir: Path, record: Path | None) -> str:
+    """Before a sweep's job trains: decide, and prepare its folder and `cfg` for what it does.
+
+    REUSE: return `reused_objective` instead of training. RESUME: `cfg.loop.resume` now names
+    the folder. FRESH: the folder holds nothing of an earlier run. FAILED raises FailedBefore.
+    """
     action = _decided[out_dir] = decide(out_dir, cfg.sweep.retry_failed)
     if action in (REUSE, FAILED):
         drop(record)  # the config Hydra saved for a job that does not run
-    metrics = recorded(out_dir) or {}
-    if action == REUSE:
-        return metrics[cfg.objective]
     if action == FAILED:
-        error = str(metrics.get("error", "no error recorded")).splitlines()[0][:160]
+        error = str((recorded(out_dir) or {}).get("error", "no error recorded"))
         raise FailedBefore(
-            f"{out_dir.name} failed in an earlier run of this sweep ({error}): not trained "
-            "again; re-run with sweep.retry_failed=true to train it again"
+            f"{out_dir.name} failed in an earlier run of this sweep ({error.splitlines()[0][:160]}"
+            "): not trained again; re-run with sweep.retry_failed=true to train it again"
         )
     if action == RESUME:
         cfg.loop.resume = str(out_dir)
-    else:
+    elif action == FRESH:
         fresh_start(out_dir)
-    return None
+    return action
+
+
+def reused_objective(out_dir: Path, objective: str) -> Any:
+    """What a reused job returns to the sweeper: the objective its metrics.json recorded."""
+    return (recorded(out_dir) or {}).get(objective)  # None where it recorded none
 
 
 def fresh_start(folder: Path) -> None:

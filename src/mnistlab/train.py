@@ -45,13 +45,13 @@ def main(cfg: DictConfig) -> Any:
         folder = rundir.resumed_folder(cfg.loop.resume) or out_dir
         log.warning("%s: checkpoint saved; continue with: %s", stop, rundir.resume_command(folder))
         raise SystemExit(stop.exit_code) from None
-    except signals.NotStarted as stop:
+    except signals.NotStarted as stop:  # while torch or the data loaded
         if stopped_by_sweep:
+            sweepresume.not_started(out_dir, record)
             sweepstop.job_interrupted(int(stop.code or 0) - 128, started=False)
         raise
-    except sweepstop.JobInterrupted as stop:
-        if not stop.started:
-            sweepresume.not_started(out_dir, record)
+    except sweepstop.JobInterrupted:  # a pooled worker's job that a stopped sweep did not start
+        sweepresume.not_started(out_dir, record)
         raise
 
 
@@ -61,9 +61,8 @@ def job(cfg: DictConfig, hydra_cfg: DictConfig, record: Path | None, sweeping: b
     overrides = list(hydra_cfg.overrides.task)
     if sweeping and cfg.loop.resume is None:  # not a SLURM job requeued with loop.resume
         sweepstop.job_starting()
-        reused = sweepresume.start_job(cfg, out_dir, record)
-        if reused is not None:
-            return reused
+        if sweepresume.start_job(cfg, out_dir, record) == sweepresume.REUSE:
+            return sweepresume.reused_objective(out_dir, cfg.objective)
         overrides = sweepresume.changeable(overrides)
     # A signal while torch loads (a second or more) ends the job in one line, as in data loading.
     with signals.Interrupts():
