@@ -5,6 +5,7 @@
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, suppress
@@ -23,6 +24,7 @@ from mnistlab import (
     config,
     distributed,
     precision,
+    prune,
     resume,
     rundir,
     schedulers,
@@ -32,7 +34,7 @@ from mnistlab.data import build as build_data
 from mnistlab.device import configure as configure_device
 from mnistlab.device import denormals, describe, resolve_device
 from mnistlab.distributed import World
-from mnistlab.history import History
+from mnistlab.history import COMPLETED, FAILED, PRUNED, History
 from mnistlab.loop import (
     NonFiniteLoss,
     Outputs,
@@ -94,7 +96,7 @@ class Run:
             try:
                 checkpoint.save(path, self.cfg, *parts, progress)
             except checkpoint.DiskFull as err:
-                failed = {"status": "failed", "error": str(err), "step": progress.step}
+                failed = {"status": FAILED, "error": str(err), "step": progress.step}
                 with suppress(OSError):  # the disk may be too full for this small file too
                     write_metrics(self.out_dir, failed)
                 raise
@@ -139,10 +141,13 @@ def train(
         from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
 
         is_main = run.world.is_main
-        # purge_step hides events a killed process logged after its last checkpoint.
+        # purge_step hides events a killed process logged after its last checkpoint. TensorBoard
+        # takes a run's first session START for its beginning and purges only at later ones,
+        # so a new run writes one too (at step 0).
         purge = run.progress.step + 1 if resumed is not None else None
+        start = 0 if purge is None else purge
         writer = (
-            History(SummaryWriter(log_dir=str(out_dir), purge_step=purge), out_dir, purge)
+            History(SummaryWriter(log_dir=str(out_dir), purge_step=start), out_dir, purge)
             if is_main
             else NoWriter()
         )
@@ -156,18 +161,35 @@ def train(
                 raise diverged(run, writer, err) from None
             except Exception as error:  # recorded in TensorBoard, then raised as it was
                 if is_main:
-                    failed = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+                    failed = {"status": FAILED, "error": f"{type(error).__name__}: {error}"}
                     board.write_end(writer, failed, run.progress.step)
                 raise
             if is_main:
-                if metrics["status"] == "completed":
+                if metrics["status"] == COMPLETED:
                     write_predictions(run, writer)
                 board.write_end(writer, metrics, run.progress.step)
     if is_main:
         write_metrics(out_dir, metrics)
+    if metrics["status"] == PRUNED:
+        say_pruned(out_dir, metrics["pruned_at_epoch"])
+        # Pruned before its first validation it has no objective value: a sweeper gets NaN.
+        return {cfg.objective: math.nan} | metrics
     if stop.signum is not None:
         raise Interrupted(stop.signum)
     return metrics
+
+
+def say_pruned(out_dir: Path, epoch: int) -> None:
+    """How to train a pruned run to the end, where it has a checkpoint to go on from."""
+    if not (out_dir / rundir.CHECKPOINT_FILE).exists():
+        log.warning("pruned before its first checkpoint: there is nothing to resume")
+        return
+    log.warning(
+        "pruned after epoch %d; to train it to the end: %s %s",
+        epoch,
+        rundir.resume_command(out_dir),
+        "sweep.prune.median=false sweep.prune.diverged=false",
+    )
 
 
 def diverged(run: Run, writer: Any, err: NonFiniteLoss) -> NonFiniteLoss:
@@ -181,7 +203,7 @@ def diverged(run: Run, writer: Any, err: NonFiniteLoss) -> NonFiniteLoss:
     )
     message = f"{err} with optimizer.lr={lr:g}: run marked failed; {kept}"
     if run.world.is_main:
-        failed = {"status": "failed", "error": message, "step": run.progress.step}
+        failed = {"status": FAILED, "error": message, "step": run.progress.step}
         write_metrics(run.out_dir, failed)
         board.write_end(writer, failed, run.progress.step)
     return NonFiniteLoss(message)
@@ -281,13 +303,28 @@ def check_data(cfg: DictConfig, data: Splits, batch_size: int, ranks: int) -> No
 def fit_run(run: Run, writer: Any, stop: Interrupts) -> dict[str, Any]:
     """Train the run with `mnistlab.loop.fit`; its metrics, with where and how big it ran."""
     out = Outputs(writer, run.save_checkpoint, run.best, stop, run.clock)
-    parts = trainee(run), source(run), plan(run.settings.loop, run.cfg.objective)
+    prune_settings = run.settings.sweep.prune
+    loop_plan = dataclasses.replace(
+        plan(run.settings.loop, run.cfg.objective),
+        prune=prune_hook(run),
+        prune_nonfinite=prune_settings.diverged,
+    )
+    parts = trainee(run), source(run), loop_plan
     metrics = fit(*parts, run.progress, out)
     return metrics | {
         "world_size": run.world.size,
         "global_batch_size": run.world.size * run.settings.loader.batch_size,
         "device": describe(run.device),
     }
+
+
+def prune_hook(run: Run) -> prune.Hook | None:
+    """The sweep.prune rules for this run (mnistlab.prune); rank 0 alone reads other jobs."""
+    targets = run.data.val.targets
+    chance = torch.bincount(targets).max().item() / len(targets)  # always the commonest class
+    sweep = prune.sweep_folder() if run.world.is_main else None
+    settings, objective = run.settings.sweep.prune, run.cfg.objective
+    return prune.rules(settings, objective, run.progress.per_epoch, chance, sweep, run.out_dir)
 
 
 def trainee(run: Run) -> Trainee:

@@ -31,11 +31,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import rundir, sweeprecord, sweepstop
+from mnistlab import history, rundir, sweeprecord, sweepstop
 from mnistlab.outputs import METRICS_FILE
 
 REUSE, RESUME, FRESH, FAILED = "reuse", "resume", "fresh", "failed"
-FINISHED = ("completed", "pruned")  # statuses of jobs that a re-run does not train again
+FINISHED = (history.COMPLETED, history.PRUNED)  # a re-run does not train these again
 NOTES = {REUSE: "reused", RESUME: "resumed", FAILED: "not retried"}  # for the progress line
 _decided: dict[Path, str] = {}  # job folder -> what its job did, in this process
 
@@ -58,7 +58,7 @@ def decide(folder: Path, retry_failed: bool) -> str:
     status = (recorded(folder) or {}).get("status")
     if status in FINISHED:
         return REUSE
-    if status == "failed":
+    if status == history.FAILED:
         return FRESH if retry_failed else FAILED
     return RESUME if (folder / rundir.CHECKPOINT_FILE).is_file() else FRESH
 
