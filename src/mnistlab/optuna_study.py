@@ -31,14 +31,28 @@ def storage_url(storage: str | None, sweep_dir: str) -> str:
     return f"sqlite:///{Path(sweep_dir).absolute() / STUDY_FILE}"
 
 
-def trial_hook(hydra_cfg: DictConfig, objective: str) -> PruneHook | None:
-    """For a job of this sweeper: report each epoch's objective to its trial, ask its pruner."""
-    sweeper = hydra_cfg.sweeper
-    if hydra_cfg.mode != RunMode.MULTIRUN or OmegaConf.select(sweeper, "_target_") != SWEEPER:
+def trial_hook(objective: str) -> PruneHook | None:
+    """In a job of this sweeper, its trial's hook (`hook`); else None."""
+    # Hydra's global state, read here at the edge: `run.train` stays callable without Hydra.
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
         return None
+    hydra_cfg = HydraConfig.get()
+    if (
+        hydra_cfg.mode != RunMode.MULTIRUN
+        or OmegaConf.select(hydra_cfg, "sweeper._target_") != SWEEPER
+    ):
+        return None
+    return hook(hydra_cfg, objective)
+
+
+def hook(hydra_cfg: DictConfig, objective: str) -> PruneHook | None:
+    """Report each epoch's objective to the job's trial, and ask the configured pruner."""
     import optuna
     from hydra.utils import instantiate
 
+    sweeper = hydra_cfg.sweeper
     storage = optuna.storages.RDBStorage(storage_url(sweeper.storage, hydra_cfg.sweep.dir))
     pruner = optuna.pruners.NopPruner() if sweeper.pruner is None else instantiate(sweeper.pruner)
     study = optuna.load_study(
@@ -58,6 +72,8 @@ def trial_hook(hydra_cfg: DictConfig, objective: str) -> PruneHook | None:
     name = type(pruner).__name__
 
     def report(epoch: int, values: dict[str, Any]) -> str | None:
+        if objective not in values:
+            return None
         trial.report(float(values[objective]), step=epoch)
         return f"Optuna's {name} at epoch {epoch}" if trial.should_prune() else None
 

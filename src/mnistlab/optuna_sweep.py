@@ -161,19 +161,29 @@ def tell(study: optuna.Study, number: int, ret: JobReturn) -> bool:
     """Tell the study how trial `number` ended (PRUNED per metrics.json); False: it failed."""
     if ret.status == JobStatus.FAILED:
         log.warning("trial %d failed: %s", number, ret._return_value)
-        study.tell(number, state=TrialState.FAIL)
+        finish(study, number, None, TrialState.FAIL)
         return False
     if job_status(ret) == PRUNED_STATUS:
-        study.tell(number, state=TrialState.PRUNED)
+        finish(study, number, None, TrialState.PRUNED)
         return True
     values = ret.return_value if len(study.directions) > 1 else [ret.return_value]
     try:
-        study.tell(number, [float(value) for value in values])
+        numbers = [float(value) for value in values]
     except (TypeError, ValueError) as err:
         log.warning("trial %d returned %r, not a number per direction: %s", number, values, err)
-        study.tell(number, state=TrialState.FAIL)
+        finish(study, number, None, TrialState.FAIL)
         return False
+    finish(study, number, numbers, TrialState.COMPLETE)
     return True
+
+
+def finish(study: optuna.Study, number: int, values: list[float] | None, state: TrialState):
+    """study.tell; the grid sampler's "Study.stop" outside optimize() is no error here."""
+    try:
+        study.tell(number, values, state=state)
+    except RuntimeError as err:  # the state is stored before the sampler's after_trial raises
+        if "Study.stop" not in str(err):
+            raise
 
 
 def job_status(ret: JobReturn) -> str | None:
