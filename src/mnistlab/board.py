@@ -15,12 +15,13 @@ from omegaconf import DictConfig, OmegaConf
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-from mnistlab.history import BATCH_TAGS, TAGS
+from mnistlab.history import BATCH_TAGS, COMPLETED, FAILED, INTERRUPTED, PRUNED, TAGS
 
-# An interrupted run writes no end: TensorBoard keeps the first end status a run writes
-# (tried: a resumed run stayed a failure), and it has no "stopped". So it shows as unknown,
-# with a text saying so, until its resumed run ends it for good.
-STATUSES = {"completed": api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAILURE}
+# An interrupted or pruned run writes no end: TensorBoard keeps the first end status a run
+# writes (its reader keeps a tag's first metadata, which holds the status, and no purge drops
+# it; tried: a resumed run stayed a failure), and it has no "stopped" or "pruned". So it shows
+# as unknown, with a text saying why, until its resumed run ends it for good.
+STATUSES = {COMPLETED: api_pb2.STATUS_SUCCESS, FAILED: api_pb2.STATUS_FAILURE}
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "loop")
 MAX_MISTAKES = 32
 
@@ -161,10 +162,15 @@ def write_end(writer: Any, metrics: dict[str, Any], step: int) -> None:
     for key in ("samples_per_second", "wall_time_s"):
         if key in metrics:
             writer.add_scalar(TAGS[key], metrics[key], step)
-    if metrics["status"] == "interrupted":
+    if metrics["status"] == INTERRUPTED:
         # At the step after the checkpoint's: resuming purges it (it purges from there on).
         message = f"interrupted after step {step}: continue with loop.resume=<this run>"
         write_error(writer, message, step + 1)
+        return
+    if metrics["status"] == PRUNED:  # at the step after the checkpoint's, as above
+        epoch, reason = metrics["pruned_at_epoch"], metrics["prune_reason"]
+        message = f"pruned after epoch {epoch}: {reason}. Train on with loop.resume=<this run>"
+        add_text(writer, PRUNED, message, step + 1)
         return
     if "error" in metrics:
         write_error(writer, metrics["error"], step)

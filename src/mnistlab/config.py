@@ -28,6 +28,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import SettingError, naming
+from mnistlab.history import METRICS
 from mnistlab.rundir import config_subfolder, run_folder, started
 
 # The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
@@ -36,7 +37,6 @@ SECTIONS = ("device", "dataset", "model", "optimizer", "scheduler", "loop", "swe
 GROUPS = ("dataset", "device", "experiment", "loop", "model", "optimizer", "scheduler", "sweep")
 # Ranks other than 0 (torchrun, or the tasks of a SLURM job) leave the run folder to rank 0.
 OTHER_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=disabled")
-METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -174,13 +174,16 @@ class LoopSettings:
 class Prune:
     """`sweep.prune`: stop a sweep's hopeless jobs at an epoch's end (mnistlab.prune)."""
 
-    median: bool = False  # worse than the median of the sweep's finished jobs at that epoch
+    median: bool = False  # worse than the median of the sweep's completed jobs at that epoch
     diverged: bool = False  # chance-level accuracy, or a non-finite loss
-    grace_epochs: int = 1  # no job is pruned before it has finished this many epochs
+    grace_epochs: int = 1  # epochs every job trains before the rules look at it
+    min_jobs: int = 3  # completed jobs the median needs at an epoch before it prunes there
 
     def __post_init__(self) -> None:
         if self.grace_epochs < 0:
             raise SettingError(f"sweep.prune.grace_epochs={self.grace_epochs} must be >= 0")
+        if self.min_jobs < 1:
+            raise SettingError(f"sweep.prune.min_jobs={self.min_jobs} must be >= 1")
 
 
 @dataclass
@@ -269,15 +272,17 @@ def check(cfg: DictConfig) -> Settings:
         loop=to_settings(cfg.loop, LoopSettings, "loop"),
         sweep=to_settings(cfg.sweep, SweepSettings, "sweep"),
     )
-    check_choice(settings.loop, cfg.objective)
+    check_choice(settings.loop, settings.sweep, cfg.objective)
     return settings
 
 
-def check_choice(loop: LoopSettings, objective: str) -> None:
+def check_choice(loop: LoopSettings, sweep: SweepSettings, objective: str) -> None:
     """Choosing a model by the test split would make its test score meaningless: refuse it."""
     chooses = "loop.test_on=best" if loop.test_on == "best" else None
     if loop.early_stopping.patience is not None:
         chooses = "loop.early_stopping.patience"
+    if sweep.prune.median:  # it also has no test figure at each epoch's end to go by
+        chooses = "sweep.prune.median"
     if chooses and objective.startswith("test_"):
         raise SettingError(
             f"{chooses} chooses the model by objective={objective}, the test split: use "

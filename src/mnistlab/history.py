@@ -1,7 +1,8 @@
-"""Every scalar a run logs, also kept in a plain `scalars.csv` in its folder.
+"""The names runs share: metrics, their TensorBoard tags and direction, and run statuses.
 
-TensorBoard's event files need TensorBoard to read; the report (and anyone with a spreadsheet)
-reads `scalars.csv` instead: one `step,tag,value` line per point, appended as the run goes.
+Every scalar a run logs is also kept in a plain `scalars.csv` in its folder. TensorBoard's
+event files need TensorBoard to read; the report (and anyone with a spreadsheet) reads
+`scalars.csv` instead: one `step,tag,value` line per point, appended as the run goes.
 Kept free of torch, so that `mnistlab-summarize` starts quickly.
 """
 
@@ -25,6 +26,17 @@ TAGS = {
 }
 # Metrics where a larger value is better (the others are losses: smaller is better).
 HIGHER_IS_BETTER = frozenset({"train_accuracy", "val_accuracy", "test_accuracy"})
+# What `objective` and `loop.target.metric` may name, in the order the summary shows them.
+METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
+
+# metrics.json's `status`: how a run ended.
+COMPLETED = "completed"
+INTERRUPTED = "interrupted"  # by a signal: resume it
+FAILED = "failed"
+PRUNED = "pruned"  # stopped as hopeless by a sweep.prune rule: resume it to train on
+# What the summary says of a job folder without a status of its own.
+UNFINISHED = "unfinished"  # no metrics.json: still running, or killed
+UNREADABLE = "unreadable"  # a damaged job folder
 
 
 def better(metric: str, value: float, than: float | None, by: float = 0.0) -> bool:

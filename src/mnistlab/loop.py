@@ -22,7 +22,7 @@ from tqdm import tqdm
 from mnistlab import SettingError, board, precision
 from mnistlab.data import Batch
 from mnistlab.distributed import SINGLE, World
-from mnistlab.history import TAGS, better, reached
+from mnistlab.history import COMPLETED, INTERRUPTED, PRUNED, TAGS, better, reached
 from mnistlab.rundir import BEST_FILE, CHECKPOINT_FILE
 from mnistlab.signals import Interrupts, NotStarted
 
@@ -55,7 +55,9 @@ class Progress:
     stale: int = 0  # evaluations since the objective last improved (for early stopping)
     target_step: int | None = None  # when loop.target was first reached
     target_seconds: float | None = None  # wall-clock seconds of the run by then
-    stop_reason: str | None = None  # early_stopping or target_reached, once decided
+    stop_reason: str | None = None  # early_stopping, target_reached or pruned, once decided
+    prune_reason: str | None = None  # why `Plan.prune` stopped the run
+    per_epoch: dict[str, list[float]] = field(default_factory=dict)  # each epoch end's values
 
     @classmethod
     def on(cls, device: torch.device, step: int = 0) -> "Progress":
@@ -277,6 +279,10 @@ class Plan:
     target: tuple[str, float] | None = None  # (metric, value): stop once reached
     eval_every: int | None = None  # steps; also evaluate mid-epoch
     test_on: str = "final"  # or "best"
+    # After each epoch's validation but the last: (epochs done, that epoch's values) -> a
+    # reason to stop the run as pruned, or None (mnistlab.prune). Every rank calls it.
+    prune: Callable[[int, dict[str, float]], str | None] | None = None
+    prune_nonfinite: bool = False  # a NaN/Inf loss prunes the run instead of failing it
 
 
 @dataclass
@@ -333,23 +339,33 @@ def fit(
 
     if stop.agreed(world, trainee.device):  # a signal while the TensorBoard writer was made
         raise NotStarted(stop.signum)
+    if progress.stop_reason == PRUNED:  # a pruned run resumed: it trains on
+        progress.stop_reason = progress.prune_reason = None
     interrupted = False
-    while progress.epoch < plan.epochs and progress.stop_reason is None and not interrupted:
-        finished = run_epoch(trainee, source, plan, progress, out.writer, after_step)
-        if finished:
-            values = progress.val | test_values(trainee, source, plan)
-            tested.clear()
-            tested[progress.step] = test_part(values)
-            judge(progress, plan, values, save, out.clock)
-        save()
-        # Agreed at every epoch's end too: no rank may start an epoch that another skips.
-        interrupted = progress.stop_reason is None and (
-            not finished or stop.agreed(world, trainee.device)
-        )
+    try:
+        while progress.epoch < plan.epochs and progress.stop_reason is None and not interrupted:
+            finished = run_epoch(trainee, source, plan, progress, out.writer, after_step)
+            if finished:
+                values = progress.val | test_values(trainee, source, plan)
+                tested.clear()
+                tested[progress.step] = test_part(values)
+                judge(progress, plan, values, save, out.clock)
+                consider_pruning(progress, plan, values, trainee)
+            save()
+            # Agreed at every epoch's end too: no rank may start an epoch that another skips.
+            interrupted = progress.stop_reason is None and (
+                not finished or stop.agreed(world, trainee.device)
+            )
+    except NonFiniteLoss as err:  # raised alike on every rank: losses are averaged over them
+        if not plan.prune_nonfinite:
+            raise
+        lr = trainee.optimizer.param_groups[0]["lr"]  # the last good checkpoint stays as it is
+        progress.stop_reason, progress.prune_reason = PRUNED, f"{err} with optimizer.lr={lr:g}"
+        log.info("pruned: %s", progress.prune_reason)
     if not interrupted:
         stop.finish()
     metrics = summary(progress, plan, interrupted, world, out.clock)
-    if not interrupted and source.test is not None:
+    if not interrupted and source.test is not None and progress.stop_reason != PRUNED:
         tested_step = progress.step
         if plan.test_on == "best" and progress.best_step is not None:
             trainee.net.load_state_dict(out.best())
@@ -459,11 +475,25 @@ def judge(
             )
 
 
+def consider_pruning(
+    progress: Progress, plan: Plan, values: dict[str, float], trainee: Trainee
+) -> None:
+    """At an epoch's end: ask `plan.prune` whether to stop the run; all ranks stop together."""
+    if plan.prune is None or progress.stop_reason is not None or progress.epoch >= plan.epochs:
+        return  # nothing is saved by pruning after the last epoch
+    reason = plan.prune(progress.epoch, values)
+    if trainee.world.any(reason is not None, trainee.device):
+        progress.stop_reason = PRUNED
+        progress.prune_reason = reason or "another rank's prune rule"  # rank 0 writes the files
+        log.info("pruned after epoch %d: %s", progress.epoch, progress.prune_reason)
+
+
 def summary(
     progress: Progress, plan: Plan, interrupted: bool, world: World, clock: float
 ) -> dict[str, Any]:
     """The figures of a run's training for metrics.json (the test's are added after)."""
     tested_best = plan.test_on == "best" and progress.best_step is not None
+    pruned = not interrupted and progress.stop_reason == PRUNED
     optional = {
         "best_value": progress.best,  # of the objective, at best_step: what best.pt holds
         "best_step": progress.best_step,
@@ -471,10 +501,13 @@ def summary(
         "target_step": progress.target_step,
         "target_seconds": progress.target_seconds,  # wall-clock, from the run's start
         "resumes": progress.resumes or None,
+        "pruned_at_epoch": progress.epoch if pruned else None,
+        "prune_reason": progress.prune_reason if pruned else None,
     }
+    status = INTERRUPTED if interrupted else PRUNED if pruned else COMPLETED
     return {
-        "status": "interrupted" if interrupted else "completed",
-        "stop_reason": "interrupted" if interrupted else progress.stop_reason or "completed",
+        "status": status,
+        "stop_reason": INTERRUPTED if interrupted else progress.stop_reason or COMPLETED,
         **progress.val,
         "epochs": progress.epoch,
         "steps": progress.step,
@@ -482,6 +515,7 @@ def summary(
         "wall_time_s": time.perf_counter() - clock,  # all the run's parts
         "tested_on": "best" if tested_best else "final",
         **{key: value for key, value in optional.items() if value is not None},
+        "per_epoch": progress.per_epoch,  # what other jobs' median rule reads (mnistlab.prune)
     }
 
 
@@ -508,6 +542,7 @@ def end_epoch(
     }
     for key, value in progress.val.items():
         writer.add_scalar(TAGS[key], value, step)
+        progress.per_epoch.setdefault(key, []).append(value)
     log.info(
         "epoch %d/%d  train_loss %.4f  train_accuracy %.2f%%  val_loss %.4f  val_accuracy %.2f%%"
         "  (%.0f samples/s)",

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistlab.history import BATCH_TAGS, HIGHER_IS_BETTER, TAGS, read_scalars
+from mnistlab.history import (
+    BATCH_TAGS,
+    COMPLETED,
+    HIGHER_IS_BETTER,
+    METRICS,
+    PRUNED,
+    TAGS,
+    read_scalars,
+)
 from mnistlab.outputs import open_atomic
 from mnistlab.summary import Job, cell, find_jobs, objective_of, rank, swept_keys
 
@@ -28,7 +36,6 @@ log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
 SEED_KEY = "loop.seed"
-SHOWN = ("val_loss", "val_accuracy", "test_loss", "test_accuracy", "train_loss")
 STYLES = ("-", "--", ":", "-.")
 
 
@@ -42,7 +49,12 @@ class Group:
 
     @property
     def completed(self) -> list[Job]:
-        return [job for job in self.jobs if job.status == "completed"]
+        return [job for job in self.jobs if job.status == COMPLETED]
+
+    @property
+    def pruned(self) -> bool:
+        """Whether its curves are those of pruned jobs: none completed, some pruned."""
+        return not self.completed and any(job.status == PRUNED for job in self.jobs)
 
     def values(self, key: str) -> list[float]:
         """`key` of each completed job that has a finite number for it."""
@@ -136,7 +148,7 @@ def table(header: list[str], rows: Iterable[list[str]], classes: Iterable[str] =
 
 def shown_keys(jobs: list[Job], objective: str) -> list[str]:
     """The objective first, then the other headline metrics some job has."""
-    keys = [objective] + [key for key in SHOWN if key != objective]
+    keys = [objective] + [key for key in METRICS if key != objective]
     return [key for key in keys if any(key in job.metrics for job in jobs)]
 
 
@@ -147,7 +159,7 @@ def group_table(groups: list[Group], keys: list[str], objective: str, sweeps: bo
     rows, classes = [], []
     for place, group in enumerate(rank_groups(groups, objective), start=1):
         done = len(group.completed)
-        others = [f"{j.folder.name}: {j.status}" for j in group.jobs if j.status != "completed"]
+        others = [f"{j.folder.name}: {j.status_text}" for j in group.jobs if j.status != COMPLETED]
         rows.append(
             [
                 place if done else "–",
@@ -158,7 +170,7 @@ def group_table(groups: list[Group], keys: list[str], objective: str, sweeps: bo
                 "; ".join(others),
             ]
         )
-        classes.append("" if done else "bad")
+        classes.append("" if done else PRUNED if group.pruned else "bad")
     return table(header, rows, classes)
 
 
@@ -168,19 +180,19 @@ def job_table(sweep: Sweep) -> str:
     header = ["rank", "job", *sweep.keys, "status", *metrics, "reason", "folder"]
     rows, classes = [], []
     for place, job in enumerate(rank(sweep.jobs, sweep.objective), start=1):
-        done = job.status == "completed"
+        done = job.status == COMPLETED
         rows.append(
             [
                 place if done else "–",
                 "?" if job.num is None else job.num,
                 *(job.overrides.get(key, "") for key in sweep.keys),
-                job.status,
+                job.status_text,
                 *(cell(key, job.metrics[key]) if key in job.metrics else "" for key in metrics),
-                job.metrics.get("error", ""),
+                job.metrics.get("error") or job.metrics.get("prune_reason", ""),
                 job.folder.name,
             ]
         )
-        classes.append("" if done else "bad")
+        classes.append("" if done else PRUNED if job.status == PRUNED else "bad")
     return table(header, rows, classes)
 
 
@@ -267,6 +279,8 @@ def draw_curves(axes: Any, groups, look, tag: str, scalars) -> list[str]:
         mean, low, high = ([percent * v for v in series] for series in (mean, low, high))
         colour, style = look[id(group)]
         axes.plot(steps, mean, color=colour, linestyle=style, linewidth=1.2)
+        if group.pruned:  # where the rule stopped it: a cross at the curve's end
+            axes.plot(steps[-1:], mean[-1:], color=colour, marker="X", markersize=9)
         if len(group.completed) > 1:
             axes.fill_between(steps, low, high, color=colour, alpha=0.15, linewidth=0)
     bottom, top, log = limits([[percent * v for v in curve[1]] for _, curve in drawn])
@@ -302,6 +316,8 @@ def legend(figure: Any, groups: list[Group], keys: list[str], look) -> None:
                     label=f"{key}={value}",
                 )
             )
+    if any(group.pruned for group in groups):
+        handles.append(Line2D([], [], color="black", marker="X", linestyle="", label=PRUNED))
     if handles:
         figure.legend(handles=handles, loc="outside right upper", fontsize=8)
 
@@ -413,6 +429,7 @@ th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; white-
 th { background: #f0f0f0; position: sticky; top: 0; }
 td:last-child, th:last-child { text-align: left; white-space: normal; }
 tr.bad td { color: #a00; background: #fff4f4; }
+tr.pruned td { color: #8a5200; background: #fff7e8; }
 code { background: #f4f4f4; padding: 0.1em 0.3em; }
 img { max-width: 100%; }
 """
@@ -448,7 +465,8 @@ def page(sweeps: list[Sweep]) -> str:
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
         f"<p>Written {time.strftime('%Y-%m-%d %H:%M:%S')} by mnistlab-summarize. Accuracies in %,"
         " losses to 4 decimals; ± is the sample standard deviation over the jobs counted in n."
-        " Failed, interrupted and unfinished jobs are in red with their reason.</p>",
+        " Failed, interrupted and unfinished jobs are in red with their reason; pruned jobs in"
+        " amber with the epoch and the reason, their curves ending in a cross.</p>",
     ]
     if len(sweeps) > 1:
         objective = sweeps[0].objective

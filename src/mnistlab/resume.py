@@ -42,6 +42,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnistlab import SettingError, checkpoint, config, schedulers
+from mnistlab.history import COMPLETED, PRUNED
 from mnistlab.outputs import METRICS_FILE
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,8 @@ def prepare(cfg: DictConfig, overrides: Sequence[str], sources: Sequence[str]) -
     for key in keys:
         OmegaConf.update(saved, key, plain(OmegaConf.select(cfg, key)), merge=False)
     check_epochs(saved.loop.epochs, state["progress"]["epoch"])
-    stopped = state["progress"].get("stop_reason") is not None  # early stopping, or a target
+    # Early stopping or a target ends a run; a pruned run trains on when resumed.
+    stopped = state["progress"].get("stop_reason") not in (None, PRUNED)
     done = finished(path.parent, state["progress"]["epoch"], saved.loop.epochs, stopped)
     if done is None:
         applied = ", ".join(map(str, changes)) or "its saved config unchanged"
@@ -313,7 +315,7 @@ def finished(folder: Path, done: int, epochs: int, stopped: bool) -> dict[str, A
         metrics = json.loads((folder / METRICS_FILE).read_text())
     except (OSError, ValueError):  # unreadable: finish the run again (its test, its metrics)
         return None
-    if not isinstance(metrics, dict) or metrics.get("status") != "completed":
+    if not isinstance(metrics, dict) or metrics.get("status") != COMPLETED:
         return None
     if stopped:
         log.warning("%s stopped already (%s): nothing changed", folder, metrics.get("stop_reason"))

@@ -23,6 +23,7 @@ from mnistlab import (
     config,
     distributed,
     precision,
+    prune,
     resume,
     rundir,
     schedulers,
@@ -32,7 +33,7 @@ from mnistlab.data import build as build_data
 from mnistlab.device import configure as configure_device
 from mnistlab.device import denormals, describe, resolve_device
 from mnistlab.distributed import World
-from mnistlab.history import History
+from mnistlab.history import COMPLETED, FAILED, PRUNED, History
 from mnistlab.loop import (
     NonFiniteLoss,
     Outputs,
@@ -94,7 +95,7 @@ class Run:
             try:
                 checkpoint.save(path, self.cfg, *parts, progress)
             except checkpoint.DiskFull as err:
-                failed = {"status": "failed", "error": str(err), "step": progress.step}
+                failed = {"status": FAILED, "error": str(err), "step": progress.step}
                 with suppress(OSError):  # the disk may be too full for this small file too
                     write_metrics(self.out_dir, failed)
                 raise
@@ -156,15 +157,22 @@ def train(
                 raise diverged(run, writer, err) from None
             except Exception as error:  # recorded in TensorBoard, then raised as it was
                 if is_main:
-                    failed = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+                    failed = {"status": FAILED, "error": f"{type(error).__name__}: {error}"}
                     board.write_end(writer, failed, run.progress.step)
                 raise
             if is_main:
-                if metrics["status"] == "completed":
+                if metrics["status"] == COMPLETED:
                     write_predictions(run, writer)
                 board.write_end(writer, metrics, run.progress.step)
     if is_main:
         write_metrics(out_dir, metrics)
+    if metrics["status"] == PRUNED:
+        log.warning(
+            "pruned after epoch %d; to train it to the end: %s %s",
+            metrics["pruned_at_epoch"],
+            rundir.resume_command(out_dir),
+            "sweep.prune.median=false sweep.prune.diverged=false",
+        )
     if stop.signum is not None:
         raise Interrupted(stop.signum)
     return metrics
@@ -181,7 +189,7 @@ def diverged(run: Run, writer: Any, err: NonFiniteLoss) -> NonFiniteLoss:
     )
     message = f"{err} with optimizer.lr={lr:g}: run marked failed; {kept}"
     if run.world.is_main:
-        failed = {"status": "failed", "error": message, "step": run.progress.step}
+        failed = {"status": FAILED, "error": message, "step": run.progress.step}
         write_metrics(run.out_dir, failed)
         board.write_end(writer, failed, run.progress.step)
     return NonFiniteLoss(message)
@@ -281,13 +289,28 @@ def check_data(cfg: DictConfig, data: Splits, batch_size: int, ranks: int) -> No
 def fit_run(run: Run, writer: Any, stop: Interrupts) -> dict[str, Any]:
     """Train the run with `mnistlab.loop.fit`; its metrics, with where and how big it ran."""
     out = Outputs(writer, run.save_checkpoint, run.best, stop, run.clock)
-    parts = trainee(run), source(run), plan(run.settings.loop, run.cfg.objective)
+    prune_settings = run.settings.sweep.prune
+    loop_plan = dataclasses.replace(
+        plan(run.settings.loop, run.cfg.objective),
+        prune=prune_hook(run),
+        prune_nonfinite=prune_settings.diverged,
+    )
+    parts = trainee(run), source(run), loop_plan
     metrics = fit(*parts, run.progress, out)
     return metrics | {
         "world_size": run.world.size,
         "global_batch_size": run.world.size * run.settings.loader.batch_size,
         "device": describe(run.device),
     }
+
+
+def prune_hook(run: Run) -> prune.Hook | None:
+    """The sweep.prune rules for this run (mnistlab.prune); rank 0 alone reads other jobs."""
+    targets = run.data.val.targets
+    chance = torch.bincount(targets).max().item() / len(targets)  # always the commonest class
+    sweep = prune.sweep_folder() if run.world.is_main else None
+    settings, objective = run.settings.sweep.prune, run.cfg.objective
+    return prune.rules(settings, objective, run.progress.per_epoch, chance, sweep, run.out_dir)
 
 
 def trainee(run: Run) -> Trainee:

@@ -32,7 +32,15 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from mnistlab import naming, progress
-from mnistlab.history import HIGHER_IS_BETTER
+from mnistlab.history import (
+    COMPLETED,
+    FAILED,
+    HIGHER_IS_BETTER,
+    METRICS,
+    PRUNED,
+    UNFINISHED,
+    UNREADABLE,
+)
 from mnistlab.outputs import METRICS_FILE, open_atomic, write_json
 
 log = logging.getLogger(__name__)
@@ -40,11 +48,7 @@ SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's where it
 
 # metrics.json keys in the order the summary shows them (mnistlab.train writes them).
 METRIC_KEYS = (
-    "train_loss",
-    "val_loss",
-    "val_accuracy",
-    "test_loss",
-    "test_accuracy",
+    *METRICS,
     "train_accuracy",
     "epochs",
     "steps",
@@ -60,11 +64,11 @@ METRIC_KEYS = (
     "target_reached",
     "target_step",
     "target_seconds",
+    "pruned_at_epoch",
+    "prune_reason",
 )
 # The compact table leaves out what rarely differs between jobs (the CSV keeps everything).
-TABLE_KEYS = METRIC_KEYS[:5] + ("samples_per_second", "wall_time_s")
-UNFINISHED = "unfinished"
-UNREADABLE = "unreadable"  # a damaged job folder: listed with the reason, never fatal
+TABLE_KEYS = (*METRICS, "samples_per_second", "wall_time_s")
 
 
 @dataclass
@@ -80,6 +84,13 @@ class Job:
     @property
     def status(self) -> str:
         return self.metrics.get("status", UNFINISHED)
+
+    @property
+    def status_text(self) -> str:
+        """The status as people read it: `pruned after epoch 2`."""
+        if self.status == PRUNED and "pruned_at_epoch" in self.metrics:
+            return f"{PRUNED} after epoch {self.metrics['pruned_at_epoch']}"
+        return self.status
 
 
 # What a damaged job folder can raise while it is read: a file missing or unreadable (OSError),
@@ -178,14 +189,17 @@ def objective_of(jobs: list[Job]) -> str | None:
 
 
 def rank(jobs: list[Job], objective: str | None) -> list[Job]:
-    """Completed jobs best first; then failed, unfinished and unreadable ones, in job order."""
+    """Completed jobs best first; pruned ones next (by their value when pruned); then failed,
+    interrupted, unfinished and unreadable ones, in job order."""
     # Losses are minimised; accuracies (the only other metrics we return) are maximised.
     sign = -1.0 if objective in HIGHER_IS_BETTER else 1.0
+    tiers = {COMPLETED: 0, PRUNED: 1}
 
-    def key(job: Job) -> tuple[bool, float]:
+    def key(job: Job) -> tuple[int, bool, float]:
+        tier = tiers.get(job.status, len(tiers))
         value = job.metrics.get(objective) if objective is not None else None
-        usable = job.status == "completed" and isinstance(value, float) and math.isfinite(value)
-        return (not usable, sign * value if usable else 0.0)
+        usable = tier < len(tiers) and isinstance(value, float) and math.isfinite(value)
+        return (tier, not usable, sign * value if usable else 0.0)
 
     return sorted(jobs, key=key)
 
@@ -243,7 +257,8 @@ def markdown_table(jobs: list[Job]) -> str:
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for place, job in enumerate(jobs, start=1):
-        values = row(job) | {"rank": place if job.status == "completed" else "-"}
+        shown = {"rank": place if job.status == COMPLETED else "-", "status": job.status_text}
+        values = row(job) | shown
         cells = [cell(key, values.get(key, "")) for key in header]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -299,7 +314,7 @@ def record_failure(out_dir: Path, error: BaseException) -> None:
         metrics = {}  # damaged beyond use: the failure is what matters now
     if metrics.get("status") == UNFINISHED:
         metrics = {}  # load_metrics' note for a missing file
-    metrics["status"] = "failed"
+    metrics["status"] = FAILED
     metrics.setdefault("error", f"{type(error).__name__}: {error}")
     try:
         write_json(out_dir / METRICS_FILE, metrics)
@@ -319,12 +334,13 @@ def progress_line(jobs: list[Job], folder_name: str) -> str:
     job = next((job for job in jobs if job.folder.name == folder_name), None)
     if job is None:  # its folder is not a job folder: say what is known
         return progress.line(label, "ended", len(finished(jobs)))
-    result = job.status
+    result = job.status_text
     value = job.metrics.get(job.objective) if job.objective is not None else None
     if isinstance(value, float):
         result += f", {job.objective}={cell(job.objective, value)}"
-    elif job.metrics.get("error"):
-        result += f": {cell('error', job.metrics['error'])[:120]}"
+    reason = job.metrics.get("error") or job.metrics.get("prune_reason")
+    if reason:
+        result += f": {cell('error', reason)[:120]}"
     return progress.line(label, result, len(finished(jobs)))
 
 
