@@ -25,12 +25,12 @@ from optuna.samplers import GridSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from mnistlab import SettingError, optuna_study
+from mnistlab.history import PRUNED
 from mnistlab.outputs import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-PRUNED_STATUS = "pruned"  # metrics.json's status of a job stopped by a prune rule
 Job = tuple[int, tuple[str, ...]]  # a trial's number (= job number) and the job's overrides
 
 
@@ -163,7 +163,7 @@ def tell(study: optuna.Study, number: int, ret: JobReturn) -> bool:
         log.warning("trial %d failed: %s", number, ret._return_value)
         finish(study, number, None, TrialState.FAIL)
         return False
-    if job_status(ret) == PRUNED_STATUS:
+    if job_status(ret) == PRUNED:
         finish(study, number, None, TrialState.PRUNED)
         return True
     values = ret.return_value if len(study.directions) > 1 else [ret.return_value]
