@@ -53,6 +53,10 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         done = sum(trial.state in FINISHED for trial in study.trials)
         log.info("Study %s in %s: %d of %d trials done", study.study_name, self.url(), done,
                  self.n_trials)  # fmt: skip
+        if study.trials:
+            # A seeded sampler would start its random draws again from the seed and repeat the
+            # first trials' values; a resumed search differs from an uninterrupted one anyway.
+            self.sampler.reseed_rng()
         for batch in self.batches(study, space, fixed):
             returns = self.launcher.launch([ov for _, ov in batch], initial_job_idx=batch[0][0])
             self.tell_all(study, batch, returns)
@@ -102,10 +106,8 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
 
     def again(self, trial: FrozenTrial, space: dict, fixed: dict) -> Job:
         """An interrupted trial's job, its values checked against this sweep's search space."""
-        params = trial.params
-        if set(params) != set(space) or not all(
-            space[name]._contains(space[name].to_internal_repr(params[name])) for name in space
-        ):
+        params = trial.params  # values only: each must lie in this sweep's own distributions
+        if set(params) != set(space) or not all(within(space[k], params[k]) for k in space):
             raise SettingError(
                 f"hydra.sweep.dir={self.sweep_dir}: trial {trial.number} of study "
                 f"{self.study_name} has {params}, outside this sweep's search space "
@@ -146,6 +148,14 @@ def overrides(params: dict[str, Any], space: dict, fixed: dict) -> tuple[str, ..
     """A trial's job overrides, in the search space's order (the job folder's name follows it)."""
     values = {**{name: params[name] for name in space}, **fixed}
     return tuple(f"{name}={value}" for name, value in values.items())
+
+
+def within(distribution: BaseDistribution, value: Any) -> bool:
+    """Whether `value` is one that `distribution` can give."""
+    try:
+        return distribution._contains(distribution.to_internal_repr(value))
+    except (TypeError, ValueError):  # e.g. a choice that is not among the choices
+        return False
 
 
 def in_a_row(jobs: list[Job]) -> Iterator[list[Job]]:
