@@ -29,7 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import SettingError, naming
 from mnistlab.history import METRICS
-from mnistlab.rundir import config_subfolder, run_folder, started
+from mnistlab.rundir import run_folder, started
+from mnistlab.sweepresume import config_subfolder
 
 # The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
 CONF_DIR = str(files("mnistlab") / "conf")

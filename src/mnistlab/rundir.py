@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mnistlab import SettingError
+from mnistlab.history import SCALARS_FILE
 from mnistlab.outputs import METRICS_FILE
 
 CHECKPOINT_FILE = "checkpoint.pt"  # in every run folder; loop.resume names the folder or it
@@ -37,8 +38,10 @@ RUN_OUTPUTS = (
     METRICS_FILE,
     EVENTS_PATTERN,
     f".{CHECKPOINT_FILE}.*.tmp",
+    SCALARS_FILE,  # appended to by a run: a new run in the folder must not add to the old one's
 )
 HYDRA_OUTPUTS = (".hydra", "train.log")
+RESUMED_PREFIX = "resumed_"  # .hydra/resumed_<time>/: the config of each resume
 
 _started: datetime.datetime | None = None
 
@@ -67,7 +70,12 @@ def config_subfolder(resume: str | None) -> str:
     """Where Hydra saves this command's config; a resumed run keeps its first `.hydra/`."""
     if resumed_folder(resume) is None:
         return ".hydra"
-    return f".hydra/resumed_{started('%Y-%m-%d_%H-%M-%S_%f')}"
+    return resumed_subfolder()
+
+
+def resumed_subfolder() -> str:
+    """`.hydra/resumed_<time>`: where a resumed run's config goes, beside its first `.hydra/`."""
+    return f".hydra/{RESUMED_PREFIX}{started('%Y-%m-%d_%H-%M-%S_%f')}"
 
 
 def started(pattern: str) -> str:
@@ -86,11 +94,23 @@ def set_started(moment: datetime.datetime) -> None:
 
 def resume_override(folder: Path) -> str:
     """`loop.resume=...` naming `folder`, quoted for Hydra's override grammar and for a shell."""
+    return shlex.quote(f"loop.resume={hydra_quoted(folder)}")
+
+
+def folder_override(key: str, folder: Path) -> str:
+    """`key=<folder>` (absolute), quoted for Hydra and a shell where its characters need it."""
+    path = str(folder.absolute())
+    plain = re.fullmatch(r"[\w./:-]+", path) is not None
+    return shlex.quote(f"{key}={path if plain else hydra_quoted(folder)}")
+
+
+def hydra_quoted(folder: Path) -> str:
+    """`folder` (absolute) as one quoted string of Hydra's override grammar."""
     # Hydra reads "..." as one string (sweep job folders hold "=" and ","); inside it, a quote
     # and the backslashes before a quote or before the closing quote are escaped.
     path = str(folder.absolute()).replace("${", "\\${")  # not an interpolation
     escaped = re.sub(r'(\\*)("|$)', lambda m: 2 * m[1] + ('\\"' if m[2] else ""), path)
-    return shlex.quote(f'loop.resume="{escaped}"')
+    return f'"{escaped}"'
 
 
 def resume_command(folder: Path) -> str:
@@ -174,17 +194,9 @@ class RunFolder(Callback):
         self.started_at = time.time()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep = Path(config.hydra.sweep.dir).absolute()
-        jobs = [job for job in sweep.glob("*") if job.is_dir() and holds_run(job)]
+        """A sweep folder must be one; what it may hold is mnistlab.sweeprecord's to say."""
         with refusal():
-            check_folder(sweep, "hydra.sweep.dir")
-            if jobs and not config.loop.overwrite:
-                raise SettingError(
-                    f"hydra.sweep.dir={sweep} already holds a sweep's runs: choose another "
-                    "hydra.sweep.dir, or replace them with loop.overwrite=true"
-                )
-        for job in jobs:
-            check_new_run(job, None, overwrite=True)
+            check_folder(Path(config.hydra.sweep.dir).absolute(), "hydra.sweep.dir")
 
     def on_run_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """A run refused before training leaves no new folder (or resumed_<time>/) behind."""

@@ -31,7 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from mnistlab import naming, progress
+from mnistlab import naming, progress, sweepresume, sweepstop
 from mnistlab.history import (
     COMPLETED,
     FAILED,
@@ -314,6 +314,8 @@ def record_failure(out_dir: Path, error: BaseException) -> None:
         metrics = {}  # damaged beyond use: the failure is what matters now
     if metrics.get("status") == UNFINISHED:
         metrics = {}  # load_metrics' note for a missing file
+    if metrics.get("status") == FAILED and "error" in metrics:
+        return  # recorded already (by the run, or by an earlier run of the sweep): untouched
     metrics["status"] = FAILED
     metrics.setdefault("error", f"{type(error).__name__}: {error}")
     try:
@@ -323,18 +325,21 @@ def record_failure(out_dir: Path, error: BaseException) -> None:
 
 
 def finished(jobs: list[Job]) -> list[Job]:
-    """The jobs that have ended, whatever their status."""
-    return [job for job in jobs if job.status not in (UNFINISHED, UNREADABLE)]
+    """The jobs that have ended for good (an interrupted job has work left)."""
+    return [job for job in jobs if job.status not in (UNFINISHED, UNREADABLE, "interrupted")]
 
 
-def progress_line(jobs: list[Job], folder_name: str) -> str:
-    """The progress line for the job in the folder `folder_name`: its result, then the sweep's."""
+def progress_line(jobs: list[Job], folder_name: str, note: str = "") -> str:
+    """The progress line for the job in the folder `folder_name`: its result, then the sweep's.
+
+    `note` says what a re-run sweep did with the job's earlier run (`reused`, `resumed`).
+    """
     number, _, name = folder_name.partition("_")
     label = f"job {number} ({name})" if name else f"job {number}"
     job = next((job for job in jobs if job.folder.name == folder_name), None)
     if job is None:  # its folder is not a job folder: say what is known
         return progress.line(label, "ended", len(finished(jobs)))
-    result = job.status_text
+    result = f"{job.status_text} ({note})" if note else job.status_text
     value = job.metrics.get(job.objective) if job.objective is not None else None
     if isinstance(value, float):
         result += f", {job.objective}={cell(job.objective, value)}"
@@ -351,14 +356,17 @@ class SweepSummary(Callback):
         """Runs in the job's own process, whichever launcher started it."""
         if config.hydra.mode is not RunMode.MULTIRUN:
             return  # a single run reports its own failure on the terminal
-        if job_return.status is JobStatus.FAILED:
-            # `return_value` would re-raise the job's exception; the stored one is what we record.
-            error = job_return._return_value
+        out_dir = Path(config.hydra.runtime.output_dir)
+        error = job_return._return_value  # `return_value` would re-raise a failed job's error
+        stopped = isinstance(error, sweepstop.JobInterrupted)  # metrics.json says so already
+        if job_return.status is JobStatus.FAILED and not stopped:
             log.error("job failed: %s: %s", type(error).__name__, error)
-            record_failure(Path(config.hydra.runtime.output_dir), error)
+            record_failure(out_dir, error)
         jobs = find_jobs(Path(config.hydra.sweep.dir))
         write_summary(Path(config.hydra.sweep.dir), jobs)
-        print(progress_line(jobs, Path(config.hydra.runtime.output_dir).name), flush=True)
+        if not stopped or error.started:
+            line = progress_line(jobs, out_dir.name, sweepresume.note_of(out_dir))
+            print(line, flush=True)
         from mnistlab import report  # matplotlib loads only where a report is drawn
 
         report.refresh(Path(config.hydra.sweep.dir))

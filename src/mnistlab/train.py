@@ -14,20 +14,56 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mnistlab import config, rundir, signals
+from mnistlab import config, rundir, signals, sweepresume, sweepstop
 
 log = logging.getLogger(__name__)
 config.register_schemas()
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> Any:
     """Hydra entry point: train in Hydra's output folder, return the objective for sweepers."""
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    # Where Hydra saved this command's config: .hydra/resumed_<time>/ when resuming.
+    record = None if hydra_cfg.output_subdir is None else out_dir / hydra_cfg.output_subdir
+    sweeping = hydra_cfg.mode is RunMode.MULTIRUN
+    try:
+        return job(cfg, hydra_cfg, record, sweeping)
+    except signals.Interrupted as stop:
+        if sweeping:  # the sweep prints the command that continues it, this job included
+            log.warning("%s: checkpoint saved", stop)
+            sweepstop.job_interrupted(stop.exit_code - 128)
+        folder = rundir.resumed_folder(cfg.loop.resume) or out_dir
+        log.warning("%s: checkpoint saved; continue with: %s", stop, rundir.resume_command(folder))
+        raise SystemExit(stop.exit_code) from None
+    except signals.NotStarted as stop:
+        if sweeping:
+            sweepstop.job_interrupted(int(stop.code or 0) - 128, started=False)
+        raise
+    except sweepstop.JobInterrupted as stop:
+        if not stop.started:
+            sweepresume.not_started(out_dir, record)
+        raise
+
+
+def job(cfg: DictConfig, hydra_cfg: DictConfig, record: Path | None, sweeping: bool) -> Any:
+    """Train (or, in a sweep re-run into its folder, reuse or resume) the job; its objective."""
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    if sweeping and cfg.loop.resume is None:  # not a SLURM job requeued with loop.resume
+        sweepstop.job_starting()
+        reused = sweepresume.start_job(cfg, out_dir, record)
+        if reused is not None:
+            return reused
+        overrides = sweepresume.changeable(overrides)
     # A signal while torch loads (a second or more) ends the job in one line, as in data loading.
     with signals.Interrupts():
         from mnistlab import distributed, run  # torch loads here, once a job really starts
@@ -35,19 +71,10 @@ def main(cfg: DictConfig) -> float:
         distributed.adopt_slurm()
         if distributed.world().size > 1:
             distributed.join()  # a SLURM task; under torchrun `cli` has joined already
-    hydra_cfg = HydraConfig.get()
-    out_dir = Path(hydra_cfg.runtime.output_dir)
     # A resume applies the command's explicit overrides to the saved config; a saved config
     # may call only what the config groups on this command's search path offer.
     sources = [f"{source.schema}://{source.path}" for source in hydra_cfg.runtime.config_sources]
-    # Where Hydra saved this command's config: .hydra/resumed_<time>/ when resuming.
-    record = None if hydra_cfg.output_subdir is None else out_dir / hydra_cfg.output_subdir
-    try:
-        metrics = run.train(cfg, out_dir, hydra_cfg.overrides.task, sources, record)
-    except signals.Interrupted as stop:
-        folder = rundir.resumed_folder(cfg.loop.resume) or out_dir
-        log.warning("%s: checkpoint saved; continue with: %s", stop, rundir.resume_command(folder))
-        raise SystemExit(stop.exit_code) from None
+    metrics = run.train(cfg, out_dir, overrides, sources, record)
     return metrics[cfg.objective]
 
 
@@ -72,7 +99,10 @@ def cli() -> None:
     sys.argv[1:] = resume_argv(sys.argv[1:])
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         if {"-m", "--multirun"} & set(sys.argv[1:]):
-            main()  # each job handles its own signals; Ctrl-C between jobs ends the sweep
+            # Each job handles its own signals; a signal ends the sweep with 130 / 143 and
+            # the command that continues it.
+            with sweepstop.stopping():
+                main()
             return
         # From Hydra's start to the run's own handling (Hydra composes, opens train.log and
         # writes .hydra/ first): a signal ends the command in one line, exit 130/143.

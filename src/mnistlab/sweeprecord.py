@@ -1,0 +1,171 @@
+"""What defines a sweep, recorded in its folder, so that a re-run there continues that sweep only.
+
+When a sweep starts in a folder that holds no sweep, `sweep.yaml` is written there: the
+overrides that define it (the command line's, in the order given, less MAY_DIFFER), a preset's
+`hydra.sweeper.params`, the sweeper and its `n_trials`. Re-running into the folder
+(`hydra.sweep.dir=<it>`) compares the command with the record before any job starts: the same
+sweep continues (mnistlab.sweepresume), any other is refused in one line naming what differs.
+A folder whose jobs hold runs but that has no record (a sweep of an older mnistlab-train) is
+refused the same way. `loop.overwrite=true` replaces whatever the folder holds.
+
+Security: the record is data. It is read with a safe YAML loader and only compared with the
+command's own definition; nothing in it is run, instantiated or handed to Hydra.
+Kept free of torch: it runs in the sweep's process before any job.
+"""
+
+import sys
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from mnistlab import SettingError, naming, rundir
+
+RECORD_FILE = "sweep.yaml"  # in the sweep folder
+SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Settings a re-run may give differently: none changes a job's results, and a job's own resume
+# allows each (mnistlab.resume.MAY_CHANGE), so an interrupted job continues with them. Hydra's
+# own settings (hydra.sweep.dir, hydra/launcher, hydra.launcher.*) are not task overrides: only
+# the sweeper's (below) define a sweep.
+MAY_DIFFER = (
+    "sweep.retry_failed",
+    "loop.overwrite",
+    "loop.log_every_n_batches",
+    "loop.checkpoint_every_n_steps",
+    "device",
+    "device.*",
+    "dataset.source.root",
+    "dataset.source.mirrors",
+    "dataset.source.download",
+    "dataset.source.download_deadline_s",
+    "dataset.source.checksums",
+    "dataset.source.md5",
+    "dataset.source.md5.*",
+    "dataset.loader.num_workers",
+)
+UNSET = "unset"
+
+
+def may_differ(key: str) -> bool:
+    """Whether a re-run of a sweep may give the setting `key` another value."""
+    return any(fnmatchcase(key.lstrip("+~"), pattern) for pattern in MAY_DIFFER)
+
+
+def definition(config: DictConfig) -> dict[str, Any]:
+    """What defines the sweep `config` starts: the record's contents, less the command."""
+    overrides, params = config.hydra.overrides.task, naming.preset_params(config)
+    return {
+        "sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_")),
+        "n_trials": OmegaConf.select(config, "hydra.sweeper.n_trials"),
+        "overrides": defining(overrides),
+        "params": defining(params),
+        # The order of the sweeps numbers the jobs (the sweeper takes the preset's first).
+        "swept": list(defining([*params, *overrides], swept=True)),
+    }
+
+
+def defining(overrides: Any, swept: bool = False) -> dict[str, str]:
+    """{key: value text} of the overrides that define a sweep (`swept`: its sweeps only)."""
+    found = {}
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.get_key_element()
+        if may_differ(key) or (swept and not override.is_sweep_override()):
+            continue
+        try:  # a choice or range as its values, so `0.1, 0.01` and `0.1,0.01` are the same
+            if override.is_sweep_override():
+                value = ",".join(override.sweep_string_iterator())
+            else:
+                value = override.get_value_element_as_str()
+        except HydraException:  # interval(), glob(): the text as given
+            value = override.input_line.partition("=")[2].strip()
+        found[key] = value
+    return found
+
+
+def differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """What differs between two definitions, as `key: <saved> there, <given> here`."""
+    found = []
+    for name, key in (("sweeper", "hydra.sweeper"), ("n_trials", "hydra.sweeper.n_trials")):
+        if saved.get(name) != given[name]:
+            found.append(f"{key}: {saved.get(name)} there, {given[name]} here")
+    for name, prefix in (("overrides", ""), ("params", "hydra.sweeper.params.")):
+        old, new = saved.get(name) or {}, given[name]
+        for key in dict.fromkeys([*old, *new]):
+            if old.get(key) != new.get(key):
+                there, here = old.get(key, UNSET), new.get(key, UNSET)
+                found.append(f"{prefix}{key}: {there} there, {here} here")
+    old, new = saved.get("swept") or [], given["swept"]
+    if not found and old != new:  # the same sweeps in another order: other job numbers
+        found.append(f"the order of the swept keys: {', '.join(old)} there, {', '.join(new)} here")
+    return found
+
+
+def read(path: Path) -> dict[str, Any]:
+    """A sweep's record, as plain data; SettingError where it cannot be one."""
+    try:
+        record = yaml.load(path.read_text(), Loader=SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]  # one line
+        why = f"its {RECORD_FILE} cannot be read: {reason}"
+        raise SettingError(refusal(path.parent, why)) from None
+    parts = ("overrides", "params")
+    if not isinstance(record, dict) or not all(isinstance(record.get(p), dict) for p in parts):
+        raise SettingError(refusal(path.parent, f"its {RECORD_FILE} is not a sweep's record"))
+    return record
+
+
+def write(path: Path, given: dict[str, Any]) -> None:
+    """Record the sweep's definition, with the command that started it (for people to read)."""
+    header = (
+        "# What defines this sweep: mnistlab-train continues it only for a command that gives\n"
+        "# the same (read as data, only compared). `command` is how it was started.\n"
+    )
+    record = {"command": ["mnistlab-train", *sys.argv[1:]], **given}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + yaml.safe_dump(record, sort_keys=False))
+
+
+def refusal(sweep: Path, reason: str) -> str:
+    """The one line that refuses a sweep aimed at `sweep`: why, and the ways on."""
+    return (
+        f"hydra.sweep.dir={sweep} {reason}: run the same sweep to continue it, choose another "
+        "hydra.sweep.dir, or replace it with loop.overwrite=true"
+    )
+
+
+def holds_jobs(sweep: Path) -> bool:
+    """Whether some job folder of `sweep` holds a run (a checkpoint, metrics or events)."""
+    return sweep.is_dir() and any(job.is_dir() and rundir.holds_run(job) for job in sweep.iterdir())
+
+
+def check(sweep: Path, config: DictConfig) -> None:
+    """Before any job: continue the sweep recorded in `sweep`, refuse another, record a new one."""
+    given, path = definition(config), sweep / RECORD_FILE
+    if config.loop.overwrite:
+        replace(sweep)
+    elif path.exists():
+        found = differences(read(path), given)
+        if found:
+            raise SettingError(refusal(sweep, f"holds another sweep ({'; '.join(found)})"))
+        return  # the same sweep: its record stays as it was written
+    elif holds_jobs(sweep):
+        raise SettingError(
+            refusal(sweep, f"holds a sweep with no {RECORD_FILE} (an older mnistlab-train's)")
+        )
+    write(path, given)
+
+
+def replace(sweep: Path) -> None:
+    """loop.overwrite=true: remove the runs and record a sweep left in `sweep`."""
+    if not sweep.is_dir():
+        return
+    (sweep / RECORD_FILE).unlink(missing_ok=True)
+    for job in sweep.iterdir():
+        if job.is_dir() and rundir.holds_run(job):
+            rundir.check_new_run(job, None, overwrite=True)
+            if not any(job.iterdir()):
+                job.rmdir()  # a job folder the new sweep may not make again
