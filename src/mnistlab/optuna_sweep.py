@@ -4,8 +4,9 @@ Re-running the same sweep into its folder (`hydra.sweep.dir=<that sweep>`) conti
 total `n_trials`: trials that finished (complete, pruned, failed) count; trials an interrupt
 left running are launched again with their own parameters, job number and folder (the job
 resumes from its checkpoint); new trials get the next numbers. Job number == trial number.
-A job that an interrupt stopped (SystemExit, KeyboardInterrupt) ends the sweep and leaves its
-trial running, so it resumes; only a job that raised an error is told as failed.
+A job that a signal stopped (SystemExit in the sweep's process, sweepstop.JobInterrupted from
+a joblib worker) ends the sweep and leaves its trial running, so that it resumes; only a job
+that raised an error is told as failed.
 Loaded only by hydra_plugins.mnistlab_optuna, once the sweep starts (it imports optuna).
 """
 
@@ -24,9 +25,10 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import GridSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from mnistlab import SettingError, optuna_study
+from mnistlab import SettingError, optuna_study, sweepstop
 from mnistlab.history import PRUNED
 from mnistlab.outputs import METRICS_FILE
+from mnistlab.sweepstop import JobInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +119,14 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         return trial.number, overrides(params, space, fixed)
 
     def tell_all(self, study: optuna.Study, batch: list[Job], returns: Sequence[JobReturn]):
-        """Tell each job's result; stop the sweep once failures pass max_failure_rate."""
-        told = [tell(study, number, ret) for (number, _), ret in zip(batch, returns, strict=True)]
-        failures = [ret for ret, ok in zip(returns, told, strict=True) if not ok]
-        if failures and len(failures) / len(returns) > self.max_failure_rate:
+        """Tell each job's result; stop the sweep after a signal, or past max_failure_rate."""
+        ended = [(number, ret) for (number, _), ret in zip(batch, returns, strict=True)]
+        stopped = [ret._return_value for _, ret in ended if signalled(ret)]
+        ended = [(number, ret) for number, ret in ended if not signalled(ret)]
+        failures = [ret for number, ret in ended if not tell(study, number, ret)]
+        if stopped:  # their trials stay running, to be continued by a re-run
+            sweepstop.job_interrupted(stopped[0].signum)
+        if failures and len(failures) / len(ended) > self.max_failure_rate:
             for ret in failures:
                 _ = ret.return_value  # raises a job's own error, with its traceback
             raise RuntimeError(
@@ -165,6 +171,11 @@ def in_a_row(jobs: list[Job]) -> Iterator[list[Job]]:
         if i == len(jobs) or jobs[i][0] != jobs[i - 1][0] + 1:
             yield jobs[start:i]
             start = i
+
+
+def signalled(ret: JobReturn) -> bool:
+    """Whether a job of a pooled sweep (joblib) stopped on a signal rather than failing."""
+    return ret.status == JobStatus.FAILED and isinstance(ret._return_value, JobInterrupted)
 
 
 def tell(study: optuna.Study, number: int, ret: JobReturn) -> bool:
