@@ -142,3 +142,18 @@ def test_optuna_pruner_prunes_a_hopeless_trial(tmp_path):
     assert metrics["epochs"] == 1
     good = json.loads((jobs_in(folder)[trials[0.01].number] / "metrics.json").read_text())
     assert good["status"] == "completed" and good["epochs"] == 2
+
+
+def test_a_study_trial_outside_the_search_space_is_refused_before_any_job(tmp_path):
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    study = optuna.create_study(study_name="mnistlab", storage=f"sqlite:///{folder / 'optuna.db'}")
+    left_running = study.ask()  # as an interrupt leaves it; its value comes from the database
+    left_running.suggest_float("optimizer.lr", 1.0, 10.0)
+    result = sweep(tmp_path, "optimizer.lr=interval(0.001, 0.1)", f"hydra.sweep.dir={folder}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]  # after Optuna's "Using an existing study"
+    assert "trial 0 of study mnistlab has {'optimizer.lr': " in line
+    assert "outside this sweep's search space ['optimizer.lr']" in line
+    assert sorted(path.name for path in folder.iterdir()) == ["optuna.db", "sweep.yaml"]
+    assert study.trials[0].state == optuna.trial.TrialState.RUNNING

@@ -25,7 +25,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import GridSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from mnistlab import SettingError, optuna_study, sweepstop
+from mnistlab import SettingError, optuna_study, rundir, sweepstop
 from mnistlab.history import PRUNED
 from mnistlab.outputs import METRICS_FILE
 from mnistlab.sweepstop import JobInterrupted
@@ -50,8 +50,11 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
 
     def sweep(self, arguments: list[str]) -> None:
         """Run the trials still missing from the study, then write the best one."""
-        space, fixed = self.distributions(arguments)
-        study = self.open_study()
+        with rundir.refusal():  # one line, before any job
+            space, fixed = self.distributions(arguments)
+            study = self.open_study()
+            interrupted = [t for t in study.trials if t.state == TrialState.RUNNING]
+            again = [self.again(trial, space, fixed) for trial in interrupted]
         done = sum(trial.state in FINISHED for trial in study.trials)
         log.info("Study %s in %s: %d of %d trials done", study.study_name, self.url(), done,
                  self.n_trials)  # fmt: skip
@@ -59,7 +62,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             # A seeded sampler would start its random draws again from the seed and repeat the
             # first trials' values; a resumed search differs from an uninterrupted one anyway.
             self.sampler.reseed_rng()
-        for batch in self.batches(study, space, fixed):
+        for batch in self.batches(study, again, space, fixed):
             returns = self.launcher.launch([ov for _, ov in batch], initial_job_idx=batch[0][0])
             self.tell_all(study, batch, returns)
         self.write_best(study)
@@ -95,12 +98,12 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             load_if_exists=True,
         )
 
-    def batches(self, study: optuna.Study, space: dict, fixed: dict) -> Iterator[list[Job]]:
+    def batches(
+        self, study: optuna.Study, again: list[Job], space: dict, fixed: dict
+    ) -> Iterator[list[Job]]:
         """Interrupted trials again, then new ones up to n_trials; n_jobs, numbered in a row."""
-        interrupted = [t for t in study.trials if t.state == TrialState.RUNNING]
-        running = [self.again(trial, space, fixed) for trial in interrupted]
-        for start in range(0, len(running), self.n_jobs):
-            yield from in_a_row(running[start : start + self.n_jobs])
+        for start in range(0, len(again), self.n_jobs):
+            yield from in_a_row(again[start : start + self.n_jobs])
         while (left := self.n_trials - sum(t.state in FINISHED for t in study.trials)) > 0:
             trials = [study.ask() for _ in range(min(left, self.n_jobs))]
             self._configure_trials(trials, space, fixed)  # suggests each trial's values
