@@ -5,6 +5,7 @@
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, suppress
@@ -141,10 +142,13 @@ def train(
         from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
 
         is_main = run.world.is_main
-        # purge_step hides events a killed process logged after its last checkpoint.
+        # purge_step hides events a killed process logged after its last checkpoint. TensorBoard
+        # takes a run's first session START for its beginning and purges only at later ones,
+        # so a new run writes one too (at step 0).
         purge = run.progress.step + 1 if resumed is not None else None
+        start = 0 if purge is None else purge
         writer = (
-            History(SummaryWriter(log_dir=str(out_dir), purge_step=purge), out_dir, purge)
+            History(SummaryWriter(log_dir=str(out_dir), purge_step=start), out_dir, purge)
             if is_main
             else NoWriter()
         )
@@ -168,15 +172,25 @@ def train(
     if is_main:
         write_metrics(out_dir, metrics)
     if metrics["status"] == PRUNED:
-        log.warning(
-            "pruned after epoch %d; to train it to the end: %s %s",
-            metrics["pruned_at_epoch"],
-            rundir.resume_command(out_dir),
-            "sweep.prune.median=false sweep.prune.diverged=false",
-        )
+        say_pruned(out_dir, metrics["pruned_at_epoch"])
+        # Pruned before its first validation it has no objective value: a sweeper gets NaN.
+        return {cfg.objective: math.nan} | metrics
     if stop.signum is not None:
         raise Interrupted(stop.signum)
     return metrics
+
+
+def say_pruned(out_dir: Path, epoch: int) -> None:
+    """How to train a pruned run to the end, where it has a checkpoint to go on from."""
+    if not (out_dir / rundir.CHECKPOINT_FILE).exists():
+        log.warning("pruned before its first checkpoint: there is nothing to resume")
+        return
+    log.warning(
+        "pruned after epoch %d; to train it to the end: %s %s",
+        epoch,
+        rundir.resume_command(out_dir),
+        "sweep.prune.median=false sweep.prune.diverged=false",
+    )
 
 
 def diverged(run: Run, writer: Any, err: NonFiniteLoss) -> NonFiniteLoss:
