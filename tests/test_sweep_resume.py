@@ -1,0 +1,306 @@
+"""Resume a sweep: interrupt it (real signals to its process group), re-run it into its folder.
+
+One uninterrupted sweep (module fixture) is the reference: every job of an interrupted and
+resumed sweep must end with its metrics.json (less timings) and final weights, bit for bit.
+"""
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, run_cli
+from mnistlab import resume, sweeprecord
+
+# 3 jobs: 2 of about 0.5 s (2 epochs of 63 steps, a checkpoint every 10 steps), and one whose
+# learning rate is refused (it fails before training, as deterministically as can be).
+SWEEP = (
+    "optimizer.lr=0.01,0.02,-1",
+    "dataset=fake_mnist",
+    "dataset.loader.batch_size=16",
+    "model.hidden=16",
+    "loop.epochs=2",
+    "loop.checkpoint_every_n_steps=10",
+    "device.threads=1",
+)
+JOBS = ("0_lr:0.01", "1_lr:0.02", "2_lr:-1")
+TIMINGS = ("samples_per_second", "wall_time_s", "resumes")  # what a resumed job may change
+CONTINUE = re.compile(r"^sweep interrupted by (SIG\w+); continue it with: (.*)$", re.M)
+JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+
+# Real CLI sweeps; on one xdist worker, so that the reference sweep is made once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sweep_resume")]
+
+
+def sweep_cli(cwd: Path, sweep: Path, *args: str) -> subprocess.CompletedProcess:
+    """`mnistlab-train -m SWEEP args hydra.sweep.dir=<sweep>`, to its end."""
+    return run_cli("mnistlab.train", "-m", *SWEEP, *args, f"hydra.sweep.dir={sweep}", cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sweep, uninterrupted."""
+    cwd = tmp_path_factory.mktemp("reference")
+    result = sweep_cli(cwd, cwd / "sweep")
+    assert result.returncode == 1, result.stderr  # job 2 failed, the others completed
+    return cwd / "sweep"
+
+
+def interrupt(cwd: Path, args: list[str], when: Callable[[], bool], signum: int) -> str:
+    """Start `mnistlab-train -m args`, send `signum` to its process group once `when()`."""
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    with (cwd / "out.txt").open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mnistlab.train", "-m", *args],
+            cwd=cwd,
+            env=env | {"PYTHONPATH": str(ROOT / "src")},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
+        )
+        deadline = time.monotonic() + 120
+        while not when():
+            assert process.poll() is None and time.monotonic() < deadline, read(cwd / "out.txt")
+            time.sleep(0.01)
+        os.killpg(process.pid, signum)
+        code = process.wait(timeout=120)
+    output = read(cwd / "out.txt")
+    assert code == 128 + signum, output
+    return output
+
+
+def read(path: Path) -> str:
+    return path.read_text()
+
+
+def status(job: Path) -> str | None:
+    """The status in a job's metrics.json, None before it has one."""
+    path = job / "metrics.json"
+    return json.loads(path.read_text())["status"] if path.exists() else None
+
+
+def training(job: Path) -> Callable[[], bool]:
+    """True once the job has a checkpoint but no metrics: it is training."""
+    return lambda: (job / "checkpoint.pt").exists() and not (job / "metrics.json").exists()
+
+
+def paste(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run a printed command in a shell, as a user pasting it would."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    env |= {"PATH": path, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run(
+        ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def stats(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """(inode, size, mtime_ns) of every file under `folder`: what proves it untouched."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            info = path.stat()
+            found[str(path.relative_to(folder))] = (info.st_ino, info.st_size, info.st_mtime_ns)
+    return found
+
+
+def results(job: Path) -> tuple[dict, dict[str, torch.Tensor] | None]:
+    """A job's metrics.json less timings, and its final weights (None without a checkpoint)."""
+    metrics = json.loads((job / "metrics.json").read_text())
+    checkpoint = job / "checkpoint.pt"
+    weights = torch.load(checkpoint, weights_only=True)["model"] if checkpoint.exists() else None
+    return {key: value for key, value in metrics.items() if key not in TIMINGS}, weights
+
+
+def assert_same_as(reference: Path, sweep: Path) -> None:
+    """Every job as in the reference sweep: metrics (less timings), weights; the summary too."""
+    assert sorted(path.name for path in sweep.iterdir() if path.is_dir()) == list(JOBS)
+    for name in JOBS:
+        (metrics, weights), (expected, expected_weights) = (
+            results(sweep / name),
+            results(reference / name),
+        )
+        assert metrics == expected, name
+        if expected_weights is None:
+            assert weights is None, name
+        else:
+            assert weights.keys() == expected_weights.keys()
+            assert all(torch.equal(weights[k], expected_weights[k]) for k in weights), name
+    assert summary(sweep) == summary(reference)
+
+
+def summary(sweep: Path) -> list[dict[str, str]]:
+    """summary.csv's rows, less timings and the settings a re-run may change (they change none)."""
+    with (sweep / "summary.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    kept = [key for key in rows[0] if key not in TIMINGS and not sweeprecord.may_differ(key)]
+    return [{key: row[key] for key in kept} for row in rows]
+
+
+def progress(output: str) -> dict[str, str]:
+    """{job number: what its progress line says it did}."""
+    return dict(re.findall(r"^sweep: job (\d) \(\S+\) (\w+(?: \([\w ]+\))?)", output, re.M))
+
+
+def test_a_sweep_interrupted_mid_job_then_between_jobs_ends_as_if_uninterrupted(
+    reference: Path, tmp_path: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    args = [*SWEEP, f"hydra.sweep.dir={sweep}"]
+    output = interrupt(tmp_path, args, training(sweep / JOBS[1]), signal.SIGINT)
+
+    ((name, command),) = CONTINUE.findall(output)  # the last line, ready to paste
+    assert name == "SIGINT" and output.rstrip().endswith(command)
+    assert command == f"mnistlab-train -m {' '.join(SWEEP)} hydra.sweep.dir={sweep}"
+    assert status(sweep / JOBS[1]) == "interrupted"
+    assert not (sweep / JOBS[2]).exists()  # the sweep stopped: no further job started
+    finished = stats(sweep / JOBS[0])
+
+    # Resumed, with a setting that changes no result, and stopped once job 1 has completed.
+    args[SWEEP.index("loop.checkpoint_every_n_steps=10")] = "loop.checkpoint_every_n_steps=7"
+    output = interrupt(
+        tmp_path, args, lambda: status(sweep / JOBS[1]) == "completed", signal.SIGTERM
+    )
+
+    # Job 0 is done, job 1 (interrupted) is not: 1 of 3. Job 1's line: the signal came first.
+    assert re.search(
+        r"^sweep: job 0 \(lr:0.01\) completed \(reused\), .* \| 1/3 jobs done", output, re.M
+    )
+    log = (sweep / JOBS[1] / "train.log").read_text()
+    assert f"resuming {sweep / JOBS[1]} with loop.checkpoint_every_n_steps=7" in log
+    ((name, command),) = CONTINUE.findall(output)
+    assert name == "SIGTERM" and not (sweep / JOBS[2]).exists()
+
+    resumed = paste(command, tmp_path)
+
+    assert resumed.returncode == 1, resumed.stderr  # job 2 fails, as in the reference
+    assert_same_as(reference, sweep)
+    assert stats(sweep / JOBS[0]) == finished  # job 0 was never trained again
+    assert progress(resumed.stdout) == {
+        "0": "completed (reused)",
+        "1": "completed (reused)",
+        "2": "failed",
+    }
+    # The resumed job's config went beside its first .hydra/; a reused job's was removed.
+    assert len(list((sweep / JOBS[1] / ".hydra").glob("resumed_*/config.yaml"))) == 1
+    assert not list((sweep / JOBS[0] / ".hydra").glob("resumed_*"))
+
+
+def test_a_joblib_sweep_interrupted_mid_job_resumes_to_the_uninterrupted_result(
+    reference: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    args = [*SWEEP, *JOBLIB, f"hydra.sweep.dir={sweep}"]
+    output = interrupt(tmp_path, args, training(sweep / JOBS[1]), signal.SIGINT)
+
+    ((_, command),) = CONTINUE.findall(output)
+    # Each worker's job stopped at a step boundary and saved; none was killed or failed.
+    assert status(sweep / JOBS[1]) == "interrupted"
+    for job in sweep.iterdir():
+        if job.is_dir():
+            assert status(job) in ("interrupted", "completed"), job.name
+
+    resumed = paste(command, tmp_path)
+
+    assert resumed.returncode == 1, resumed.stderr
+    assert_same_as(reference, sweep)
+    assert progress(resumed.stdout)["1"] == "completed (resumed)"
+
+
+def test_a_failed_job_is_reported_again_and_retrained_only_when_asked(
+    reference: Path, tmp_path: Path
+) -> None:
+    sweep = shutil.copytree(reference, tmp_path / "sweep")
+    failed = sweep / JOBS[2]
+    # A checkpoint in the failed job's folder: a failed job is not resumed from it.
+    shutil.copy(sweep / JOBS[0] / "checkpoint.pt", failed / "checkpoint.pt")
+    before = {job: stats(sweep / job) for job in JOBS}
+
+    again = sweep_cli(tmp_path, sweep)
+
+    assert again.returncode == 1
+    assert (
+        f"{JOBS[2]} failed in an earlier run of this sweep (SettingError: optimizer.lr=-1 must be "
+        "> 0): not trained again; re-run with sweep.retry_failed=true to train it again"
+    ) in again.stderr
+    # Nothing touched; the failed job's log says it was reported again.
+    assert {job: stats(sweep / job) for job in JOBS[:2]} == {job: before[job] for job in JOBS[:2]}
+    assert {key: value for key, value in stats(failed).items() if key != "train.log"} == {
+        key: value for key, value in before[JOBS[2]].items() if key != "train.log"
+    }
+    assert progress(again.stdout) == {
+        **{str(n): "completed (reused)" for n in range(2)},
+        "2": "failed (not retried)",
+    }
+
+    retried = sweep_cli(tmp_path, sweep, "sweep.retry_failed=true")
+
+    assert retried.returncode == 1  # it fails again, from scratch
+    assert not (failed / "checkpoint.pt").exists()  # its old outputs went first
+    assert stats(failed)["metrics.json"] != before[JOBS[2]]["metrics.json"]
+    assert "job 2 (lr:-1) failed: SettingError" in retried.stdout
+    assert {job: stats(sweep / job) for job in JOBS[:2]} == {job: before[job] for job in JOBS[:2]}
+
+
+@pytest.mark.parametrize(
+    ("changed", "named"),
+    [
+        (
+            ("optimizer.lr=0.01,0.05,-1", *SWEEP[1:]),
+            "optimizer.lr: 0.01,0.02,-1 there, 0.01,0.05,-1 here",
+        ),
+        ((*SWEEP, "loop.seed=1"), "loop.seed: unset there, 1 here"),
+        (SWEEP[:3], "model.hidden: 16 there, unset here; loop.epochs: 2 there, unset here"),
+    ],
+    ids=["other values", "another setting", "a setting left out"],
+)
+def test_another_sweep_in_the_folder_is_refused_in_one_line(
+    reference: Path, tmp_path: Path, changed: tuple[str, ...], named: str
+) -> None:
+    before = stats(reference)
+    args = ("-m", *changed, f"hydra.sweep.dir={reference}")
+    result = run_cli("mnistlab.train", *args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"hydra.sweep.dir={reference} holds another sweep ({named}): run the same sweep to "
+        "continue it, choose another hydra.sweep.dir, or replace it with loop.overwrite=true"
+    ]
+    assert stats(reference) == before  # nothing written, nothing removed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_folder_without_a_record_is_refused_in_one_line(
+    reference: Path, tmp_path: Path
+) -> None:
+    sweep = shutil.copytree(reference, tmp_path / "sweep")
+    (sweep / sweeprecord.RECORD_FILE).unlink()  # as an older mnistlab-train left it
+    before = stats(sweep)
+
+    refused = sweep_cli(tmp_path, sweep)
+
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        f"hydra.sweep.dir={sweep} holds a sweep with no sweep.yaml (an older mnistlab-train's): "
+        "run the same sweep to continue it, choose another hydra.sweep.dir, or replace it with "
+        "loop.overwrite=true"
+    ]
+    assert stats(sweep) == before
+
+
+def test_what_a_sweep_re_run_may_change_a_resumed_job_may_change_too() -> None:
+    # Else a job interrupted before the change could not continue with it.
+    for key in sweeprecord.MAY_DIFFER:
+        probe = "device.name" if key == "device" else key.replace("*", "name")
+        assert any(fnmatchcase(probe, pattern) for pattern in resume.MAY_CHANGE), key
