@@ -26,7 +26,7 @@ from optuna.samplers import GridSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from mnistlab import SettingError, optuna_study, rundir, sweepstop
-from mnistlab.history import PRUNED
+from mnistlab.history import HIGHER_IS_BETTER, PRUNED
 from mnistlab.outputs import METRICS_FILE
 from mnistlab.sweepstop import JobInterrupted
 
@@ -51,6 +51,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
     def sweep(self, arguments: list[str]) -> None:
         """Run the trials still missing from the study, then write the best one."""
         with rundir.refusal():  # one line, before any job
+            check_direction(self.config.objective, self._get_directions())
             space, fixed = self.distributions(arguments)
             study = self.open_study()
             interrupted = [t for t in study.trials if t.state == TrialState.RUNNING]
@@ -151,6 +152,16 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             log.info("Best value: %s", study.best_value)
         path = Path(self.sweep_dir) / "optimization_results.yaml"
         OmegaConf.save(OmegaConf.create({"name": "optuna", **best}), path)
+
+
+def check_direction(objective: str, directions: list[str]) -> None:
+    """Refuse to minimise an accuracy or maximise a loss (the objective the jobs return)."""
+    wanted = "maximize" if objective in HIGHER_IS_BETTER else "minimize"
+    if len(directions) == 1 and directions[0].lower() != wanted:
+        raise SettingError(
+            f"hydra.sweeper.direction={directions[0]} with objective={objective}: set "
+            f"hydra.sweeper.direction={wanted}, or choose another objective"
+        )
 
 
 def overrides(params: dict[str, Any], space: dict, fixed: dict) -> tuple[str, ...]:
