@@ -41,17 +41,12 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
 
     def __init__(self, *args: Any, pruner: Any = None) -> None:
         super().__init__(*args)
-        if self.custom_search_space_extender is not None:
-            raise SettingError(
-                "hydra.sweeper.custom_search_space: not supported by a resumable sweep (its "
-                "trials could not be checked on resume); set it to null"
-            )
         self.pruner = pruner  # built from the current config; jobs build their own from it
 
     def sweep(self, arguments: list[str]) -> None:
         """Run the trials still missing from the study, then write the best one."""
         with rundir.refusal():  # one line, before any job
-            check_direction(self.config.objective, self._get_directions())
+            self.check_settings()
             space, fixed = self.distributions(arguments)
             study = self.open_study()
             interrupted = [t for t in study.trials if t.state == TrialState.RUNNING]
@@ -67,6 +62,20 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             returns = self.launcher.launch([ov for _, ov in batch], initial_job_idx=batch[0][0])
             self.tell_all(study, batch, returns)
         self.write_best(study)
+
+    def check_settings(self) -> None:
+        """What this sweeper cannot do with its settings, before the study is opened."""
+        if self.custom_search_space_extender is not None:
+            raise SettingError(
+                "hydra.sweeper.custom_search_space: not supported by a resumable sweep (its "
+                "trials could not be checked on resume); set it to null"
+            )
+        if self.study_name is None:
+            raise SettingError(
+                "hydra.sweeper.study_name is null: a study is found again by its name; set "
+                "one, e.g. hydra.sweeper.study_name=lr_search"
+            )
+        check_direction(self.config.objective, self._get_directions())
 
     def distributions(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution], dict]:
         """The distributions searched and the fixed settings, as Hydra's sweeper reads them."""
@@ -86,8 +95,6 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
 
     def open_study(self) -> optuna.Study:
         """The sweep's study, created or loaded; a plain RDBStorage, shared with the jobs."""
-        if self.study_name is None:
-            raise SettingError("hydra.sweeper.study_name is null: name the study, e.g. =lr")
         if self.storage is None:
             Path(self.sweep_dir).mkdir(parents=True, exist_ok=True)
         return optuna.create_study(
