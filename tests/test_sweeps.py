@@ -60,6 +60,8 @@ EXPECTED = {
     },
     "optuna_lr_search": {
         "hydra.mode": RunMode.MULTIRUN,
+        "hydra.sweeper._target_": "hydra_plugins.mnistlab_optuna.ResumableOptunaSweeper",
+        "hydra.sweeper.pruner._target_": "optuna.pruners.MedianPruner",
         "hydra.sweeper.direction": "minimize",
         "hydra.sweeper.n_trials": 20,
         "hydra.sweeper.params": {

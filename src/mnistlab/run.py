@@ -23,6 +23,7 @@ from mnistlab import (
     checkpoint,
     config,
     distributed,
+    optuna_study,
     precision,
     prune,
     resume,
@@ -324,7 +325,10 @@ def prune_hook(run: Run) -> prune.Hook | None:
     chance = torch.bincount(targets).max().item() / len(targets)  # always the commonest class
     sweep = prune.sweep_folder() if run.world.is_main else None
     settings, objective = run.settings.sweep.prune, run.cfg.objective
-    return prune.rules(settings, objective, run.progress.per_epoch, chance, sweep, run.out_dir)
+    rules = prune.rules(settings, objective, run.progress.per_epoch, chance, sweep, run.out_dir)
+    # Under mnistlab's Optuna sweeper: report to the job's trial, ask Optuna's pruner too.
+    trial = optuna_study.trial_hook(objective) if run.world.is_main else None
+    return prune.either(rules, trial)
 
 
 def trainee(run: Run) -> Trainee:
