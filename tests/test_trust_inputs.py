@@ -198,5 +198,14 @@ def test_help_lists_only_the_groups_a_training_run_uses(tmp_path):
     assert result.returncode == 0, result.stderr
     groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     listed = {line.split(":")[0] for line in groups.splitlines() if ": " in line}
-    assert listed == {"dataset", "device", "experiment", "loop", "model", "optimizer", "scheduler"}
+    assert listed == {
+        "dataset",
+        "device",
+        "experiment",
+        "loop",
+        "model",
+        "optimizer",
+        "scheduler",
+        "sweep",
+    }
     assert "optimizer: adam, adamw, rmsprop, sgd" in groups
