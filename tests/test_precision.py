@@ -7,6 +7,7 @@ import torch
 
 from conftest import compose_config
 from mnistlab import SettingError
+from mnistlab.loop import Progress, StepOptions, train_epoch
 from mnistlab.models import build
 from mnistlab.run import train
 
@@ -72,3 +73,25 @@ def test_the_speedrun_preset_trains_and_records_its_target(tmp_path, mnist_dir):
     assert metrics["stop_reason"] in ("completed", "target_reached")
     assert metrics["target_reached"] is (metrics["stop_reason"] == "target_reached")
     assert metrics["steps"] == 10 and metrics["test_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_label_smoothing_reaches_the_training_loss(smoothing):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3)
+    inputs, targets = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(
+            model(inputs), targets, label_smoothing=smoothing
+        ).item()
+    logged: list[float] = []
+    train_epoch(
+        model,
+        [(inputs, targets)],
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        Progress.on(torch.device("cpu")),
+        total=1,
+        log=lambda step, values: logged.append(values["loss"]),
+        options=StepOptions(log_every=1, label_smoothing=smoothing),
+    )
+    assert logged == [pytest.approx(expected, rel=1e-6)]
