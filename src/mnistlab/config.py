@@ -328,6 +328,13 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "num_val_samples": (lambda x: x >= 1, "an integer >= 1"),
     "num_train_samples": (lambda x: x >= 1, "an integer >= 1, or null for all"),
     "val_fraction": (lambda x: 0 < x < 1, "between 0 and 1, e.g. 0.1"),
+    # The schedulers' (mnistlab.schedulers).
+    "pct_start": (lambda x: 0 < x < 1, "in (0, 1), e.g. 0.25"),
+    "div_factor": (lambda x: x > 0, "> 0, e.g. 25"),
+    "final_div_factor": (lambda x: x > 0, "> 0, e.g. 10000"),
+    "min_factor": (lambda x: 0 <= x <= 1, "in [0, 1], e.g. 0.1"),
+    "gamma": (lambda x: 0 < x < 1, "in (0, 1), e.g. 0.5"),
+    "every_epochs": (lambda x: x >= 1, "an integer >= 1"),
 }
 
 
