@@ -270,6 +270,7 @@ def check(cfg: DictConfig) -> Settings:
         sweep=to_settings(cfg.sweep, SweepSettings, "sweep"),
     )
     check_choice(settings.loop, cfg.objective)
+    check_measured(settings.loop, cfg.objective)
     return settings
 
 
@@ -282,6 +283,21 @@ def check_choice(loop: LoopSettings, objective: str) -> None:
         raise SettingError(
             f"{chooses} chooses the model by objective={objective}, the test split: use "
             "objective=val_loss or val_accuracy"
+        )
+
+
+def check_measured(loop: LoopSettings, objective: str) -> None:
+    """Refuse an objective that a run may stop without measuring: the sweeper needs its value."""
+    # train_loss is an epoch's mean, so only an epoch's end gives it; a target or early
+    # stopping checked every eval_every_n_steps can end the run before its first epoch ends.
+    stops = "loop.target" if loop.target.metric is not None else None
+    if loop.early_stopping.patience is not None:
+        stops = "loop.early_stopping.patience"
+    if objective == "train_loss" and stops and loop.eval_every_n_steps is not None:
+        raise SettingError(
+            f"objective=train_loss is measured at epoch ends only, but {stops} with "
+            f"loop.eval_every_n_steps={loop.eval_every_n_steps} may stop the run mid-epoch: "
+            "use objective=val_loss (or val_accuracy), or loop.eval_every_n_steps=null"
         )
 
 
