@@ -130,3 +130,22 @@ def test_a_16_mixed_run_checkpoints_its_loss_scale(tmp_path):
     train(compose_config(*SMALL[:3], "device=cuda", "loop.precision=16-mixed"), tmp_path)
     state = checkpoint.load(tmp_path / "checkpoint.pt")
     assert state["scaler"]["scale"] > 0 and state["scaler"]["growth_interval"] == 2000
+
+
+def test_pooling_before_the_relu_changes_no_value_or_gradient():
+    torch.manual_seed(0)
+    model = build(compose_config("model=cnn", "model.dropout=0").model, (28, 28), 10)
+    conv1, _, _, conv2, _, _ = model.features
+    relu_first = torch.nn.Sequential(  # the textbook order, with the same convolutions
+        conv1, torch.nn.ReLU(), torch.nn.MaxPool2d(2), conv2, torch.nn.ReLU(), torch.nn.MaxPool2d(2)
+    )
+    images = torch.randn(8, 1, 28, 28)
+    outputs = []
+    for features in (model.features, relu_first):
+        model.zero_grad()
+        out = model.classifier(features(images))
+        out.square().sum().backward()
+        outputs.append((out, [p.grad.clone() for p in model.parameters()]))
+    (ours, our_grads), (theirs, their_grads) = outputs
+    assert torch.equal(ours, theirs)
+    assert all(torch.equal(a, b) for a, b in zip(our_grads, their_grads, strict=True))

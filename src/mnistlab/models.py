@@ -63,7 +63,7 @@ PADDINGS = ("same", "valid")
 
 
 class ConvNet(nn.Module):
-    """A small CNN: two conv + max-pool blocks, one hidden dense layer, optional dropout.
+    """A small CNN: two conv + max-pool + ReLU blocks, one hidden dense layer, optional dropout.
 
     `padding="same"` keeps each conv's output the size of its input; "valid" shrinks it by
     the kernel size less one (the speed-run CNN: 5x5 then 3x3, valid, 28 -> 24 -> 12 -> 10 -> 5).
@@ -98,13 +98,17 @@ class ConvNet(nn.Module):
                 f"the dataset's inputs have shape {tuple(input_shape)}: use model=mlp"
             )
         first, second = channels
+        # Pooling before the ReLU gives the same values and gradients as after it (the max of
+        # rectified values is the rectified max), with the ReLU on a quarter of the values:
+        # 12-19% less time per step of the speed-run CNN (bf16, channels-last, batch 256, 1 and
+        # 2 threads, interleaved). The convs keep their state_dict keys.
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, first, kernel_size=kernel_sizes[0], padding=padding),
-            nn.ReLU(),
             nn.MaxPool2d(2),
+            nn.ReLU(),
             nn.Conv2d(first, second, kernel_size=kernel_sizes[1], padding=padding),
-            nn.ReLU(),
             nn.MaxPool2d(2),
+            nn.ReLU(),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
