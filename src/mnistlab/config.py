@@ -340,6 +340,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "hidden": (lambda x: x >= 1, ">= 1, e.g. 128"),
     "channels": (lambda x: x >= 1, "two integers >= 1, e.g. [16, 32]"),
     "kernel_sizes": (lambda x: x >= 1 and x % 2 == 1, "two odd integers >= 1, e.g. [3, 3]"),
+    "shift": (lambda x: x >= 0, ">= 0 pixels (0: no shifts), e.g. 2"),
     "num_samples": (lambda x: x >= 1, "an integer >= 1"),
     "num_val_samples": (lambda x: x >= 1, "an integer >= 1"),
     "num_train_samples": (lambda x: x >= 1, "an integer >= 1, or null for all"),
