@@ -287,14 +287,15 @@ def test_time_to_accuracy_composes_the_speedrun_preset() -> None:
 
 
 def test_time_to_accuracy_is_a_training_run_that_stops_at_its_target(tmp_path, capsys) -> None:
-    results = job.run(race_config("loop.target.value=0.3", "loop.eval_every_n_steps=1"), tmp_path)
+    # 0.2: within this tiny run's reach with the preset's label smoothing (it ends near 0.27).
+    results = job.run(race_config("loop.target.value=0.2", "loop.eval_every_n_steps=1"), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())  # train()'s own record
     assert results["reached"] and metrics["stop_reason"] == "target_reached"
     assert results["steps"] == metrics["target_step"] == metrics["steps"]
     assert results["wall_time_s"] == metrics["target_seconds"] > 0
     accuracies = read_scalars(tmp_path)["val/accuracy"][1]
-    assert accuracies[-1] >= 0.3 > max(accuracies[:-1], default=0)  # the first that reached it
-    assert "reached val_accuracy 0.3 in" in capsys.readouterr().out
+    assert accuracies[-1] >= 0.2 > max(accuracies[:-1], default=0)  # the first that reached it
+    assert "reached val_accuracy 0.2 in" in capsys.readouterr().out
     assert json.loads((tmp_path / "results.json").read_text())["reached"]
 
 

@@ -4,9 +4,11 @@ import re
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import compose_config
-from mnistlab import SettingError
+from mnistlab import SettingError, checkpoint
+from mnistlab.loop import Progress, StepOptions, train_epoch
 from mnistlab.models import build
 from mnistlab.run import train
 
@@ -72,3 +74,78 @@ def test_the_speedrun_preset_trains_and_records_its_target(tmp_path, mnist_dir):
     assert metrics["stop_reason"] in ("completed", "target_reached")
     assert metrics["target_reached"] is (metrics["stop_reason"] == "target_reached")
     assert metrics["steps"] == 10 and metrics["test_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_label_smoothing_reaches_the_training_loss(smoothing):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3)
+    inputs, targets = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(
+            model(inputs), targets, label_smoothing=smoothing
+        ).item()
+    logged: list[float] = []
+    train_epoch(
+        model,
+        [(inputs, targets)],
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        Progress.on(torch.device("cpu")),
+        total=1,
+        log=lambda step, values: logged.append(values["loss"]),
+        options=StepOptions(log_every=1, label_smoothing=smoothing),
+    )
+    assert logged == [pytest.approx(expected, rel=1e-6)]
+
+
+def scaled_steps(scaler: torch.amp.GradScaler, model: torch.nn.Module, optimizer, overflows):
+    """Optimizer steps through `scaler`; an overflowing loss makes it back its scale off."""
+    for overflow in overflows:
+        loss = model(torch.ones(1, 2)).sum() * (float("inf") if overflow else 1.0)
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+
+def test_the_float16_loss_scale_survives_a_checkpoint(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    scaled_steps(scaler, model, optimizer, [True, False, False])
+    saved = scaler.state_dict()
+    assert saved["scale"] == 512.0 and saved["_growth_tracker"] == 2  # what a restart loses
+    path = tmp_path / "checkpoint.pt"
+    progress = Progress.on(torch.device("cpu"))
+    checkpoint.save(path, OmegaConf.create({}), model, optimizer, None, progress, scaler)
+    fresh = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    cpu = torch.device("cpu")
+    checkpoint.restore(checkpoint.load(path), model, optimizer, None, cpu, [], fresh)
+    assert fresh.state_dict() == saved
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_16_mixed_run_checkpoints_its_loss_scale(tmp_path):
+    train(compose_config(*SMALL[:3], "device=cuda", "loop.precision=16-mixed"), tmp_path)
+    state = checkpoint.load(tmp_path / "checkpoint.pt")
+    assert state["scaler"]["scale"] > 0 and state["scaler"]["growth_interval"] == 2000
+
+
+def test_pooling_before_the_relu_changes_no_value_or_gradient():
+    torch.manual_seed(0)
+    model = build(compose_config("model=cnn", "model.dropout=0").model, (28, 28), 10)
+    conv1, _, _, conv2, _, _ = model.features
+    relu_first = torch.nn.Sequential(  # the textbook order, with the same convolutions
+        conv1, torch.nn.ReLU(), torch.nn.MaxPool2d(2), conv2, torch.nn.ReLU(), torch.nn.MaxPool2d(2)
+    )
+    images = torch.randn(8, 1, 28, 28)
+    outputs = []
+    for features in (model.features, relu_first):
+        model.zero_grad()
+        out = model.classifier(features(images))
+        out.square().sum().backward()
+        outputs.append((out, [p.grad.clone() for p in model.parameters()]))
+    (ours, our_grads), (theirs, their_grads) = outputs
+    assert torch.equal(ours, theirs)
+    assert all(torch.equal(a, b) for a, b in zip(our_grads, their_grads, strict=True))

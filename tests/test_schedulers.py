@@ -10,7 +10,7 @@ import torch
 from test_reliability import start, when_started
 
 from conftest import compose_config
-from mnistlab import SettingError, checkpoint, schedulers
+from mnistlab import SettingError, checkpoint, config, schedulers
 from mnistlab.history import read_scalars
 from mnistlab.run import train
 
@@ -68,6 +68,9 @@ def test_step_multiplies_by_gamma_every_few_epochs():
         ("onecycle", "scheduler.pct_start=1.5", "scheduler.pct_start=1.5 must be in (0, 1)"),
         ("cosine", "scheduler.warmup_epochs=5", "scheduler.warmup_epochs=5 must be >= 0 and"),
         ("step", "scheduler.gamma=0", "scheduler.gamma=0 must be in (0, 1)"),
+        ("step", "scheduler.every_epochs=0", "scheduler.every_epochs=0 must be an integer >= 1"),
+        ("onecycle", "scheduler.div_factor=0", "scheduler.div_factor=0 must be > 0"),
+        ("cosine", "scheduler.min_factor=1.5", "scheduler.min_factor=1.5 must be in [0, 1]"),
     ],
 )
 def test_bad_settings_are_refused_before_data_loads(tmp_path, option, override, says):
@@ -76,6 +79,20 @@ def test_bad_settings_are_refused_before_data_loads(tmp_path, option, override, 
     cfg.dataset.source.download = False
     with pytest.raises(SettingError, match="^" + re.escape(says)):
         train(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    ("option", "override"),
+    [
+        ("onecycle", "scheduler.pct_start=1.5"),
+        ("step", "scheduler.gamma=2"),
+        ("cosine", "scheduler.min_factor=-1"),
+    ],
+)
+def test_scheduler_ranges_are_checked_with_every_components(option, override):
+    cfg = compose_config(f"scheduler={option}", override)
+    with pytest.raises(SettingError, match=f"^{re.escape(override)} must be in"):
+        config.check(cfg)  # the settings alone: nothing built, not even the scheduler
 
 
 QUICK = (

@@ -46,6 +46,7 @@ EXPECTED = {
     },
     "mnist_mlp": {"model._target_": "mnistlab.models.MNISTClassifier", "loop.epochs": 3},
     "mnist_cnn": {"model._target_": "mnistlab.models.ConvNet", "loop.epochs": 5},
+    "mnist_cnn_995": {"model.channels": [32, 64], "model.shift": 2, "loop.epochs": 8},
     "mnist_speedrun": {
         "model.kernel_sizes": [5, 3],
         "model.padding": "valid",

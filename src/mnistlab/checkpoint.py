@@ -1,9 +1,10 @@
 """Checkpoints: everything needed to continue a run bit for bit, written atomically, loaded safely.
 
-A checkpoint holds the model, the optimizer, its lr schedule, the loop's `Progress`, every RNG
-state and the run's config. The batch order needs no saved state: it is derived from the seed
-and the epoch. Files are written to a temporary name and renamed, so a crash mid-write leaves
-the previous checkpoint intact; they are read with `weights_only=True`, so a file cannot run code.
+A checkpoint holds the model, the optimizer, its lr schedule, the float16 loss scaler (if any),
+the loop's `Progress`, every RNG state and the run's config. The batch order needs no saved
+state: it is derived from the seed and the epoch. Files are written to a temporary name and
+renamed, so a crash mid-write leaves the previous checkpoint intact; they are read with
+`weights_only=True`, so a file cannot run code.
 """
 
 import errno
@@ -45,6 +46,7 @@ def save(
     optimizer: torch.optim.Optimizer,
     scheduler: LRScheduler | None,
     progress: Progress,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """Write the checkpoint to a temporary file, then rename it over `path`."""
     state = {
@@ -54,6 +56,9 @@ def save(
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
+        # loop.precision=16-mixed: the loss scale it has grown or backed off to, and the
+        # steps since it last changed; a fresh scaler would start over at 65536.
+        "scaler": None if scaler is None else scaler.state_dict(),
         "progress": asdict(progress),
         "rng": rng_states(),
     }
@@ -173,8 +178,9 @@ def restore(
     scheduler: LRScheduler | None,
     device: torch.device,
     overrides: list[str],
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Progress:
-    """Load weights, optimizer, schedule and RNG states; return the saved progress, on `device`.
+    """Load weights, optimizer, schedule, loss scaler, RNG states; return the progress, on `device`.
 
     The progress records this resume: its step, and the `overrides` it continues with.
     """
@@ -182,6 +188,8 @@ def restore(
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler") is not None:  # older checkpoints have none
+        scaler.load_state_dict(state["scaler"])
     saved = dict(state["progress"])
     for key in SUMS:  # a checkpoint from before train accuracy lacks the correct counts
         saved[key] = saved[key].to(device) if key in saved else torch.zeros((), device=device)

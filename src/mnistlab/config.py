@@ -274,6 +274,7 @@ def check(cfg: DictConfig) -> Settings:
         sweep=to_settings(cfg.sweep, SweepSettings, "sweep"),
     )
     check_choice(settings.loop, settings.sweep, cfg.objective)
+    check_measured(settings.loop, cfg.objective)
     return settings
 
 
@@ -288,6 +289,21 @@ def check_choice(loop: LoopSettings, sweep: SweepSettings, objective: str) -> No
         raise SettingError(
             f"{chooses} chooses the model by objective={objective}, the test split: use "
             "objective=val_loss or val_accuracy"
+        )
+
+
+def check_measured(loop: LoopSettings, objective: str) -> None:
+    """Refuse an objective that a run may stop without measuring: the sweeper needs its value."""
+    # train_loss is an epoch's mean, so only an epoch's end gives it; a target or early
+    # stopping checked every eval_every_n_steps can end the run before its first epoch ends.
+    stops = "loop.target" if loop.target.metric is not None else None
+    if loop.early_stopping.patience is not None:
+        stops = "loop.early_stopping.patience"
+    if objective == "train_loss" and stops and loop.eval_every_n_steps is not None:
+        raise SettingError(
+            f"objective=train_loss is measured at epoch ends only, but {stops} with "
+            f"loop.eval_every_n_steps={loop.eval_every_n_steps} may stop the run mid-epoch: "
+            "use objective=val_loss (or val_accuracy), or loop.eval_every_n_steps=null"
         )
 
 
@@ -330,10 +346,18 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "hidden": (lambda x: x >= 1, ">= 1, e.g. 128"),
     "channels": (lambda x: x >= 1, "two integers >= 1, e.g. [16, 32]"),
     "kernel_sizes": (lambda x: x >= 1 and x % 2 == 1, "two odd integers >= 1, e.g. [3, 3]"),
+    "shift": (lambda x: x >= 0, ">= 0 pixels (0: no shifts), e.g. 2"),
     "num_samples": (lambda x: x >= 1, "an integer >= 1"),
     "num_val_samples": (lambda x: x >= 1, "an integer >= 1"),
     "num_train_samples": (lambda x: x >= 1, "an integer >= 1, or null for all"),
     "val_fraction": (lambda x: 0 < x < 1, "between 0 and 1, e.g. 0.1"),
+    # The schedulers' (mnistlab.schedulers).
+    "pct_start": (lambda x: 0 < x < 1, "in (0, 1), e.g. 0.25"),
+    "div_factor": (lambda x: x > 0, "> 0, e.g. 25"),
+    "final_div_factor": (lambda x: x > 0, "> 0, e.g. 10000"),
+    "min_factor": (lambda x: 0 <= x <= 1, "in [0, 1], e.g. 0.1"),
+    "gamma": (lambda x: 0 < x < 1, "in (0, 1), e.g. 0.5"),
+    "every_epochs": (lambda x: x >= 1, "an integer >= 1"),
 }
 
 

@@ -114,7 +114,7 @@ def train_epoch(
     steps. `log(step, {"loss", "accuracy", "lr"})` gets each window's means. `scheduler`,
     if any, is stepped after every optimizer step.
     """
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=options.label_smoothing)
     device = progress.epoch_loss.device
     model.train()
     with tqdm(

@@ -63,10 +63,11 @@ PADDINGS = ("same", "valid")
 
 
 class ConvNet(nn.Module):
-    """A small CNN: two conv + max-pool blocks, one hidden dense layer, optional dropout.
+    """A small CNN: two conv + max-pool + ReLU blocks, one hidden dense layer, optional dropout.
 
     `padding="same"` keeps each conv's output the size of its input; "valid" shrinks it by
     the kernel size less one (the speed-run CNN: 5x5 then 3x3, valid, 28 -> 24 -> 12 -> 10 -> 5).
+    `shift` > 0 moves each training image by up to that many pixels (`RandomShift`).
     """
 
     def __init__(
@@ -78,8 +79,10 @@ class ConvNet(nn.Module):
         dropout: float = 0.0,
         kernel_sizes: tuple[int, int] = (3, 3),
         padding: str = "same",
+        shift: int = 0,
     ) -> None:
         super().__init__()
+        self.shift = RandomShift(shift)
         if padding not in PADDINGS:
             raise SettingError(f"model.padding={padding!r} is unknown: use same or valid")
         if len(input_shape) not in (2, 3):
@@ -98,13 +101,17 @@ class ConvNet(nn.Module):
                 f"the dataset's inputs have shape {tuple(input_shape)}: use model=mlp"
             )
         first, second = channels
+        # Pooling before the ReLU gives the same values and gradients as after it (the max of
+        # rectified values is the rectified max), with the ReLU on a quarter of the values:
+        # 12-19% less time per step of the speed-run CNN (bf16, channels-last, batch 256, 1 and
+        # 2 threads, interleaved). The convs keep their state_dict keys.
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, first, kernel_size=kernel_sizes[0], padding=padding),
-            nn.ReLU(),
             nn.MaxPool2d(2),
+            nn.ReLU(),
             nn.Conv2d(first, second, kernel_size=kernel_sizes[1], padding=padding),
-            nn.ReLU(),
             nn.MaxPool2d(2),
+            nn.ReLU(),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
@@ -117,7 +124,7 @@ class ConvNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:
             x = x.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
-        return self.classifier(self.features(x))  # raw logits for CrossEntropyLoss
+        return self.classifier(self.features(self.shift(x)))  # raw logits for CrossEntropyLoss
 
 
 def feature_size(size: int, kernel_sizes: Sequence[int], padding: str) -> int:
@@ -125,3 +132,33 @@ def feature_size(size: int, kernel_sizes: Sequence[int], padding: str) -> int:
     for kernel in kernel_sizes:
         size = (size if padding == "same" else size - kernel + 1) // 2
     return size
+
+
+class RandomShift(nn.Module):
+    """Augmentation on the device: in training mode, move each image of a batch by its own
+    random offset of up to `pixels` rows and columns (edge pixels repeated into the gap);
+    in eval mode, or with `pixels=0`, the images pass unchanged.
+
+    Batched tensor ops only (one pad, one gather), drawn from torch's generator on the
+    images' device, so checkpoints (which save every RNG state) resume it exactly.
+    """
+
+    def __init__(self, pixels: int = 0) -> None:
+        super().__init__()
+        if pixels < 0:
+            raise SettingError(f"model.shift={pixels} must be >= 0 (0: no shifts)")
+        self.pixels = pixels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.pixels == 0:
+            return x
+        n, _, height, width = x.shape
+        s, device = self.pixels, x.device
+        padded = nn.functional.pad(x, (s, s, s, s), mode="replicate")
+        dy, dx = torch.randint(0, 2 * s + 1, (2, n, 1, 1), device=device)
+        rows = dy + torch.arange(height, device=device).view(1, height, 1)
+        cols = dx + torch.arange(width, device=device).view(1, 1, width)
+        batch = torch.arange(n, device=device).view(n, 1, 1)
+        # Indexing (N, C, H', W') with (batch, :, rows, cols) gives (N, H, W, C): a permuted
+        # view of that is (N, C, H, W) in channels-last order.
+        return padded[batch, :, rows, cols].permute(0, 3, 1, 2)

@@ -71,6 +71,7 @@ class Run:
     world: World
     clock: float = dataclasses.field(init=False)  # perf_counter() when the run's time was 0
     best_weights: dict[str, torch.Tensor] | None = None  # as saved in best.pt by this process
+    scaler: torch.amp.GradScaler | None = None  # loop.precision=16-mixed only
 
     def __post_init__(self) -> None:
         # A resumed run's clock goes on from the time its earlier parts took.
@@ -95,7 +96,7 @@ class Run:
             path = self.out_dir / name
             parts = (self.net, self.optimizer, self.scheduler)
             try:
-                checkpoint.save(path, self.cfg, *parts, progress)
+                checkpoint.save(path, self.cfg, *parts, progress, self.scaler)
             except checkpoint.DiskFull as err:
                 failed = {"status": FAILED, "error": str(err), "step": progress.step}
                 with suppress(OSError):  # the disk may be too full for this small file too
@@ -234,17 +235,18 @@ def build(cfg: DictConfig, out_dir: Path, resumed: resume.Resume | None) -> Run:
     )
     steps = num_batches(len(data.train) // layout.size, settings.loader.batch_size)
     scheduler = schedulers.build(cfg.scheduler, optimizer, settings.loop.epochs * steps, steps)
+    scaler = precision.grad_scaler(settings.loop.precision, device)
     if resumed is not None:
         net, changes = getattr(model, "module", model), resumed.changes
         progress = checkpoint.restore(
-            resumed.state, net, optimizer, scheduler, device, [str(c) for c in changes]
+            resumed.state, net, optimizer, scheduler, device, [str(c) for c in changes], scaler
         )
         resume.carry_on(optimizer, changes)
         log.info("resumed at epoch %d, step %d", progress.epoch, progress.step)
     else:
         progress = Progress.on(device)
     parts = (model, optimizer, scheduler)
-    return Run(cfg, settings, device, data, *parts, out_dir, progress, layout)
+    return Run(cfg, settings, device, data, *parts, out_dir, progress, layout, scaler=scaler)
 
 
 def load_data(
@@ -333,8 +335,7 @@ def prune_hook(run: Run) -> prune.Hook | None:
 
 def trainee(run: Run) -> Trainee:
     """The parts `fit` trains."""
-    scaler = precision.grad_scaler(run.settings.loop.precision, run.device)
-    return Trainee(run.model, run.optimizer, run.scheduler, run.device, run.world, scaler)
+    return Trainee(run.model, run.optimizer, run.scheduler, run.device, run.world, run.scaler)
 
 
 def source(run: Run) -> Source:
