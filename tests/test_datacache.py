@@ -108,18 +108,22 @@ def test_a_cache_file_cannot_run_code(tmp_path, caplog) -> None:
     assert "ignoring" in log and WROTE in log
 
 
-def test_a_read_only_folder_works_without_a_cache_and_says_so_once(tmp_path, caplog) -> None:
-    write_idx_dataset(tmp_path)
-    tmp_path.chmod(0o555)  # read-only by its permissions: respected even when run as root
+def test_a_read_only_folder_keeps_its_copy_in_the_user_cache(tmp_path, caplog, monkeypatch):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    write_idx_dataset(data)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    data.chmod(0o555)  # read-only by its permissions: respected even when run as root
     try:
-        first, log = build(tmp_path, caplog)
-        assert "is read-only: no decoded copy" in log
-        second, log = build(tmp_path, caplog)
-        assert "read-only" not in log and READ not in log
+        first, log = build(data, caplog)
+        assert f"is read-only: its decoded copy goes to {cache / 'mnistlab' / 'decoded'}" in log
+        assert WROTE in log
+        second, log = build(data, caplog)
+        assert "read-only" not in log and READ in log
     finally:
-        tmp_path.chmod(0o755)
-    assert not (tmp_path / CACHE_FILE).exists()
-    assert not [path for path in tmp_path.iterdir() if "partial" in path.name]
+        data.chmod(0o755)
+    assert not list(data.glob("*.pt*"))  # nothing written beside the files
+    (copy,) = (cache / "mnistlab" / "decoded").iterdir()
+    assert copy.suffix == ".pt"
     assert same(first, second)
 
 

@@ -1,5 +1,9 @@
 """A decoded copy of an IDX dataset beside its four files, so a sweep's jobs skip the gunzip.
 
+Where the dataset folder is read-only (a shared copy on a cluster), the copy goes to the
+per-user cache folder instead ($XDG_CACHE_HOME or ~/.cache, mnistlab/decoded/), named by the
+four files' MD5s.
+
 Decompressing and parsing MNIST costs every job about half a second; reading the decoded
 uint8 arrays back from one tensor file costs a few hundredths. The copy is keyed by the MD5 of
 each of the four files, as they are on disk now: the MD5 is computed anyway to check the files
@@ -9,7 +13,9 @@ rebuilt. The file is read with `weights_only=True` (it cannot run code) and its 
 shapes are checked; anything wrong with it means "decode again", never an error.
 """
 
+import hashlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -45,9 +51,18 @@ DAMAGE = (
 _told_read_only: set[Path] = set()  # folders already logged as read-only by this process
 
 
+def location(root: Path, key: dict[str, str]) -> Path:
+    """The decoded copy's file: beside the dataset, or in the user's cache if it is read-only."""
+    if writable(root) or (root / CACHE_FILE).is_file():
+        return root / CACHE_FILE
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "mnistlab" / "decoded" / f"{name}.pt"
+
+
 def read(root: Path, key: dict[str, str]) -> Arrays | None:
-    """The arrays cached in `root` for files with these MD5s; None if absent, stale or damaged."""
-    path = root / CACHE_FILE
+    """The arrays cached for `root`'s files with these MD5s; None if absent, stale or damaged."""
+    path = location(root, key)
     if not path.is_file():
         return None
     try:
@@ -89,26 +104,25 @@ def check(state: object, key: dict[str, str]) -> str | None:
 
 
 def write(root: Path, key: dict[str, str], arrays: Arrays) -> None:
-    """Save the arrays for these files atomically; a read-only folder or full disk: no cache."""
-    if not writable(root):
-        if root not in _told_read_only:
-            _told_read_only.add(root)
-            log.info("%s is read-only: no decoded copy, each run decodes the files", root)
-        return
+    """Save the arrays for these files atomically; an unwritable place or full disk: no cache."""
+    path = location(root, key)
+    if path.parent != root and root not in _told_read_only:
+        _told_read_only.add(root)
+        log.info("%s is read-only: its decoded copy goes to %s", root, path.parent)
     state = {"format": FORMAT, "files": key}
     state |= {part: torch.tensor(array) for part, array in zip(PARTS, arrays, strict=True)}
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    path = root / CACHE_FILE
     # The process id keeps parallel jobs of a sweep from writing into each other's file.
-    temporary = path.with_name(f"{CACHE_FILE}.{os.getpid()}.partial")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as file:
             file.write(buffer.getbuffer())
             file.flush()
             os.fsync(file.fileno())  # the rename must not land before the data does
         os.replace(temporary, path)
-    except OSError as error:  # a full disk, a folder made read-only meanwhile: no cache
+    except OSError as error:  # a full disk, an unwritable cache folder: no cache
         log.warning("could not write %s: %s", path, error)
     else:
         log.info("wrote %s: later runs read it instead of decoding the files", path)
