@@ -1,4 +1,5 @@
-"""The names runs share: metrics, their TensorBoard tags and direction, and run statuses.
+"""The names runs share: metrics, their TensorBoard tags and direction, run statuses, and the
+settings that say where the data lives.
 
 Every scalar a run logs is also kept in a plain `scalars.csv` in its folder. TensorBoard's
 event files need TensorBoard to read; the report (and anyone with a spreadsheet) reads
@@ -10,6 +11,18 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+# Where the data lives and how it is read: a resumed run or a re-run sweep may change these.
+WHERE_DATA_LIVES = (
+    "dataset.source.root",
+    "dataset.source.mirrors",
+    "dataset.source.download",
+    "dataset.source.download_deadline_s",
+    "dataset.source.checksums",
+    "dataset.source.md5",
+    "dataset.source.md5.*",
+    "dataset.loader.num_workers",
+)
 
 SCALARS_FILE = "scalars.csv"
 HEADER = "step,tag,value\n"

@@ -42,7 +42,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnistlab import SettingError, checkpoint, config, schedulers
-from mnistlab.history import COMPLETED, PRUNED
+from mnistlab.history import COMPLETED, PRUNED, WHERE_DATA_LIVES
 from mnistlab.outputs import METRICS_FILE
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,7 @@ MAY_CHANGE = (
     "loop.compile",
     "sweep.*",  # how a sweep treats the job: retrying, pruning
     "device.*",
-    "dataset.source.root",
-    "dataset.source.mirrors",
-    "dataset.source.download",
-    "dataset.source.download_deadline_s",
-    "dataset.source.checksums",
-    "dataset.source.md5",
-    "dataset.source.md5.*",
-    "dataset.loader.num_workers",
+    *WHERE_DATA_LIVES,
     "optimizer.lr",
     "optimizer.weight_decay",
     "optimizer.betas",

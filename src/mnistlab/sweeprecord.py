@@ -25,6 +25,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import SettingError, naming, rundir
+from mnistlab.history import WHERE_DATA_LIVES
 
 RECORD_FILE = "sweep.yaml"  # in the sweep folder
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -39,14 +40,7 @@ MAY_DIFFER = (
     "loop.checkpoint_every_n_steps",
     "device",
     "device.*",
-    "dataset.source.root",
-    "dataset.source.mirrors",
-    "dataset.source.download",
-    "dataset.source.download_deadline_s",
-    "dataset.source.checksums",
-    "dataset.source.md5",
-    "dataset.source.md5.*",
-    "dataset.loader.num_workers",
+    *WHERE_DATA_LIVES,
 )
 UNSET = "unset"
 
