@@ -91,5 +91,5 @@ def test_the_installed_wheel_runs_from_any_folder(wheel: Path, tmp_path: Path) -
         check=True,
     ).stdout.strip()
     assert where == str(site / "mnistlab" / "conf")
-    assert "experiment: lesson_fake_mnist, mnist_cnn, mnist_mlp" in cli("--help")
+    assert "experiment: lesson_fake_mnist, mnist_cnn, mnist_cnn_995, mnist_mlp" in cli("--help")
     assert "_target_: mnistlab.data.fake_mnist" in cli("experiment=lesson_fake_mnist", "--cfg=job")
