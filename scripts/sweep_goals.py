@@ -3,11 +3,13 @@
 Runs real `mnistlab-train -m` sweeps on real MNIST (the lesson MLP, one torch thread) and
 prints the figures:
 1. cheap jobs: a 9-job, 1-epoch sweep's wall time against its jobs' training time;
-2. pruning: the 9-job, 5-epoch sweep without and with `sweep.prune.*`: jobs' training time
+2. pruning: the 9-job, 5-epoch sweep without and with `sweep.prune.*` (the defaults, and
+   `min_jobs=2`): jobs' training time
    (the sum of `wall_time_s`), epochs trained, and the best job of each;
-3. resume: the pruned sweep again, interrupted by SIGINT to its process group while job 5
-   trains, then re-run into its folder: every job's figures against the uninterrupted pruned
-   sweep's, and whether jobs 0-3 were left untouched (their files' inode and mtime).
+3. resume: the `min_jobs=2` pruned sweep again, interrupted by SIGINT to its process group
+   while job 5 trains, then re-run into its folder: every job's figures against the
+   uninterrupted pruned sweep's, and whether jobs 0-3 were left untouched (their files' inode
+   and mtime).
 Each sweep's summary table is printed as mnistlab-train prints it. Takes 3-5 minutes.
 """
 
@@ -21,7 +23,8 @@ from pathlib import Path
 
 GRID = ("optimizer=sgd,adam,rmsprop", "optimizer.lr=0.1,0.01,0.001")
 COMMON = ("dataset=mnist", "device.threads=1")
-PRUNE = ("sweep.prune.median=true", "sweep.prune.diverged=true", "sweep.prune.min_jobs=2")
+PRUNE = ("sweep.prune.median=true", "sweep.prune.diverged=true")
+PRUNE_EARLY = (*PRUNE, "sweep.prune.min_jobs=2")  # the median judges from the third job on
 # Values two equal sweeps must agree on, job for job (times differ from run to run).
 SAME = ("status", "epochs", "steps", "train_loss", "val_loss", "val_accuracy", "test_accuracy")
 SAME += ("pruned_at_epoch", "prune_reason")
@@ -40,7 +43,8 @@ def sweep(folder: Path, *args: str, stop_in_job: int | None = None) -> float:
         os.killpg(process.pid, signal.SIGINT)
     out, _ = process.communicate()
     seconds = time.perf_counter() - started
-    print(out[out.find("Sweep ") :].split("\nreport:")[0], flush=True)
+    lines = [line for line in out.splitlines() if line.startswith(("sweep:", "sweep "))]
+    print("\n".join(lines), out[out.find("Sweep ") :].split("\nreport:")[0], sep="\n", flush=True)
     print(f"exit {process.returncode}, {seconds:.1f} s wall\n", flush=True)
     return seconds
 
@@ -84,20 +88,23 @@ def main() -> None:
         f"CHEAP: sweep wall {wall:.1f} s for {seconds:.1f} s of training: {wall / seconds:.2f}x\n"
     )
 
-    plain, pruned = out / f"{stamp}_plain", out / f"{stamp}_pruned"
+    plain = out / f"{stamp}_plain"
     sweep(plain, *GRID, *COMMON, "loop.epochs=5")
-    sweep(pruned, *GRID, *COMMON, "loop.epochs=5", *PRUNE)
-    (t0, e0), (t1, e1) = training(plain), training(pruned)
-    print(
-        f"PRUNING: {t0:.1f} s / {e0} epochs without, {t1:.1f} s / {e1} epochs with: "
-        f"{100 * (1 - t1 / t0):.0f}% less training time, {100 * (1 - e1 / e0):.0f}% fewer epochs; "
-        f"best job {best(plain)} without, {best(pruned)} with\n"
-    )
+    t0, e0 = training(plain)
+    for name, rules in (("defaults", PRUNE), ("min_jobs_2", PRUNE_EARLY)):
+        pruned = out / f"{stamp}_pruned_{name}"
+        sweep(pruned, *GRID, *COMMON, "loop.epochs=5", *rules)
+        t1, e1 = training(pruned)
+        print(
+            f"PRUNING ({name}): {t0:.1f} s / {e0} epochs without, {t1:.1f} s / {e1} epochs "
+            f"with: {100 * (1 - t1 / t0):.0f}% less training time, {100 * (1 - e1 / e0):.0f}% "
+            f"fewer epochs; best job {best(plain)} without, {best(pruned)} with\n"
+        )
 
     resumed = out / f"{stamp}_resumed"
-    sweep(resumed, *GRID, *COMMON, "loop.epochs=5", *PRUNE, stop_in_job=5)
+    sweep(resumed, *GRID, *COMMON, "loop.epochs=5", *PRUNE_EARLY, stop_in_job=5)
     before = stamps(resumed, range(4))
-    sweep(resumed, *GRID, *COMMON, "loop.epochs=5", *PRUNE)
+    sweep(resumed, *GRID, *COMMON, "loop.epochs=5", *PRUNE_EARLY)
     differ = [
         f"{name}: {key} {run.get(key)} != {jobs(pruned)[name].get(key)}"
         for name, run in jobs(resumed).items()
