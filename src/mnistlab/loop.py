@@ -366,16 +366,28 @@ def fit(
         stop.finish()
     metrics = summary(progress, plan, interrupted, world, out.clock)
     if not interrupted and source.test is not None and progress.stop_reason != PRUNED:
-        tested_step = progress.step
-        if plan.test_on == "best" and progress.best_step is not None:
-            trainee.net.load_state_dict(out.best())
-            tested_step = progress.best_step
-        known = tested.get(tested_step) or None
-        metrics.update(test(trainee, source.test, out.writer, progress.step, plan.options, known))
+        metrics.update(final_test(trainee, source.test, plan, progress, out, tested))
     if stop.late is not None:
         name = signal.Signals(stop.late).name
         log.warning("%s came after training had finished: the run completed anyway", name)
     return metrics
+
+
+def final_test(
+    trainee: Trainee,
+    batches: Callable[[], Iterable[Batch]],
+    plan: Plan,
+    progress: Progress,
+    out: Outputs,
+    tested: dict[int, dict[str, float]],
+) -> dict[str, float]:
+    """The test of the final model, or of the best one (loop.test_on=best); reused if measured."""
+    tested_step = progress.step
+    if plan.test_on == "best" and progress.best_step is not None:
+        trainee.net.load_state_dict(out.best())
+        tested_step = progress.best_step
+    known = tested.get(tested_step) or None
+    return test(trainee, batches, out.writer, progress.step, plan.options, known)
 
 
 def run_epoch(
