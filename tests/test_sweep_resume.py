@@ -325,3 +325,83 @@ def test_what_a_sweep_re_run_may_change_a_resumed_job_may_change_too() -> None:
     for key in sweeprecord.MAY_DIFFER:
         probe = "device.name" if key == "device" else key.replace("*", "name")
         assert any(fnmatchcase(probe, pattern) for pattern in resume.MAY_CHANGE), key
+
+
+def start_sweep(cwd: Path, sweep: Path, *args: str) -> subprocess.Popen:
+    """`mnistlab-train -m args hydra.sweep.dir=<sweep>` in its own process group, running."""
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnistlab.train", "-m", *args, f"hydra.sweep.dir={sweep}"],
+        cwd=cwd,
+        env=env | {"PYTHONPATH": str(ROOT / "src")},
+        stdout=(cwd / "out.txt").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_until(process: subprocess.Popen, when: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 120
+    while not when():
+        assert process.poll() is None and time.monotonic() < deadline, "the sweep ended early"
+        time.sleep(0.01)
+
+
+# The same 3 jobs, long enough (50 epochs) to still be running when the test acts.
+LONG = tuple(arg for arg in SWEEP if not arg.startswith("loop.epochs=")) + ("loop.epochs=50",)
+
+
+def test_a_second_command_in_a_running_sweeps_folder_is_refused(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    first = start_sweep(tmp_path, sweep, *LONG)
+    try:
+        wait_until(first, training(sweep / JOBS[0]))
+        second = run_cli("mnistlab.train", "-m", *LONG, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    finally:
+        os.killpg(first.pid, signal.SIGINT)
+        assert first.wait(timeout=120) == 130
+
+    assert second.returncode == 1
+    assert "Traceback" not in second.stderr
+    assert (
+        f"hydra.sweep.dir={sweep} is in use by another mnistlab-train (pid {first.pid}): wait "
+        "for it to end" in second.stderr
+    )
+    # Nothing of the second command reached the job folders: one writer of events, one log.
+    assert len(list((sweep / JOBS[0]).glob("events.out.tfevents.*"))) == 1
+    assert not list((sweep / JOBS[0] / ".hydra").glob("resumed_*"))
+
+
+def test_a_second_ctrl_c_while_the_first_is_handled_changes_nothing(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    process = start_sweep(tmp_path, sweep, *LONG)
+    wait_until(process, training(sweep / JOBS[0]))
+    os.killpg(process.pid, signal.SIGINT)
+    time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)
+
+    assert process.wait(timeout=120) == 130
+    output = read(tmp_path / "out.txt")
+    assert "Traceback" not in output and "Exception ignored" not in output, output
+    assert len(CONTINUE.findall(output)) == 1
+    assert status(sweep / JOBS[0]) == "interrupted"
+
+
+def test_a_finished_job_whose_record_lost_its_objective_fails_in_one_line(
+    reference: Path, tmp_path: Path
+) -> None:
+    sweep = shutil.copytree(reference, tmp_path / "sweep")
+    metrics = json.loads((sweep / JOBS[0] / "metrics.json").read_text())
+    (sweep / JOBS[0] / "metrics.json").write_text(json.dumps(metrics | {"val_loss": "abc"}))
+    before = stats(sweep / JOBS[1])
+
+    again = sweep_cli(tmp_path, sweep)
+
+    assert again.returncode == 1
+    assert "Traceback" not in again.stderr
+    assert (
+        f"{JOBS[0]}: its metrics.json says it finished, but val_loss is 'abc' there, not a "
+        "number: re-run with sweep.retry_failed=true to train it again" in again.stderr
+    )
+    assert status(sweep / JOBS[0]) == "failed"  # and so retried only when asked
+    assert stats(sweep / JOBS[1]) == before  # the sound job is reused, untouched

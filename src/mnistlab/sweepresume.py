@@ -19,7 +19,9 @@ re-run job's to `.hydra/resumed_<time>/`, as a single run's resume does, so the 
 Kept free of torch: a job decides before it imports torch.
 """
 
+import fcntl
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +33,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import history, rundir, sweeprecord, sweepstop
+from mnistlab import SettingError, history, rundir, sweeprecord, sweepstop
 from mnistlab.outputs import METRICS_FILE
 
 REUSE, RESUME, FRESH, FAILED = "reuse", "resume", "fresh", "failed"
@@ -83,6 +85,8 @@ def start_job(cfg: DictConfig, out_dir: Path, record: Path | None) -> str:
     action = _decided[out_dir] = decide(out_dir, cfg.sweep.retry_failed)
     if action in (REUSE, FAILED):
         drop(record)  # the config Hydra saved for a job that does not run
+    if action == REUSE:
+        check_objective(out_dir, cfg.objective)
     if action == FAILED:
         error = str((recorded(out_dir) or {}).get("error", "no error recorded"))
         raise FailedBefore(
@@ -94,6 +98,16 @@ def start_job(cfg: DictConfig, out_dir: Path, record: Path | None) -> str:
     elif action == FRESH:
         fresh_start(out_dir)
     return action
+
+
+def check_objective(out_dir: Path, objective: str) -> None:
+    """A finished job's record must hold its objective as a number, or the job fails here."""
+    value = reused_objective(out_dir, objective)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FailedBefore(
+            f"{out_dir.name}: its {METRICS_FILE} says it finished, but {objective} is {value!r} "
+            "there, not a number: re-run with sweep.retry_failed=true to train it again"
+        )
 
 
 def reused_objective(out_dir: Path, objective: str) -> Any:
@@ -144,6 +158,42 @@ class SweepResume(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir).absolute()
+        # Hydra only warns when a callback raises: anything wrong here must end the command.
         with rundir.refusal():
-            sweeprecord.check(sweep, config)
+            try:
+                hold(sweep)
+                sweeprecord.check(sweep, config)
+            except (OSError, ValueError) as error:
+                raise SettingError(
+                    f"hydra.sweep.dir={sweep} could not be checked ({type(error).__name__}: "
+                    f"{error}): repair or remove what it names, or choose another "
+                    "hydra.sweep.dir"
+                ) from None
         sweepstop.start(sweep, str(OmegaConf.select(config, "hydra.launcher._target_")))
+
+
+LOCK_FILE = ".sweep.lock"  # in the sweep folder: held by the process that runs the sweep
+_lock: Any = None  # the open, locked file; the system releases it when the process ends
+
+
+def hold(sweep: Path) -> None:
+    """Refuse a second mnistlab-train in this sweep folder while one runs there."""
+    global _lock
+    sweep.mkdir(parents=True, exist_ok=True)
+    file = open(sweep / LOCK_FILE, "a+")  # noqa: SIM115 - kept open while the sweep runs
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.seek(0)
+        pid = file.read().strip() or "?"
+        file.close()
+        raise SettingError(
+            f"hydra.sweep.dir={sweep} is in use by another mnistlab-train (pid {pid}): wait for "
+            "it to end (two at once would train the same jobs twice), or choose another "
+            "hydra.sweep.dir"
+        ) from None
+    file.seek(0)
+    file.truncate()
+    file.write(f"{os.getpid()}\n")
+    file.flush()
+    _lock = file

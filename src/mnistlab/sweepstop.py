@@ -68,6 +68,9 @@ def stopping() -> Iterator[None]:
             note(int(end.code or 0) - 128)
         if _signum is None:
             raise
+    finally:
+        if _sweep is not None and _signum is None:
+            ended()  # the jobs are over: a late signal must not cut the summary short
     if _signum is not None:
         raise SystemExit(128 + _signum)
 
@@ -89,9 +92,22 @@ def listen(immediate: bool) -> None:
     """Note SIGINT/SIGTERM; `immediate`: and end this process at once (no job runs in it now)."""
 
     def handle(signum: int, frame: object) -> None:
+        if _signum is not None:
+            return  # a second Ctrl-C: the first one is being handled
         note(signum)
         if immediate:
             raise SystemExit(128 + signum)
+
+    for signum in SIGNALS:
+        signal.signal(signum, handle)
+
+
+def ended() -> None:
+    """Once the sweep's jobs are over, a signal only says that the summary is being written."""
+
+    def handle(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        print(f"{name} ignored: the sweep has ended; writing its summary", file=sys.stderr)
 
     for signum in SIGNALS:
         signal.signal(signum, handle)
