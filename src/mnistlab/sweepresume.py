@@ -172,28 +172,20 @@ class SweepResume(Callback):
         sweepstop.start(sweep, str(OmegaConf.select(config, "hydra.launcher._target_")))
 
 
-LOCK_FILE = ".sweep.lock"  # in the sweep folder: held by the process that runs the sweep
-_lock: Any = None  # the open, locked file; the system releases it when the process ends
+_lock: int | None = None  # the sweep folder, open and locked; the system unlocks it at exit
 
 
 def hold(sweep: Path) -> None:
     """Refuse a second mnistlab-train in this sweep folder while one runs there."""
     global _lock
     sweep.mkdir(parents=True, exist_ok=True)
-    file = open(sweep / LOCK_FILE, "a+")  # noqa: SIM115 - kept open while the sweep runs
+    folder = os.open(sweep, os.O_RDONLY)  # the folder itself: nothing is written into it
     try:
-        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        file.seek(0)
-        pid = file.read().strip() or "?"
-        file.close()
+        os.close(folder)
         raise SettingError(
-            f"hydra.sweep.dir={sweep} is in use by another mnistlab-train (pid {pid}): wait for "
-            "it to end (two at once would train the same jobs twice), or choose another "
-            "hydra.sweep.dir"
+            f"hydra.sweep.dir={sweep} is in use by another mnistlab-train: wait for it to end "
+            "(two at once would train the same jobs twice), or choose another hydra.sweep.dir"
         ) from None
-    file.seek(0)
-    file.truncate()
-    file.write(f"{os.getpid()}\n")
-    file.flush()
-    _lock = file
+    _lock = folder
