@@ -251,11 +251,14 @@ def test_interrupted_sweep_keeps_the_finished_jobs(tmp_path: Path) -> None:
 
 
 def wait_for_training(tmp_path: Path, job: str, timeout: float = 120) -> None:
-    """Return once the job folder starting with `job` has logged that its data is loaded."""
+    """Return once the job folder starting with `job` has logged its first epoch: it trains.
+
+    (A signal between its data and its first step ends it as not started: no folder is left.)
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         logs = list((tmp_path / "outputs" / "sweeps").glob(f"*/{job}*/*.log"))
-        if logs and "data:" in logs[0].read_text():
+        if logs and "epoch 1/" in logs[0].read_text():
             return
         time.sleep(0.2)
     pytest.fail(f"job {job} did not start training within {timeout} s")

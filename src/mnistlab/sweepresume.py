@@ -136,9 +136,14 @@ def not_started(out_dir: Path, record: Path | None) -> None:
     if rundir.holds_run(out_dir):
         drop(record)
         return
-    for name in rundir.HYDRA_OUTPUTS:  # what Hydra wrote for it: its config, its log's start
-        path = out_dir / name
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    # What Hydra wrote for it (its config, its log's start) and what the run had begun to write
+    # (a signal after its TensorBoard writer was made: the events' first lines, scalars.csv).
+    for pattern in rundir.RUN_OUTPUTS + rundir.HYDRA_OUTPUTS:
+        for path in out_dir.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
     if not any(out_dir.iterdir()):
         out_dir.rmdir()
 
