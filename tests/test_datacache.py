@@ -1,5 +1,6 @@
 """The decoded copy of an IDX dataset: used when it matches the files, rebuilt when not."""
 
+import json
 import logging
 import os
 import pickle
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import idx_bytes, write_idx, write_idx_dataset
+from conftest import idx_bytes, run_cli, write_idx, write_idx_dataset
+from mnistlab import datacache
 from mnistlab.data import Splits
 from mnistlab.datacache import CACHE_FILE
 from mnistlab.mnist import FILES, idx, read_pair, split_order, to_pairs
@@ -19,7 +21,8 @@ WROTE = "later runs read it instead of decoding"
 
 
 def build(root: Path, caplog: pytest.LogCaptureFixture) -> tuple[Splits, str]:
-    """The idx dataset in `root`, and what the cache logged while it was built."""
+    """The idx dataset in `root` built from disk, and what the cache logged while it was built."""
+    datacache.forget()  # not the splits this process made last: the files and their copy
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="mnistlab.datacache"):
         data = idx(str(root), num_val_samples=10)
@@ -136,7 +139,66 @@ def test_the_data_is_what_parsing_and_torch_std_mean_give(tmp_path, caplog, num_
     std, mean = torch.std_mean(train.inputs)  # what normalize computes without the counts
     expected = train.inputs.sub(mean).div(std)
     for _ in ("parsed", "cached"):
+        datacache.forget()
         data = idx(str(tmp_path), num_val_samples=10, num_train_samples=num_train_samples, seed=3)
         assert torch.equal(data.train.inputs, expected)
         assert torch.equal(data.train.targets, train.targets)
     assert (tmp_path / CACHE_FILE).exists()
+
+
+def test_the_next_job_in_a_process_gets_the_last_splits_while_the_files_are_the_same(
+    tmp_path, caplog
+) -> None:
+    write_idx_dataset(tmp_path, gz=False)
+    first, _ = build(tmp_path, caplog)
+    with caplog.at_level(logging.DEBUG, logger="mnistlab.datacache"):
+        caplog.clear()
+        again = idx(str(tmp_path), num_val_samples=10)
+        assert again is first and READ not in caplog.text  # neither parsed nor read from disk
+        other_split = idx(str(tmp_path), num_val_samples=12)
+        assert other_split is not first and len(other_split.val) == 12
+        back = idx(str(tmp_path), num_val_samples=10)  # only the last one is kept
+        assert back is not first and same(back, first)
+    # Other labels in the same file, same size and time: its MD5 tells, not a stale answer.
+    labels = tmp_path / FILES[1]
+    before = labels.stat()
+    write_idx(
+        labels, idx_bytes((2 - np.frombuffer(labels.read_bytes()[8:], np.uint8)) % 3), gz=False
+    )
+    os.utime(labels, ns=(before.st_atime_ns, before.st_mtime_ns))
+    changed = idx(str(tmp_path), num_val_samples=10)
+    assert torch.equal(changed.train.targets, (2 - first.train.targets) % 3)
+
+
+def test_a_sweeps_jobs_in_one_process_train_as_they_would_alone(tmp_path) -> None:
+    """The basic launcher runs every job in one process: a job must not see what one before
+    it did to the splits they share (an in-place change would alter the later jobs' figures)."""
+    write_idx_dataset(tmp_path / "data", n_train=200, n_test=40)
+    common = (
+        "dataset=idx",
+        f"dataset.source.root={tmp_path / 'data'}",
+        "dataset.source.num_val_samples=40",
+        "dataset.loader.batch_size=20",
+        "loop.epochs=1",  # a loss short of 0: this easy task is learnt fully in two
+        "device.threads=1",
+    )
+    swept = run_cli(
+        "mnistlab.train",
+        "-m",
+        "optimizer.lr=0.01,0.001",
+        *common,
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )
+    assert swept.returncode == 0, swept.stderr
+    alone = run_cli(
+        "mnistlab.train", "optimizer.lr=0.001", *common, "hydra.run.dir=alone", cwd=tmp_path
+    )
+    assert alone.returncode == 0, alone.stderr
+    (job,) = (tmp_path / "sweep").glob("1_*/metrics.json")
+    in_sweep, by_itself = (
+        json.loads(job.read_text()),
+        json.loads((tmp_path / "alone" / "metrics.json").read_text()),
+    )
+    for key in ("train_loss", "val_loss", "val_accuracy", "test_loss", "steps"):
+        assert in_sweep[key] == by_itself[key], key

@@ -192,11 +192,17 @@ class SweepSettings:
     """The `sweep` config group: how a re-run sweep treats its jobs, and pruning."""
 
     retry_failed: bool = False  # re-running a sweep into its folder trains failed jobs again
+    report_every: float = 60.0  # seconds between rebuilds of report.html during a sweep
     prune: Prune = field(default_factory=Prune)
 
     def __post_init__(self) -> None:
         if isinstance(self.prune, dict):  # from the config: nested values come as dicts
             self.prune = Prune(**self.prune)
+        if not 0 <= self.report_every < math.inf:
+            raise SettingError(
+                f"sweep.report_every={self.report_every} must be a number of seconds >= 0 "
+                "(0: rebuild report.html after every job)"
+            )
 
 
 @dataclass

@@ -328,9 +328,11 @@ def uint8_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
 
 
-def decode(root: Path, paths: dict[str, Path], md5: Mapping[str, str]) -> datacache.Arrays:
-    """The files' arrays and pixel counts: from their decoded copy where it matches, else parsed."""
-    key = {path.name: verify(path, md5) for path in paths.values()}  # one MD5 pass: check + key
+def decode(root: Path, paths: dict[str, Path], key: dict[str, str]) -> datacache.Arrays:
+    """The files' arrays and pixel counts: from their decoded copy where it matches, else parsed.
+
+    `key` maps each file's name to its MD5, as on disk now.
+    """
     cached = datacache.read(root, key)
     if cached is not None:
         return cached
@@ -405,14 +407,31 @@ def load(
     deadline_s: float,
     sizes: tuple[int, int | None, int],
 ) -> Splits:
-    """Find (or fetch), verify, decode and split the four files; damage named with the fix."""
+    """Find (or fetch), verify, decode and split the four files; damage named with the fix.
+
+    The jobs of a sweep that run in one process (the basic launcher, a joblib worker) load the
+    same files with the same split: the later ones get the first one's tensors back
+    (`datacache.recent`), once the files' MD5s show they are still the same files.
+    """
     try:
         paths = obtain(root, advice.sources, md5, deadline_s, advice)
-        images, labels, test_images, test_labels, counts = decode(root, paths, md5)
+        key = {path.name: verify(path, md5) for path in paths.values()}  # one MD5 pass: check + key
+        data = datacache.recent(key, sizes)
+        if data is not None:
+            return data
+        arrays = decode(root, paths, key)
     except DamagedFile as error:
         raise SettingError(f"{error}: {advice.replace()}") from None
+    data = split(arrays, sizes, advice.key)
+    datacache.keep(key, sizes, data)
+    return data
+
+
+def split(arrays: datacache.Arrays, sizes: tuple[int, int | None, int], key: str | None) -> Splits:
+    """The training, validation and test splits as float tensors, normalised."""
+    images, labels, test_images, test_labels, counts = arrays
     num_val_samples, num_train_samples, seed = sizes
-    order = split_order(len(labels), num_val_samples, num_train_samples, seed, advice.key)
+    order = split_order(len(labels), num_val_samples, num_train_samples, seed, key)
     train, val = (images[order.train], labels[order.train]), (images[order.val], labels[order.val])
     if len(order.train) + len(order.val) < len(labels):  # only some: count what is trained on
         counts = pixel_counts(train[0])

@@ -35,6 +35,7 @@ from mnistlab.summary import Job, cell, find_jobs, objective_of, rank, swept_key
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
+STAMP_FILE = ".report.time"  # during a sweep: when report.html was last built, and in how long
 SEED_KEY = "loop.seed"
 STYLES = ("-", "--", ":", "-.")
 
@@ -489,17 +490,24 @@ def write_report(folders: list[Path], out: Path, group_over: str = SEED_KEY) -> 
     return out
 
 
-def refresh(sweep_dir: Path) -> None:
-    """After a job: rebuild the sweep's report unless the last build was moments ago.
+def mark_start(sweep_dir: Path) -> None:
+    """A sweep starts: count that as a build, so the first rebuild waits its `every` seconds."""
+    with suppress(OSError):  # no stamp: the first job's end builds the report
+        (sweep_dir / STAMP_FILE).write_text(f"{time.time()} 0\n")
 
-    A build reads every job, so rebuilding after each of n jobs would cost n² reads; waiting
-    ten build-times between builds keeps the reports under a tenth of the sweep's time. The
-    sweep's end always rebuilds it (`summary.print_summary`).
+
+def refresh(sweep_dir: Path, every: float) -> None:
+    """After a job: rebuild the sweep's report if its last build is `every` seconds old.
+
+    A build reads every job, so rebuilding after each of n jobs would cost n² reads: builds
+    are also ten build-times apart, which keeps them under a tenth of the sweep's time. The
+    sweep's start counts as a build (`mark_start`), so a sweep shorter than `every` draws its
+    report once, at its end (`summary.print_summary`), which always rebuilds it.
     """
-    stamp = sweep_dir / ".report.time"
+    stamp = sweep_dir / STAMP_FILE
     with suppress(OSError, ValueError):  # no stamp yet, or a damaged one: build
         built_at, took = map(float, stamp.read_text().split())
-        if time.time() - built_at < 10 * took:
+        if time.time() - built_at < max(every, 10 * took):
             return
     started = time.time()
     try:

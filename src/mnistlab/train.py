@@ -9,12 +9,14 @@ Only Hydra loads with this module; torch and the training code (mnistlab.run) lo
 starts, so `--help` and `--cfg job` answer in a fraction of torch's own import time.
 """
 
+import atexit
 import logging
 import os
 import re
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -95,7 +97,36 @@ def resume_argv(argv: list[str]) -> list[str]:
 
 
 def cli() -> None:
-    """Console entry point. Under torchrun the ranks meet before Hydra picks the run folder."""
+    """Console entry point: the command, its exit handlers, then the process ends.
+
+    Python's own exit would then also tear down every module, which takes half a second once
+    torch (and torch._dynamo, which torch's optimizers load) is in: a sweep of short runs, or a
+    script calling mnistlab-train in a loop, would pay it each time. What must happen at exit
+    is an exit handler (the sweep's summary, the continue line, logging's flush).
+    """
+    try:
+        command()
+    except SystemExit as end:
+        leave(end.code)
+    leave(0)
+
+
+def leave(code: object) -> NoReturn:
+    """Exit with `code` as `sys.exit` would, without the modules' teardown where that is safe."""
+    others = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
+    if any(not thread.daemon for thread in others):  # a pool's (joblib's): Python's exit ends it
+        sys.exit(code)
+    if code is not None and not isinstance(code, int):  # sys.exit("message"): print it, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()  # what Python's exit runs first  # noqa: SLF001
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
+def command() -> None:
+    """mnistlab-train itself. Under torchrun the ranks meet before Hydra picks the run folder."""
     sys.argv[1:] = resume_argv(sys.argv[1:])
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # A sweep (-m, or a preset's hydra.mode) that a signal stops exits with 130 / 143
