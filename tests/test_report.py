@@ -5,6 +5,7 @@ import io
 import json
 import shutil
 import statistics
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -167,3 +168,25 @@ def test_history_drops_the_points_a_resumed_run_logs_again(tmp_path: Path) -> No
     resumed.close()
     assert read_scalars(tmp_path) == {"train/batch_loss": ([1, 2], [0.1, 0.25])}
     assert (tmp_path / SCALARS_FILE).read_text().startswith("step,tag,value\n")
+
+
+def test_a_sweep_rebuilds_its_report_at_most_every_report_every_seconds(
+    sweep: Path, tmp_path: Path
+) -> None:
+    # The 4-job sweep took seconds: its report was built once, at its end, not after each job.
+    _, took = map(float, (sweep / report.STAMP_FILE).read_text().split())
+    assert took == 0  # still the sweep's start mark: no build during the sweep
+    folder = tmp_path / "copy"
+    shutil.copytree(sweep, folder)
+    page = folder / report.REPORT_FILE
+    page.unlink()
+    report.mark_start(folder)  # a sweep starts, and a job ends moments later
+    report.refresh(folder, every=60)
+    assert not page.exists()
+    report.refresh(folder, every=0)  # sweep.report_every=0: rebuilt after the job
+    built = page.stat().st_mtime_ns
+    report.refresh(folder, every=0)  # but not again within ten build-times
+    assert page.stat().st_mtime_ns == built
+    (folder / report.STAMP_FILE).write_text(f"{time.time() - 61} 0.01\n")  # a minute later
+    report.refresh(folder, every=60)
+    assert page.stat().st_mtime_ns != built

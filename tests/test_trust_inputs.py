@@ -106,6 +106,8 @@ def test_bad_input_stops_in_one_line_before_training(tmp_path, overrides, says, 
 # The same classes, the next values one would try: each must be refused by the checks made
 # before any data loads, naming the key.
 SETTINGS_CASES = [
+    ("sweep.report_every=-1", "sweep.report_every=-1.0 must be a number of seconds >= 0"),
+    ("sweep.report_every=inf", "sweep.report_every=inf must be a finite number"),
     ("optimizer.weight_decay=nan", "optimizer.weight_decay=nan"),
     ("optimizer.lr=1e400", "optimizer.lr=inf"),
     ("optimizer.lr=abc", "optimizer.lr='abc' must be a number"),

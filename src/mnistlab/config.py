@@ -198,7 +198,7 @@ class SweepSettings:
     def __post_init__(self) -> None:
         if isinstance(self.prune, dict):  # from the config: nested values come as dicts
             self.prune = Prune(**self.prune)
-        if not 0 <= self.report_every < math.inf:
+        if self.report_every < 0:  # NaN and infinity are refused for every number already
             raise SettingError(
                 f"sweep.report_every={self.report_every} must be a number of seconds >= 0 "
                 "(0: rebuild report.html after every job)"
