@@ -190,3 +190,21 @@ def test_a_sweep_rebuilds_its_report_at_most_every_report_every_seconds(
     (folder / report.STAMP_FILE).write_text(f"{time.time() - 61} 0.01\n")  # a minute later
     report.refresh(folder, every=60)
     assert page.stat().st_mtime_ns != built
+
+
+def test_a_curve_of_one_point_is_drawn_as_a_dot(sweep: Path) -> None:
+    """One epoch gives one validation point per job: a line through it alone is invisible."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loaded = report.load_sweep(sweep, report.SEED_KEY)
+    groups = loaded.groups()
+    scalars = {job.folder: read_scalars(job.folder) for job in loaded.jobs}
+    look = report.styles(groups, loaded.config_keys)
+    figure, axes = plt.subplots()
+    report.draw_curves(axes, groups, look, TAGS["val_loss"], scalars)
+    lines = [line for line in axes.get_lines() if len(line.get_xdata()) == 1]
+    assert lines and all(line.get_marker() == "o" for line in lines)
+    plt.close(figure)

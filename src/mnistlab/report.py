@@ -202,7 +202,7 @@ def png(figure: Any) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=80)
     plt.close(figure)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img alt="plot" src="data:image/png;base64,{data}">'
@@ -279,7 +279,8 @@ def draw_curves(axes: Any, groups, look, tag: str, scalars) -> list[str]:
     for group, (steps, mean, low, high) in drawn:
         mean, low, high = ([percent * v for v in series] for series in (mean, low, high))
         colour, style = look[id(group)]
-        axes.plot(steps, mean, color=colour, linestyle=style, linewidth=1.2)
+        dot = "o" if len(steps) == 1 else None  # one epoch: a lone point draws no line
+        axes.plot(steps, mean, color=colour, linestyle=style, linewidth=1.2, marker=dot)
         if group.pruned:  # where the rule stopped it: a cross at the curve's end
             axes.plot(steps[-1:], mean[-1:], color=colour, marker="X", markersize=9)
         if len(group.completed) > 1:
