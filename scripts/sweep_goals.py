@@ -4,9 +4,9 @@ Runs real `mnistlab-train -m` sweeps on real MNIST (the lesson MLP, one torch th
 prints the figures:
 1. cheap jobs: a 9-job, 1-epoch sweep's wall time against its jobs' training time;
 2. pruning: the 9-job, 5-epoch sweep without and with `sweep.prune.*` (the defaults, and
-   `min_jobs=2`): jobs' training time
+   `min_jobs=3` as Ray Tune's rule has it): jobs' training time
    (the sum of `wall_time_s`), epochs trained, and the best job of each;
-3. resume: the `min_jobs=2` pruned sweep again, interrupted by SIGINT to its process group
+3. resume: the pruned sweep (defaults) again, interrupted by SIGINT to its process group
    while job 5 trains, then re-run into its folder: every job's figures against the
    uninterrupted pruned sweep's, and whether jobs 0-3 were left untouched (their files' inode
    and mtime).
@@ -24,7 +24,7 @@ from pathlib import Path
 GRID = ("optimizer=sgd,adam,rmsprop", "optimizer.lr=0.1,0.01,0.001")
 COMMON = ("dataset=mnist", "device.threads=1")
 PRUNE = ("sweep.prune.median=true", "sweep.prune.diverged=true")
-PRUNE_EARLY = (*PRUNE, "sweep.prune.min_jobs=2")  # the median judges from the third job on
+PRUNE_LATE = (*PRUNE, "sweep.prune.min_jobs=3")  # the median judges from the fourth job on
 # Values two equal sweeps must agree on, job for job (times differ from run to run).
 SAME = ("status", "epochs", "steps", "train_loss", "val_loss", "val_accuracy", "test_accuracy")
 SAME += ("pruned_at_epoch", "prune_reason")
@@ -91,7 +91,7 @@ def main() -> None:
     plain = out / f"{stamp}_plain"
     sweep(plain, *GRID, *COMMON, "loop.epochs=5")
     t0, e0 = training(plain)
-    for name, rules in (("defaults", PRUNE), ("min_jobs_2", PRUNE_EARLY)):
+    for name, rules in (("min_jobs_3", PRUNE_LATE), ("defaults", PRUNE)):
         pruned = out / f"{stamp}_pruned_{name}"
         sweep(pruned, *GRID, *COMMON, "loop.epochs=5", *rules)
         t1, e1 = training(pruned)
@@ -102,9 +102,9 @@ def main() -> None:
         )
 
     resumed = out / f"{stamp}_resumed"
-    sweep(resumed, *GRID, *COMMON, "loop.epochs=5", *PRUNE_EARLY, stop_in_job=5)
+    sweep(resumed, *GRID, *COMMON, "loop.epochs=5", *PRUNE, stop_in_job=5)
     before = stamps(resumed, range(4))
-    sweep(resumed, *GRID, *COMMON, "loop.epochs=5", *PRUNE_EARLY)
+    sweep(resumed, *GRID, *COMMON, "loop.epochs=5", *PRUNE)
     differ = [
         f"{name}: {key} {run.get(key)} != {jobs(pruned)[name].get(key)}"
         for name, run in jobs(resumed).items()

@@ -178,7 +178,7 @@ class Prune:
     median: bool = False  # worse than the median of the sweep's completed jobs at that epoch
     diverged: bool = False  # chance-level accuracy, or a non-finite loss
     grace_epochs: int = 1  # epochs every job trains before the rules look at it
-    min_jobs: int = 3  # completed jobs the median needs at an epoch before it prunes there
+    min_jobs: int = 2  # completed jobs the median needs at an epoch before it prunes there
 
     def __post_init__(self) -> None:
         if self.grace_epochs < 0:
