@@ -139,38 +139,9 @@ def train(
     with Interrupts() as stop:
         run = build(cfg, out_dir, resumed)
         stop.hold()  # the writer below must be closed cleanly: no exception from a signal
-
-        from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
-
-        is_main = run.world.is_main
-        # purge_step hides events a killed process logged after its last checkpoint. TensorBoard
-        # takes a run's first session START for its beginning and purges only at later ones,
-        # so a new run writes one too (at step 0).
-        purge = run.progress.step + 1 if resumed is not None else None
-        start = 0 if purge is None else purge
-        writer = (
-            History(SummaryWriter(log_dir=str(out_dir), purge_step=start), out_dir, purge)
-            if is_main
-            else NoWriter()
-        )
-        with closing(writer):
-            if resumed is None and is_main:
-                board.write_session_start(writer, board.hparams_of(cfg) | facts(run))
-                board.write_config(writer, cfg)
-            try:
-                metrics = fit_run(run, writer, stop)
-            except NonFiniteLoss as err:
-                raise diverged(run, writer, err) from None
-            except Exception as error:  # recorded in TensorBoard, then raised as it was
-                if is_main:
-                    failed = {"status": FAILED, "error": f"{type(error).__name__}: {error}"}
-                    board.write_end(writer, failed, run.progress.step)
-                raise
-            if is_main:
-                if metrics["status"] == COMPLETED:
-                    write_predictions(run, writer)
-                board.write_end(writer, metrics, run.progress.step)
-    if is_main:
+        with closing(open_writer(run, resumed is not None)) as writer:
+            metrics = record_run(run, writer, stop, resumed is None)
+    if run.world.is_main:
         write_metrics(out_dir, metrics)
     if metrics["status"] == PRUNED:
         say_pruned(out_dir, metrics["pruned_at_epoch"])
@@ -178,6 +149,42 @@ def train(
         return {cfg.objective: math.nan} | metrics
     if stop.signum is not None:
         raise Interrupted(stop.signum)
+    return metrics
+
+
+def open_writer(run: Run, resumed: bool) -> Any:
+    """The run's TensorBoard writer (rank 0 only: `NoWriter` on the other ranks)."""
+    if not run.world.is_main:
+        return NoWriter()
+    from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
+
+    # purge_step hides events a killed process logged after its last checkpoint. TensorBoard
+    # takes a run's first session START for its beginning and purges only at later ones,
+    # so a new run writes one too (at step 0).
+    purge = run.progress.step + 1 if resumed else None
+    start = 0 if purge is None else purge
+    return History(SummaryWriter(log_dir=str(run.out_dir), purge_step=start), run.out_dir, purge)
+
+
+def record_run(run: Run, writer: Any, stop: Interrupts, new: bool) -> dict[str, Any]:
+    """Fit the run with its HParams session, predictions and end status in TensorBoard."""
+    is_main = run.world.is_main
+    if new and is_main:
+        board.write_session_start(writer, board.hparams_of(run.cfg) | facts(run))
+        board.write_config(writer, run.cfg)
+    try:
+        metrics = fit_run(run, writer, stop)
+    except NonFiniteLoss as err:
+        raise diverged(run, writer, err) from None
+    except Exception as error:  # recorded in TensorBoard, then raised as it was
+        if is_main:
+            failed = {"status": FAILED, "error": f"{type(error).__name__}: {error}"}
+            board.write_end(writer, failed, run.progress.step)
+        raise
+    if is_main:
+        if metrics["status"] == COMPLETED:
+            write_predictions(run, writer)
+        board.write_end(writer, metrics, run.progress.step)
     return metrics
 
 
