@@ -2,7 +2,8 @@
 
 Runs real `mnistlab-train -m` sweeps on real MNIST (the lesson MLP, one torch thread) and
 prints the figures:
-1. cheap jobs: a 9-job, 1-epoch sweep's wall time against its jobs' training time;
+1. cheap jobs: a 9-job, 1-epoch sweep's wall time against its jobs' training time, with the
+   basic launcher (one job after the other) and with joblib running two at once;
 2. pruning: the 9-job, 5-epoch sweep without and with `sweep.prune.*` (the defaults, and
    `min_jobs=3` as Ray Tune's rule has it): jobs' training time
    (the sum of `wall_time_s`), epochs trained, and the best job of each;
@@ -23,6 +24,7 @@ from pathlib import Path
 
 GRID = ("optimizer=sgd,adam,rmsprop", "optimizer.lr=0.1,0.01,0.001")
 COMMON = ("dataset=mnist", "device.threads=1")
+JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")  # two jobs at once, a core each
 PRUNE = ("sweep.prune.median=true", "sweep.prune.diverged=true")
 PRUNE_LATE = (*PRUNE, "sweep.prune.min_jobs=3")  # the median judges from the fourth job on
 # Values two equal sweeps must agree on, job for job (times differ from run to run).
@@ -81,12 +83,14 @@ def main() -> None:
     os.environ["MNISTLAB_DATA"] = str(data)
     stamp = time.strftime("%H-%M-%S")
 
-    cheap = out / f"{stamp}_cheap"
-    wall = sweep(cheap, *GRID, *COMMON, "loop.epochs=1")
-    seconds, _ = training(cheap)
-    print(
-        f"CHEAP: sweep wall {wall:.1f} s for {seconds:.1f} s of training: {wall / seconds:.2f}x\n"
-    )
+    for name, launcher in (("basic", ()), ("joblib", JOBLIB)):
+        cheap = out / f"{stamp}_cheap_{name}"
+        wall = sweep(cheap, *GRID, *COMMON, "loop.epochs=1", *launcher)
+        seconds, _ = training(cheap)
+        print(
+            f"CHEAP ({name}): sweep wall {wall:.1f} s for {seconds:.1f} s of training: "
+            f"{wall / seconds:.2f}x\n"
+        )
 
     plain = out / f"{stamp}_plain"
     sweep(plain, *GRID, *COMMON, "loop.epochs=5")
