@@ -310,52 +310,14 @@ def fit(
 ) -> dict[str, Any]:
     """Train the remaining epochs (validating and checkpointing each), then test if there is one."""
     world, stop = trainee.world, out.stop
-    every = STOP_EVERY if world.size > 1 else 1
-    # A test-metric target evaluates the test split; the values of the model as it was then
-    # (keyed by step) serve the final test too, when no step has been taken since.
-    tested: dict[int, dict[str, float]] = {}
-
-    def save(name: str = CHECKPOINT_FILE) -> None:
-        progress.wall_seconds = time.perf_counter() - out.clock
-        out.save(progress, name)
-
-    def after_step() -> bool:
-        if plan.checkpoint_every is not None and progress.step % plan.checkpoint_every == 0:
-            if not torch.isfinite(progress.epoch_loss):
-                raise NonFiniteLoss(
-                    f"the training loss became non-finite before step {progress.step}"
-                )
-            save()
-        mid_epoch = progress.epoch_step < source.steps_per_epoch  # the epoch's end comes next
-        if plan.eval_every is not None and progress.step % plan.eval_every == 0 and mid_epoch:
-            values = validate(trainee, source, plan, progress.step, out.writer)
-            tested.clear()
-            tested[progress.step] = test_part(values)
-            progress.val |= {key: values[key] for key in ("val_loss", "val_accuracy")}
-            judge(progress, plan, values, save, out.clock)
-            if progress.stop_reason is not None:
-                return True  # every rank evaluates alike, so every rank stops here
-        return progress.step % every == 0 and stop.agreed(world, trainee.device)
-
     if stop.agreed(world, trainee.device):  # a signal while the TensorBoard writer was made
         raise NotStarted(stop.signum)
     if progress.stop_reason == PRUNED:  # a pruned run resumed: it trains on
         progress.stop_reason = progress.prune_reason = None
+    fitting = Fitting(trainee, source, plan, progress, out)
     interrupted = False
     try:
-        while progress.epoch < plan.epochs and progress.stop_reason is None and not interrupted:
-            finished = run_epoch(trainee, source, plan, progress, out.writer, after_step)
-            if finished:
-                values = progress.val | test_values(trainee, source, plan)
-                tested.clear()
-                tested[progress.step] = test_part(values)
-                judge(progress, plan, values, save, out.clock)
-                consider_pruning(progress, plan, values, trainee)
-            save()
-            # Agreed at every epoch's end too: no rank may start an epoch that another skips.
-            interrupted = progress.stop_reason is None and (
-                not finished or stop.agreed(world, trainee.device)
-            )
+        interrupted = fitting.epochs()
     except NonFiniteLoss as err:  # raised alike on every rank: losses are averaged over them
         if not plan.prune_nonfinite:
             raise
@@ -366,11 +328,74 @@ def fit(
         stop.finish()
     metrics = summary(progress, plan, interrupted, world, out.clock)
     if not interrupted and source.test is not None and progress.stop_reason != PRUNED:
-        metrics.update(final_test(trainee, source.test, plan, progress, out, tested))
+        metrics.update(final_test(trainee, source.test, plan, progress, out, fitting.tested))
     if stop.late is not None:
         name = signal.Signals(stop.late).name
         log.warning("%s came after training had finished: the run completed anyway", name)
     return metrics
+
+
+@dataclass
+class Fitting:
+    """One call of `fit`: the epochs, and the checks between steps."""
+
+    trainee: Trainee
+    source: Source
+    plan: Plan
+    progress: Progress
+    out: Outputs
+    # A test-metric target evaluates the test split; the values of the model as it was then
+    # (keyed by step) serve the final test too, when no step has been taken since.
+    tested: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def epochs(self) -> bool:
+        """Train the remaining epochs, each validated, judged and saved; True if interrupted."""
+        trainee, progress, plan = self.trainee, self.progress, self.plan
+        interrupted = False
+        while progress.epoch < plan.epochs and progress.stop_reason is None and not interrupted:
+            finished = run_epoch(trainee, self.source, plan, progress, self.out.writer, self.step)
+            if finished:
+                values = progress.val | test_values(trainee, self.source, plan)
+                self.evaluated(values)
+                judge(progress, plan, values, self.save, self.out.clock)
+                consider_pruning(progress, plan, values, trainee)
+            self.save()
+            # Agreed at every epoch's end too: no rank may start an epoch that another skips.
+            interrupted = progress.stop_reason is None and (
+                not finished or self.out.stop.agreed(trainee.world, trainee.device)
+            )
+        return interrupted
+
+    def step(self) -> bool:
+        """After each step: checkpoint and evaluate where due; True when the run must stop."""
+        progress, plan = self.progress, self.plan
+        if plan.checkpoint_every is not None and progress.step % plan.checkpoint_every == 0:
+            if not torch.isfinite(progress.epoch_loss):
+                raise NonFiniteLoss(
+                    f"the training loss became non-finite before step {progress.step}"
+                )
+            self.save()
+        mid_epoch = progress.epoch_step < self.source.steps_per_epoch  # the epoch's end comes next
+        if plan.eval_every is not None and progress.step % plan.eval_every == 0 and mid_epoch:
+            values = validate(self.trainee, self.source, plan, progress.step, self.out.writer)
+            self.evaluated(values)
+            progress.val |= {key: values[key] for key in ("val_loss", "val_accuracy")}
+            judge(progress, plan, values, self.save, self.out.clock)
+            if progress.stop_reason is not None:
+                return True  # every rank evaluates alike, so every rank stops here
+        world = self.trainee.world
+        every = STOP_EVERY if world.size > 1 else 1
+        return progress.step % every == 0 and self.out.stop.agreed(world, self.trainee.device)
+
+    def evaluated(self, values: dict[str, float]) -> None:
+        """Keep the test figures of the model as it is now, for the final test."""
+        self.tested.clear()
+        self.tested[self.progress.step] = test_part(values)
+
+    def save(self, name: str = CHECKPOINT_FILE) -> None:
+        """A checkpoint of the run as it is now, with the wall time it has taken."""
+        self.progress.wall_seconds = time.perf_counter() - self.out.clock
+        self.out.save(self.progress, name)
 
 
 def final_test(
