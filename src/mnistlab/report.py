@@ -31,6 +31,7 @@ from mnistlab.history import (
 )
 from mnistlab.outputs import open_atomic
 from mnistlab.summary import Job, cell, find_jobs, objective_of, rank, swept_keys
+from mnistlab.sweeprecord import RECORD_FILE
 
 log = logging.getLogger(__name__)
 
@@ -491,23 +492,21 @@ def write_report(folders: list[Path], out: Path, group_over: str = SEED_KEY) -> 
     return out
 
 
-def mark_start(sweep_dir: Path) -> None:
-    """A sweep starts: count that as a build, so the first rebuild waits its `every` seconds."""
-    with suppress(OSError):  # no stamp: the first job's end builds the report
-        (sweep_dir / STAMP_FILE).write_text(f"{time.time()} 0\n")
-
-
 def refresh(sweep_dir: Path, every: float) -> None:
     """After a job: rebuild the sweep's report if its last build is `every` seconds old.
 
     A build reads every job, so rebuilding after each of n jobs would cost n² reads: builds
-    are also ten build-times apart, which keeps them under a tenth of the sweep's time. The
-    sweep's start counts as a build (`mark_start`), so a sweep shorter than `every` draws its
-    report once, at its end (`summary.print_summary`), which always rebuilds it.
+    are also ten build-times apart, which keeps them under a tenth of the sweep's time. Before
+    the first build the sweep's start counts as one (when its `sweep.yaml` was written), so a
+    sweep shorter than `every` draws its report once, at its end (`summary.print_summary`),
+    which always rebuilds it.
     """
     stamp = sweep_dir / STAMP_FILE
-    with suppress(OSError, ValueError):  # no stamp yet, or a damaged one: build
-        built_at, took = map(float, stamp.read_text().split())
+    with suppress(OSError, ValueError):  # no record of either, or a damaged stamp: build
+        if stamp.exists():
+            built_at, took = map(float, stamp.read_text().split())
+        else:
+            built_at, took = (sweep_dir / RECORD_FILE).stat().st_mtime, 0.0
         if time.time() - built_at < max(every, 10 * took):
             return
     started = time.time()

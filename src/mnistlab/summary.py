@@ -375,10 +375,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Print the ranked table when the sweep's process exits, however the sweep ended."""
-        from mnistlab import report
-
         naming.remember_swept(config)  # before any job folder is named
-        report.mark_start(Path(config.hydra.sweep.dir))  # made by SweepResume, which runs first
         progress.start(config, len(finished(find_jobs(Path(config.hydra.sweep.dir)))))
         # Hydra skips on_multirun_end once a job has failed, and Ctrl-C skips it too; an exit
         # hook runs whether the sweep succeeded, failed or was stopped (after Hydra's error).
