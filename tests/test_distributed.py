@@ -85,7 +85,10 @@ def test_torchrun_run_stops_on_sigterm_and_resumes_under_torchrun(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     run = tmp_path / "run"
-    args = (*RUN, "dataset.loader.batch_size=16", f"hydra.run.dir={run}")
+    # Noise images, made in milliseconds (the synthetic digits take each rank a second), as
+    # many as RUN trains on: 338 steps an epoch per rank.
+    noise = ("dataset=fake_mnist", "dataset.source.num_samples=10800")
+    args = (*RUN, *noise, "dataset.loader.batch_size=16", f"hydra.run.dir={run}")
     process = subprocess.Popen(
         [*torchrun, "-m", "mnistlab.train", *args],
         cwd=tmp_path,
