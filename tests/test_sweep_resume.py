@@ -209,12 +209,14 @@ def test_a_joblib_sweep_interrupted_mid_job_ends_as_if_uninterrupted(
 
     ((_, command),) = CONTINUE.findall(output)
     # Each worker's job stopped at a step boundary and saved, or (stopped while it loaded torch
-    # or its data, on a busy machine) had not trained at all; none was killed or failed.
+    # or its data, on a busy machine) had not trained at all; none was killed. Job 2 (lr=-1)
+    # fails by design wherever it ran: its worker may reach it before the signal.
     assert status(sweep / JOBS[1]) == "interrupted"
     for job in sweep.iterdir():
         if job.is_dir():
             untrained = status(job) is None and not (job / "checkpoint.pt").exists()
-            assert untrained or status(job) in ("interrupted", "completed"), job.name
+            ended = ("interrupted", "completed", *(("failed",) if job.name == JOBS[2] else ()))
+            assert untrained or status(job) in ended, job.name
 
     # Continued by the basic launcher, one job after the other.
     resumed = paste(command.replace(f" {' '.join(JOBLIB)}", ""), tmp_path)
