@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from conftest import idx_bytes, run_cli, write_idx, write_idx_dataset
-from mnistlab import datacache
+from mnistlab import data as datasets
 from mnistlab.data import Splits
 from mnistlab.datacache import CACHE_FILE
 from mnistlab.mnist import FILES, idx, read_pair, split_order, to_pairs
+from mnistlab.synthetic import synthetic_digits
 
 READ = "read the decoded dataset from"
 WROTE = "later runs read it instead of decoding"
@@ -22,7 +23,7 @@ WROTE = "later runs read it instead of decoding"
 
 def build(root: Path, caplog: pytest.LogCaptureFixture) -> tuple[Splits, str]:
     """The idx dataset in `root` built from disk, and what the cache logged while it was built."""
-    datacache.forget()  # not the splits this process made last: the files and their copy
+    datasets.forget()  # not the splits this process made last: the files and their copy
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="mnistlab.datacache"):
         data = idx(str(root), num_val_samples=10)
@@ -139,7 +140,7 @@ def test_the_data_is_what_parsing_and_torch_std_mean_give(tmp_path, caplog, num_
     std, mean = torch.std_mean(train.inputs)  # what normalize computes without the counts
     expected = train.inputs.sub(mean).div(std)
     for _ in ("parsed", "cached"):
-        datacache.forget()
+        datasets.forget()
         data = idx(str(tmp_path), num_val_samples=10, num_train_samples=num_train_samples, seed=3)
         assert torch.equal(data.train.inputs, expected)
         assert torch.equal(data.train.targets, train.targets)
@@ -202,3 +203,13 @@ def test_a_sweeps_jobs_in_one_process_train_as_they_would_alone(tmp_path) -> Non
     )
     for key in ("train_loss", "val_loss", "val_accuracy", "test_loss", "steps"):
         assert in_sweep[key] == by_itself[key], key
+
+
+def test_the_next_job_in_a_process_gets_the_last_synthetic_digits() -> None:
+    datasets.forget()
+    first = synthetic_digits(num_samples=100, seed=1)
+    assert synthetic_digits(num_samples=100, seed=1) is first  # not drawn again
+    other = synthetic_digits(num_samples=100, seed=2)
+    assert other is not first and not torch.equal(other.train.inputs, first.train.inputs)
+    again = synthetic_digits(num_samples=100, seed=1)  # only the last is kept: drawn again
+    assert again is not first and torch.equal(again.train.inputs, first.train.inputs)

@@ -59,6 +59,29 @@ class Splits:
         return tuple(self.train.inputs.shape[1:])
 
 
+# The jobs of a sweep that run in one process (the basic launcher, a joblib worker) mostly ask
+# for the same data: the process keeps the last splits a builder made, by how they were made.
+# Only the last: a sweep over datasets holds one at a time.
+_last: dict[tuple, Splits] = {}
+
+
+def recent(key: tuple) -> Splits | None:
+    """The splits this process made last, if they were made as `key` says; else None."""
+    return _last.get(key)
+
+
+def keep(key: tuple, data: Splits) -> Splits:
+    """Remember `data`, made as `key` says, as this process's last splits; return it."""
+    forget()
+    _last[key] = data
+    return data
+
+
+def forget() -> None:
+    """Let go of this process's last splits: the next build makes them again."""
+    _last.clear()
+
+
 def build(source: Any) -> Splits:
     """Instantiate a dataset's `source` node; a bad setting inside the builder stays one line."""
     try:

@@ -11,11 +11,6 @@ against the known checksums, and unlike a size and modification time it cannot b
 replacement of the same size and time (`cp -p`, a coarse clock). A copy whose key differs is
 rebuilt. The file is read with `weights_only=True` (it cannot run code) and its dtypes and
 shapes are checked; anything wrong with it means "decode again", never an error.
-
-A process also keeps the last dataset it split (`keep`, `recent`): a sweep's next job in the
-same process, on the same files (by MD5) with the same split, uses those tensors instead of
-reading, splitting and normalising them again. Only the last one is kept, so a sweep over
-datasets holds one at a time.
 """
 
 import hashlib
@@ -30,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from mnistlab.data import Splits
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +49,6 @@ DAMAGE = (
     zipfile.BadZipFile,
 )
 _told_read_only: set[Path] = set()  # folders already logged as read-only by this process
-_last: dict[tuple, Splits] = {}  # this process's last split dataset, by its files and split
-
-
-def recent(key: dict[str, str], sizes: tuple) -> Splits | None:
-    """The splits this process made last, if made from files with these MD5s, split by `sizes`."""
-    return _last.get((tuple(sorted(key.items())), sizes))
-
-
-def keep(key: dict[str, str], sizes: tuple, data: Splits) -> None:
-    """Remember `data` as this process's last splits (the one before is let go)."""
-    forget()
-    _last[(tuple(sorted(key.items())), sizes)] = data
-
-
-def forget() -> None:
-    """Let go of this process's last splits: the next build reads them from disk again."""
-    _last.clear()
 
 
 def location(root: Path, key: dict[str, str]) -> Path:
