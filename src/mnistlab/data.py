@@ -7,7 +7,7 @@ shuffle per epoch, which skips per-sample indexing and collation.
 """
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,20 +70,19 @@ class Splits:
 # The jobs of a sweep that run in one process (the basic launcher, a joblib worker) mostly ask
 # for the same data: the process keeps a copy of the last splits a builder made, by how they
 # were made, and hands out copies of it, so that a run (or a user's builder wrapping ours) that
-# changes its tensors in place changes nothing for the next job. A copy costs a few hundredths
+# changes its tensors in place changes nothing for the next job. A copy costs about a tenth
 # of a second for MNIST; drawing the synthetic digits again, seconds. Only the last is kept: a
 # sweep over datasets holds one at a time.
 _last: dict[tuple, Splits] = {}
 
 
-def recent(key: tuple) -> Splits | None:
-    """A copy of the splits this process made last, if they were made as `key` says; else None."""
+def remembered(key: tuple, make: Callable[[], Splits]) -> Splits:
+    """The splits made as `key` says: a copy of this process's last ones where they are those,
+    else what `make()` returns, a copy of which becomes this process's last splits."""
     kept = _last.get(key)
-    return None if kept is None else kept.clone()
-
-
-def keep(key: tuple, data: Splits) -> Splits:
-    """Remember a copy of `data`, made as `key` says, as this process's last splits; return it."""
+    if kept is not None:
+        return kept.clone()
+    data = make()
     forget()
     _last[key] = data.clone()
     return data

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from mnistlab import SettingError, datacache
-from mnistlab.data import Splits, TensorPairs, keep, normalize, recent
+from mnistlab.data import Splits, TensorPairs, normalize, remembered
 
 log = logging.getLogger(__name__)
 
@@ -411,19 +411,15 @@ def load(
 
     The jobs of a sweep that run in one process (the basic launcher, a joblib worker) load the
     same files with the same split: the later ones get the first one's tensors back
-    (`data.recent`), once the files' MD5s show they are still the same files.
+    (`data.remembered`), once the files' MD5s show they are still the same files.
     """
     try:
         paths = obtain(root, advice.sources, md5, deadline_s, advice)
         key = {path.name: verify(path, md5) for path in paths.values()}  # one MD5 pass: check + key
         made = ("idx", tuple(sorted(key.items())), sizes)
-        data = recent(made)
-        if data is not None:
-            return data
-        arrays = decode(root, paths, key)
+        return remembered(made, lambda: split(decode(root, paths, key), sizes, advice.key))
     except DamagedFile as error:
         raise SettingError(f"{error}: {advice.replace()}") from None
-    return keep(made, split(arrays, sizes, advice.key))
 
 
 def split(arrays: datacache.Arrays, sizes: tuple[int, int | None, int], key: str | None) -> Splits:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from mnistlab import SettingError
-from mnistlab.data import Splits, TensorPairs, keep, normalize, recent
+from mnistlab.data import Splits, TensorPairs, normalize, remembered
 
 SIZE = 28
 
@@ -108,11 +108,12 @@ def synthetic_digits(num_samples: int = 60_000, val_fraction: float = 0.1, seed:
             f"{val_fraction} gives {num_val} validation and {num_samples - num_val} training "
             "samples: each split needs at least one; raise num_samples or change val_fraction"
         )
-    made = ("synthetic", num_samples, num_val, seed)
-    splits = recent(made)  # a sweep's earlier job in this process drew them already
-    if splits is not None:
-        return splits
-    data = generate(num_samples, seed)
-    train = TensorPairs(data.inputs[num_val:], data.targets[num_val:])
-    val = TensorPairs(data.inputs[:num_val], data.targets[:num_val])
-    return keep(made, normalize(Splits(train=train, val=val, num_classes=10)))
+
+    def draw() -> Splits:
+        data = generate(num_samples, seed)
+        train = TensorPairs(data.inputs[num_val:], data.targets[num_val:])
+        val = TensorPairs(data.inputs[:num_val], data.targets[:num_val])
+        return normalize(Splits(train=train, val=val, num_classes=10))
+
+    # A sweep's earlier job in this process may have drawn them already.
+    return remembered(("synthetic", num_samples, num_val, seed), draw)
