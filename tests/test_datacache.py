@@ -156,12 +156,13 @@ def test_the_next_job_in_a_process_gets_the_last_splits_while_the_files_are_the_
         caplog.clear()
         again = idx(str(tmp_path), num_val_samples=10)
         assert same(again, first) and READ not in caplog.text  # neither parsed nor read from disk
-        first.train.inputs.add_(1)  # what a run does to its copy, the next one does not see
-        assert same(idx(str(tmp_path), num_val_samples=10), again)
+        made = again.clone()
+        first.train.inputs.add_(1)  # what a run does to its splits, the next one does not see
+        assert same(idx(str(tmp_path), num_val_samples=10), made)
         other_split = idx(str(tmp_path), num_val_samples=12)
         assert other_split is not first and len(other_split.val) == 12
         back = idx(str(tmp_path), num_val_samples=10)  # only the last one is kept: read again
-        assert READ in caplog.text and same(back, again)
+        assert READ in caplog.text and same(back, made)
     # Other labels in the same file, same size and time: its MD5 tells, not a stale answer.
     labels = tmp_path / FILES[1]
     before = labels.stat()
@@ -170,7 +171,7 @@ def test_the_next_job_in_a_process_gets_the_last_splits_while_the_files_are_the_
     )
     os.utime(labels, ns=(before.st_atime_ns, before.st_mtime_ns))
     changed = idx(str(tmp_path), num_val_samples=10)
-    assert torch.equal(changed.train.targets, (2 - again.train.targets) % 3)
+    assert torch.equal(changed.train.targets, (2 - made.train.targets) % 3)
 
 
 def test_a_sweeps_jobs_in_one_process_train_as_they_would_alone(tmp_path) -> None:

@@ -19,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import naming
+from mnistlab import naming, sweeprecord
 
 PROGRESS_ENV = "MNISTLAB_SWEEP_PROGRESS"  # {"total", "started", "done_before"}, set at start
 
@@ -29,8 +29,7 @@ def job_count(config: DictConfig) -> int | None:
     n_trials = OmegaConf.select(config, "hydra.sweeper.n_trials")
     if isinstance(n_trials, int):
         return n_trials
-    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_"))
-    if not sweeper.endswith(".BasicSweeper"):
+    if sweeprecord.sweeper_of(config) != sweeprecord.BASIC_SWEEPER:
         return None  # another sweeper decides as it goes
     # As the basic sweeper reads them: a preset's params first, the command line's over them.
     arguments = [*naming.preset_params(config), *config.hydra.overrides.task]

@@ -43,6 +43,16 @@ MAY_DIFFER = (
     *WHERE_DATA_LIVES,
 )
 UNSET = "unset"
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+# Sweepers that sweep alike, known by one name: mnistlab's default is Hydra's basic sweeper,
+# composing less (hydra_plugins/mnistlab_sweeper.py).
+SAME_SWEEPER = {"hydra_plugins.mnistlab_sweeper.BasicOnceSweeper": BASIC_SWEEPER}
+
+
+def sweeper_of(config: DictConfig) -> str:
+    """The sweeper `config` sweeps with (`hydra.sweeper._target_`), by its one name."""
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_"))
+    return SAME_SWEEPER.get(sweeper, sweeper)
 
 
 def may_differ(key: str) -> bool:
@@ -54,7 +64,7 @@ def definition(config: DictConfig) -> dict[str, Any]:
     """What defines the sweep `config` starts: the record's contents, less the command."""
     overrides, params = config.hydra.overrides.task, naming.preset_params(config)
     return {
-        "sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_")),
+        "sweeper": sweeper_of(config),
         "n_trials": OmegaConf.select(config, "hydra.sweeper.n_trials"),
         "overrides": defining(overrides),
         "params": defining(params),

@@ -108,7 +108,20 @@ def cli() -> None:
         command()
     except SystemExit as end:
         leave(end.code)
+    stop_idle_workers()
     leave(0)
+
+
+def stop_idle_workers() -> None:
+    """End joblib's worker processes at once, once every job is done (the command returned).
+
+    Python's exit would ask each to end and wait while it tears its modules down (torch's
+    included), half a second or more; their jobs have all returned, so nothing is lost.
+    """
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    pool = getattr(loky, "_executor", None)  # the pool joblib's launcher used, if any
+    if pool is not None:
+        pool.shutdown(wait=True, kill_workers=True)
 
 
 def leave(code: object) -> NoReturn:
