@@ -1,9 +1,12 @@
-"""The default sweeper: Hydra's basic sweeper, composing each job's config once in-process."""
+"""The default sweeper: Hydra's basic sweeper, composing each job's config once."""
+
+import pickle
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import config
@@ -15,14 +18,22 @@ NO_CALLBACKS += ("~hydra.callbacks.sweep_summary",)
 HYDRAS_OWN = "hydra.sweeper._target_=hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
-def sweep(tmp_path, monkeypatch, *overrides: str) -> tuple[list[str], int]:
-    """Run a real in-process multirun (the jobs record their config): configs, compositions."""
-    composed = []
+def counted(monkeypatch) -> list[int]:
+    """Hydra's own composition of a config, counted: one item per composition from now on."""
+    composed: list[int] = []
     compose = ConfigLoaderImpl.load_configuration
 
-    def counted(self, *args, **kwargs):  # Hydra's own composition, counted
+    def counting(self, *args, **kwargs):
         composed.append(1)
         return compose(self, *args, **kwargs)
+
+    monkeypatch.setattr(ConfigLoaderImpl, "load_configuration", counting)
+    return composed
+
+
+def sweep(tmp_path, monkeypatch, *overrides: str) -> tuple[list[str], int]:
+    """Run a real in-process multirun (the jobs record their config): configs, compositions."""
+    composed = counted(monkeypatch)
 
     def job(cfg: DictConfig) -> float:
         configs.append(OmegaConf.to_yaml(cfg))
@@ -30,7 +41,6 @@ def sweep(tmp_path, monkeypatch, *overrides: str) -> tuple[list[str], int]:
         return 0.0
 
     configs: list[str] = []
-    monkeypatch.setattr(ConfigLoaderImpl, "load_configuration", counted)
     with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
         GlobalHydra.instance().hydra.multirun(  # type: ignore[union-attr]
             config_name="train",
@@ -58,3 +68,23 @@ def test_a_sweep_started_with_hydras_sweeper_is_the_same_sweep_with_ours() -> No
         hydras = compose("train", ["optimizer.lr=0.1", HYDRAS_OWN], return_hydra_config=True)
     assert ours.hydra.sweeper._target_ != hydras.hydra.sweeper._target_
     assert definition(ours) == definition(hydras)  # so sweep.yaml of either continues with either
+
+
+def test_a_jobs_process_gets_the_checked_config_with_it_and_composes_none(monkeypatch) -> None:
+    """What joblib and submitit send to a job's process: the loader, pickled, with the configs."""
+    from hydra_plugins.mnistlab_sweeper import SENT, ComposedOnce
+
+    with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
+        hydra = GlobalHydra.instance().hydra
+        master = hydra.compose_config("train", ["optimizer=sgd,adam"], run_mode=RunMode.MULTIRUN)
+        loader = ComposedOnce(hydra.config_loader)
+        loader.check(master, ["optimizer=sgd"])
+        composed = counted(monkeypatch)
+        sent = pickle.loads(pickle.dumps(loader))
+        assert sent.load_sweep_config(master, ["optimizer=sgd"]).optimizer.lr == 0.01
+        assert composed == []
+        assert sent.load_sweep_config(master, ["optimizer=sgd"]).optimizer.momentum == 0.0
+        assert composed == [1]  # handed out once: asked again, it is composed
+        for n in range(SENT):  # more than SENT configs: none travel, the job composes its own
+            loader.check(master, ["optimizer=adam", f"loop.seed={n}"])
+        assert pickle.loads(pickle.dumps(loader)).checked == {}

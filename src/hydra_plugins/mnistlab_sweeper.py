@@ -1,11 +1,10 @@
-"""mnistlab's default sweeper: Hydra's basic sweeper, which composes each job's config once
-where the jobs run in this process.
+"""mnistlab's default sweeper: Hydra's basic sweeper, which composes each job's config once.
 
 Hydra's BasicSweeper composes every job's config before the first job starts, so that a bad
 value in the last job stops the sweep before any trains; its basic launcher then composes
 each again to run it. For mnistlab's config that is a tenth of a second a job, paid twice.
-Here the launcher gets the config the check composed. A launcher that runs jobs in other
-processes (joblib, SLURM) composes them there, as Hydra's does.
+Here the launcher gets the config the check composed; a launcher that runs jobs in other
+processes (joblib, SLURM) sends them there with the jobs, where they are few.
 
 Hydra instantiates sweepers only from the `hydra_plugins` package, hence this module, and
 Hydra imports it on each start: it then gives `hydra/sweeper=basic` (the default) this sweeper
@@ -18,16 +17,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-# Checked configs kept for the launcher at most (a few MB each at worst): a bigger batch's
+# Checked configs kept for the launch at most (a few MB each at worst): a bigger batch's
 # further jobs are composed again when they start.
 KEPT = 100
+# A launcher with worker processes (joblib, SLURM) sends each job this loader: with it the
+# checked configs, where they are this few (about 20 kB each).
+SENT = 16
 
 
 class ComposedOnce:
@@ -35,23 +36,30 @@ class ComposedOnce:
 
     def __init__(self, loader: ConfigLoader) -> None:
         self.loader = loader
-        self.checked: dict[tuple[int, tuple[str, ...]], list[DictConfig]] = {}
+        self.checked: dict[tuple[str, ...], list[DictConfig]] = {}  # by the job's overrides
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.loader, name)  # everything else is the loader's own
+        loader = self.__dict__.get("loader")  # absent while unpickling
+        if loader is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(loader, name)  # everything else is the loader's own
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker process gets: the loader, and the checked configs where few."""
+        few = sum(map(len, self.checked.values())) <= SENT
+        return {"loader": self.loader, "checked": self.checked if few else {}}
 
     def check(self, master_config: DictConfig, sweep_overrides: Sequence[str]) -> None:
         """Compose a job's config (HydraException where it cannot be); keep it for its launch."""
         config = self.loader.load_sweep_config(master_config, list(sweep_overrides))
-        if sum(map(len, self.checked.values())) < KEPT:
-            key = (id(master_config), tuple(sweep_overrides))
-            self.checked.setdefault(key, []).append(config)  # a job given twice: two configs
+        if sum(map(len, self.checked.values())) < KEPT:  # a job given twice: two configs
+            self.checked.setdefault(tuple(sweep_overrides), []).append(config)
 
     def load_sweep_config(
         self, master_config: DictConfig, sweep_overrides: Sequence[str]
     ) -> DictConfig:
         """The config of the job `sweep_overrides`: the one checked, else composed now."""
-        kept = self.checked.get((id(master_config), tuple(sweep_overrides)))
+        kept = self.checked.get(tuple(sweep_overrides))
         if not kept:
             return self.loader.load_sweep_config(master_config, list(sweep_overrides))
         config = kept.pop(0)  # a job's config is its own: each is handed out once
@@ -59,30 +67,20 @@ class ComposedOnce:
         return config
 
 
-def naming(kind: type) -> str:
-    return f"{kind.__module__}.{kind.__qualname__}"
-
-
 class BasicOnceSweeper(BasicSweeper):
-    """Hydra's BasicSweeper; with Hydra's basic launcher, each job's config is composed once."""
+    """Hydra's BasicSweeper, whose launcher gets the configs that its check composed."""
 
-    composed: ComposedOnce | None = None
+    composed: ComposedOnce
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        # Hydra runs its plugin modules again when it scans them: compare the class's name.
-        if naming(type(self.launcher)) == naming(BasicLauncher):  # jobs in this process
-            self.composed = ComposedOnce(hydra_context.config_loader)
-            context = HydraContext(config_loader=self.composed, callbacks=hydra_context.callbacks)
-            self.hydra_context = self.launcher.hydra_context = context
+        self.composed = ComposedOnce(hydra_context.config_loader)
+        context = HydraContext(config_loader=self.composed, callbacks=hydra_context.callbacks)
+        super().setup(hydra_context=context, task_function=task_function, config=config)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Hydra's check that every job's config composes; those configs are kept to run."""
-        if self.composed is None:
-            super().validate_batch_is_legal(batch)
-            return
         for overrides in batch:
             self.composed.check(self.config, overrides)
 
