@@ -67,12 +67,10 @@ class Splits:
 
     def equal(self, other: "Splits") -> bool:
         """Whether both hold the same values (NaN equals nothing: a copy with one is unequal)."""
-        tests = (self.test, other.test)
-        same_test = tests == (None, None) or None not in tests and self.test.equal(other.test)
-        same_size = self.num_classes == other.num_classes
-        return (
-            same_size and same_test and self.train.equal(other.train) and self.val.equal(other.val)
-        )
+        if self.num_classes != other.num_classes or (self.test is None) != (other.test is None):
+            return False
+        same_test = self.test is None or self.test.equal(other.test)
+        return same_test and self.train.equal(other.train) and self.val.equal(other.val)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
