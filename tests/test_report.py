@@ -208,3 +208,18 @@ def test_a_curve_of_one_point_is_drawn_as_a_dot(sweep: Path) -> None:
     lines = [line for line in axes.get_lines() if len(line.get_xdata()) == 1]
     assert lines and all(line.get_marker() == "o" for line in lines)
     plt.close(figure)
+
+
+def test_long_y_tick_labels_and_the_y_label_stay_in_the_figure_and_apart() -> None:
+    """The margins are set in inches, but grow for long tick labels (here -0.00004 + 0.97)."""
+    figure, axes = report.figure_of(15, 4, columns=3)
+    for ax in axes:
+        ax.plot([1, 2, 3], [0.96995, 0.97002, 0.97009])
+        ax.set_ylabel("val_loss (lower is better)")
+    report.fit(figure)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    assert axes[0].yaxis.get_tightbbox(renderer).x0 >= 0  # not cut off at the left
+    for before, after in zip(axes, axes[1:], strict=False):
+        assert before.get_tightbbox(renderer).x1 <= after.yaxis.get_tightbbox(renderer).x0
+    assert axes[-1].get_tightbbox(renderer).x1 <= figure.bbox.width
