@@ -218,7 +218,6 @@ def fit(figure: Any, legend: Any = None) -> None:
     (half of a report's drawing time): only the legend and what sits left of each axes (its y
     axis's labels: long ones like 0.97005 too) are measured, once.
     """
-    minor_ticks_in_view(figure)  # first: measuring builds the ticks
     width, height = figure.get_size_inches()
     figure.subplots_adjust(bottom=0.6 / height, top=1 - 0.4 / height)  # this sets the y ticks
     renderer = figure.canvas.get_renderer()
@@ -237,24 +236,6 @@ def left_of(axes: Any, renderer: Any) -> float:
     """How far (in inches) the y axis's tick labels and label reach out left of `axes`."""
     reach = axes.get_window_extent(renderer).x0 - axes.yaxis.get_tightbbox(renderer).x0
     return reach / axes.get_figure().dpi
-
-
-def minor_ticks_in_view(figure: Any) -> None:
-    """Fix each log axis's minor ticks to those in its final view, which are all it draws.
-
-    A log axis's locator also places minor ticks a decade beyond the view, and matplotlib
-    builds a costly tick object (lines and labels) for each before leaving it out: a third of
-    them, here, and a tenth of a report's drawing time.
-    """
-    from matplotlib.ticker import FixedLocator
-
-    for axes in figure.axes:
-        for axis in (axes.xaxis, axes.yaxis):
-            if axis.get_scale() == "log":
-                low, high = sorted(axis.get_view_interval())
-                low, high = low * (1 - 1e-9), high * (1 + 1e-9)  # keep those on an edge
-                ticks = axis.get_minor_locator()()
-                axis.set_minor_locator(FixedLocator([t for t in ticks if low <= t <= high]))
 
 
 def png(figure: Any) -> str:
