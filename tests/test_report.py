@@ -89,6 +89,7 @@ def test_every_job_is_in_the_ranked_table_with_its_status_and_reason(sweep: Path
     configurations, jobs = parse(sweep / "report.html").tables
     rows = {row["folder"]: row for row in as_dicts(jobs)}
     assert rows.keys() == jobs_of(sweep).keys()
+    assert jobs[0][-1] == "reason"  # the last column, the one that wraps (CSS): a long reason
     for folder, metrics in jobs_of(sweep).items():
         assert rows[folder]["status"] == metrics["status"]
         if metrics["status"] == "failed":

@@ -179,7 +179,8 @@ def group_table(groups: list[Group], keys: list[str], objective: str, sweeps: bo
 def job_table(sweep: Sweep) -> str:
     """Every job, best first; a job that did not complete with its status and reason."""
     metrics = shown_keys(sweep.jobs, sweep.objective) + ["samples_per_second", "wall_time_s"]
-    header = ["rank", "job", *sweep.keys, "status", *metrics, "reason", "folder"]
+    # The reason last: the one column whose text wraps (a prune rule's reason is a sentence).
+    header = ["rank", "job", *sweep.keys, "status", *metrics, "folder", "reason"]
     rows, classes = [], []
     for place, job in enumerate(rank(sweep.jobs, sweep.objective), start=1):
         done = job.status == COMPLETED
@@ -190,8 +191,8 @@ def job_table(sweep: Sweep) -> str:
                 *(job.overrides.get(key, "") for key in sweep.keys),
                 job.status_text,
                 *(cell(key, job.metrics[key]) if key in job.metrics else "" for key in metrics),
-                job.metrics.get("error") or job.metrics.get("prune_reason", ""),
                 job.folder.name,
+                job.metrics.get("error") or job.metrics.get("prune_reason", ""),
             ]
         )
         classes.append("" if done else PRUNED if job.status == PRUNED else "bad")
