@@ -289,6 +289,35 @@ def test_another_sweep_in_the_folder_is_refused_in_one_line(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_corrected_sweep_takes_the_folder_of_one_that_ran_no_job(tmp_path: Path) -> None:
+    """A typo in the grid stops the sweep before its first job (Hydra checks every config),
+    after its record was written: the corrected command into that folder runs, not refused."""
+    sweep = tmp_path / "sweep"
+    grid = ("dataset=random", "loop.epochs=1", "dataset.source.num_samples=256")
+    typo = run_cli(
+        "mnistlab.train",
+        "-m",
+        "optimizer=sgd,adamm",
+        *grid,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert typo.returncode == 1 and "Could not find 'optimizer/adamm'" in typo.stderr
+    assert (sweep / sweeprecord.RECORD_FILE).exists()  # recorded before Hydra's check
+    fixed = run_cli(
+        "mnistlab.train",
+        "-m",
+        "optimizer=sgd,adam",
+        *grid,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    assert "its sweep ran no job (optimizer: sgd,adamm there, sgd,adam here)" in fixed.stdout
+    assert len(list(sweep.glob("*/metrics.json"))) == 2
+    assert "sgd,adam\n" in (sweep / sweeprecord.RECORD_FILE).read_text()
+
+
 def no_record(sweep: Path) -> str:
     (sweep / sweeprecord.RECORD_FILE).unlink()  # as an older mnistlab-train left it
     return "holds a sweep with no sweep.yaml (an older mnistlab-train's)"

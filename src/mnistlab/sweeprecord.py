@@ -13,6 +13,7 @@ command's own definition; nothing in it is run, instantiated or handed to Hydra.
 Kept free of torch: it runs in the sweep's process before any job.
 """
 
+import logging
 import shutil
 import sys
 from fnmatch import fnmatchcase
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnistlab import SettingError, naming, rundir
 from mnistlab.history import WHERE_DATA_LIVES
 
+log = logging.getLogger(__name__)
 RECORD_FILE = "sweep.yaml"  # in the sweep folder
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Settings a re-run may give differently: none changes a job's results, and a job's own resume
@@ -155,10 +157,15 @@ def check(sweep: Path, config: DictConfig) -> None:
         replace(sweep)
     elif path.exists():
         found = differences(read(path), given)
-        if found:
+        if not found:
+            return  # the same sweep: its record stays as it was written
+        if holds_jobs(sweep):
             why = f"holds another sweep ({'; '.join(found)})"
             raise SettingError(refusal(sweep, why, continuable=True))
-        return  # the same sweep: its record stays as it was written
+        # Recorded, then stopped before any job ran (Hydra refused a value of the grid, say):
+        # nothing to continue or to lose. The corrected command takes the folder.
+        log.warning("%s: its sweep ran no job (%s); recording this one", sweep, "; ".join(found))
+        replace(sweep)
     elif holds_jobs(sweep):
         raise SettingError(
             refusal(sweep, f"holds a sweep with no {RECORD_FILE} (an older mnistlab-train's)")
