@@ -12,7 +12,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -71,6 +71,14 @@ class Progress:
         self.epoch_loss = torch.zeros((), device=self.epoch_loss.device)
         self.epoch_correct = torch.zeros((), device=self.epoch_loss.device)
 
+    def advance(self, samples: int) -> None:
+        """One batch of `samples` done: the step, epoch and logging-window counts move on."""
+        self.step += 1
+        self.epoch_step += 1
+        self.epoch_samples += samples
+        self.window_steps += 1
+        self.window_samples += samples
+
 
 # The running sums of `Progress` that live on the device (checkpoint.restore moves them).
 SUMS = ("epoch_loss", "window_loss", "epoch_correct", "window_correct")
@@ -115,7 +123,7 @@ def train_epoch(
     if any, is stepped after every optimizer step.
     """
     loss_fn = nn.CrossEntropyLoss(label_smoothing=options.label_smoothing)
-    device = progress.epoch_loss.device
+    step = Step(optimizer, loss_fn, options, scheduler, scaler)
     model.train()
     with tqdm(
         total=total,
@@ -126,24 +134,8 @@ def train_epoch(
         mininterval=0.5,
     ) as bar:
         for inputs, targets in batches:
-            inputs = to_device(inputs, device, options.channels_last)
-            targets = targets.to(device, non_blocking=True)
-            with precision.autocast(options.precision, device):
-                logits = model(inputs)  # 1. forward
-            loss = loss_fn(logits.float(), targets)  # 2. loss
-            if options.skip_nonfinite and not torch.isfinite(loss):  # a device sync
-                progress.skipped += 1
-            else:
-                optimizer.zero_grad(set_to_none=True)  # 3. clear old gradients
-                update(model, optimizer, loss, scaler, options.grad_clip_norm)  # 4. and 5.
-                if scheduler is not None:
-                    scheduler.step()
-                count(progress, loss.detach(), logits.detach(), targets)
-            progress.step += 1
-            progress.epoch_step += 1
-            progress.epoch_samples += len(targets)
-            progress.window_steps += 1
-            progress.window_samples += len(targets)
+            train_step(model, inputs, targets, progress, step)
+            progress.advance(len(targets))
             bar.update()
             if progress.step % options.log_every == 0:
                 window = log_window(progress, optimizer, log, world)
@@ -153,6 +145,36 @@ def train_epoch(
     if progress.window_steps:  # the epoch's last, partial window reaches the curve too
         log_window(progress, optimizer, log, world)
     return True
+
+
+class Step(NamedTuple):
+    """What one training step works with besides the model and the batch."""
+
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    options: StepOptions
+    scheduler: LRScheduler | None
+    scaler: torch.amp.GradScaler | None
+
+
+def train_step(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, progress: Progress, step: Step
+) -> None:
+    """The lesson's five steps on one batch; a non-finite loss skips it where options say so."""
+    device, options = progress.epoch_loss.device, step.options
+    inputs = to_device(inputs, device, options.channels_last)
+    targets = targets.to(device, non_blocking=True)
+    with precision.autocast(options.precision, device):
+        logits = model(inputs)  # 1. forward
+    loss = step.loss_fn(logits.float(), targets)  # 2. loss
+    if options.skip_nonfinite and not torch.isfinite(loss):  # a device sync
+        progress.skipped += 1
+        return
+    step.optimizer.zero_grad(set_to_none=True)  # 3. clear old gradients
+    update(model, step.optimizer, loss, step.scaler, options.grad_clip_norm)  # 4. and 5.
+    if step.scheduler is not None:
+        step.scheduler.step()
+    count(progress, loss.detach(), logits.detach(), targets)
 
 
 def to_device(inputs: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
