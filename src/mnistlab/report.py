@@ -519,9 +519,6 @@ def page(sweeps: list[Sweep]) -> str:
 
 def write_report(folders: list[Path], out: Path, group_over: str = SEED_KEY) -> Path:
     """Build report.html for the sweeps in `folders` and write it (atomically) to `out`."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display, no GUI toolkit
     text = page([load_sweep(folder, group_over) for folder in folders])
     with open_atomic(out) as file:
         file.write(text)
