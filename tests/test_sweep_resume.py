@@ -294,24 +294,15 @@ def test_a_corrected_sweep_takes_the_folder_of_one_that_ran_no_job(tmp_path: Pat
     after its record was written: the corrected command into that folder runs, not refused."""
     sweep = tmp_path / "sweep"
     grid = ("dataset=random", "loop.epochs=1", "dataset.source.num_samples=256")
-    typo = run_cli(
-        "mnistlab.train",
-        "-m",
-        "optimizer=sgd,adamm",
-        *grid,
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
-    )
+
+    def into_the_folder(optimizers: str) -> subprocess.CompletedProcess:
+        args = ("-m", f"optimizer={optimizers}", *grid, f"hydra.sweep.dir={sweep}")
+        return run_cli("mnistlab.train", *args, cwd=tmp_path)
+
+    typo = into_the_folder("sgd,adamm")
     assert typo.returncode == 1 and "Could not find 'optimizer/adamm'" in typo.stderr
     assert (sweep / sweeprecord.RECORD_FILE).exists()  # recorded before Hydra's check
-    fixed = run_cli(
-        "mnistlab.train",
-        "-m",
-        "optimizer=sgd,adam",
-        *grid,
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
-    )
+    fixed = into_the_folder("sgd,adam")
     assert fixed.returncode == 0, fixed.stderr
     assert "its sweep ran no job (optimizer: sgd,adamm there, sgd,adam here)" in fixed.stdout
     assert len(list(sweep.glob("*/metrics.json"))) == 2
