@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mnistlab import config, rundir, signals, sweepresume, sweepstop
+from mnistlab import config, lasting, rundir, signals, sweepresume, sweepstop
 
 log = logging.getLogger(__name__)
 config.register_schemas()
@@ -68,8 +68,10 @@ def job(cfg: DictConfig, hydra_cfg: DictConfig, record: Path | None, sweeping: b
         overrides = sweepresume.changeable(overrides)
     # A signal while torch loads (a second or more) ends the job in one line, as in data loading.
     with signals.Interrupts():
-        from mnistlab import distributed, run  # torch loads here, once a job really starts
+        with lasting.lasting_imports():  # torch loads here, once a job really starts
+            import torch._dynamo  # noqa: F401  # which torch's optimizers load: frozen with it
 
+            from mnistlab import distributed, run
         distributed.adopt_slurm()
         if distributed.world().size > 1:
             distributed.join()  # a SLURM task; under torchrun `cli` has joined already
