@@ -289,24 +289,41 @@ def test_another_sweep_in_the_folder_is_refused_in_one_line(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_corrected_sweep_takes_the_folder_of_one_that_ran_no_job(tmp_path: Path) -> None:
-    """A typo in the grid stops the sweep before its first job (Hydra checks every config),
-    after its record was written: the corrected command into that folder runs, not refused."""
+def test_a_grid_refused_before_any_job_leaves_no_folder_and_a_later_batch_keeps_it(
+    tmp_path: Path,
+) -> None:
+    """A typo in the grid stops the sweep before its first job (Hydra checks every config):
+    nothing is left in its folder. Refused in a later batch, the jobs that ran stay continuable."""
     sweep = tmp_path / "sweep"
-    grid = ("dataset=random", "loop.epochs=1", "dataset.source.num_samples=256")
+    typo = into_the_folder(sweep, "sgd,adamm")
+    assert typo.returncode == 1 and "Could not find 'optimizer/adamm'" in typo.stderr
+    assert not sweep.exists()
+    later = into_the_folder(sweep, "sgd,adamm", "hydra.sweeper.max_batch_size=1")
+    assert later.returncode == 1 and "Could not find 'optimizer/adamm'" in later.stderr
+    assert (sweep / sweeprecord.RECORD_FILE).exists()
+    assert [path.parent.name for path in sweep.glob("*/metrics.json")] == ["0_sgd"]
 
-    def into_the_folder(optimizers: str) -> subprocess.CompletedProcess:
-        args = ("-m", f"optimizer={optimizers}", *grid, f"hydra.sweep.dir={sweep}")
-        return run_cli("mnistlab.train", *args, cwd=tmp_path)
 
-    typo = into_the_folder("sgd,adamm")
+def test_a_corrected_sweep_takes_the_folder_of_one_that_ran_no_job(tmp_path: Path) -> None:
+    """Hydra's own sweeper leaves the record of a refused grid: the corrected command into
+    that folder runs, not refused as another sweep."""
+    sweep = tmp_path / "sweep"
+    hydras = f"hydra.sweeper._target_={sweeprecord.BASIC_SWEEPER}"
+    typo = into_the_folder(sweep, "sgd,adamm", hydras)
     assert typo.returncode == 1 and "Could not find 'optimizer/adamm'" in typo.stderr
     assert (sweep / sweeprecord.RECORD_FILE).exists()  # recorded before Hydra's check
-    fixed = into_the_folder("sgd,adam")
+    fixed = into_the_folder(sweep, "sgd,adam")
     assert fixed.returncode == 0, fixed.stderr
     assert "its sweep ran no job (optimizer: sgd,adamm there, sgd,adam here)" in fixed.stdout
     assert len(list(sweep.glob("*/metrics.json"))) == 2
     assert "sgd,adam\n" in (sweep / sweeprecord.RECORD_FILE).read_text()
+
+
+def into_the_folder(sweep: Path, optimizers: str, *more: str) -> subprocess.CompletedProcess:
+    """A small sweep over `optimizers` into `sweep`."""
+    grid = ("dataset=random", "loop.epochs=1", "dataset.source.num_samples=256", *more)
+    args = ("-m", f"optimizer={optimizers}", *grid, f"hydra.sweep.dir={sweep}")
+    return run_cli("mnistlab.train", *args, cwd=sweep.parent)
 
 
 def no_record(sweep: Path) -> str:

@@ -15,6 +15,7 @@ deprecation warning: Hydra would check it against its own schema of that name.)
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -22,6 +23,8 @@ from hydra.core.config_loader import ConfigLoader
 from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+
+from mnistlab import sweeprecord
 
 # Checked configs kept for the launch at most (a few MB each at worst): a bigger batch's
 # further jobs are composed again when they start.
@@ -80,9 +83,16 @@ class BasicOnceSweeper(BasicSweeper):
         super().setup(hydra_context=context, task_function=task_function, config=config)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        """Hydra's check that every job's config composes; those configs are kept to run."""
-        for overrides in batch:
-            self.composed.check(self.config, overrides)
+        """Hydra's check that every job's config composes; those configs are kept to run.
+
+        A grid refused before any job ran leaves no folder behind to mistake for a sweep.
+        """
+        try:
+            for overrides in batch:
+                self.composed.check(self.config, overrides)
+        except Exception:
+            sweeprecord.forget(Path(self.config.hydra.sweep.dir))
+            raise
 
 
 @dataclass

@@ -30,6 +30,7 @@ from mnistlab.history import WHERE_DATA_LIVES
 
 log = logging.getLogger(__name__)
 RECORD_FILE = "sweep.yaml"  # in the sweep folder
+HYDRA_RECORD = "multirun.yaml"  # Hydra's record of the sweep's config, beside it
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Settings a re-run may give differently: none changes a job's results, and a job's own resume
 # allows each (mnistlab.resume.MAY_CHANGE), so an interrupted job continues with them. Hydra's
@@ -185,3 +186,13 @@ def replace(sweep: Path) -> None:
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
             if not any(job.iterdir()):
                 job.rmdir()  # the new sweep may not make it again: no empty row in its summary
+
+
+def forget(sweep: Path) -> None:
+    """Hydra refused the grid before any job ran: remove the records, and the folder if empty."""
+    if holds_jobs(sweep):
+        return  # an earlier batch's jobs ran: the sweep stays continuable
+    for name in (RECORD_FILE, HYDRA_RECORD):
+        (sweep / name).unlink(missing_ok=True)
+    if sweep.is_dir() and not any(sweep.iterdir()):
+        sweep.rmdir()
