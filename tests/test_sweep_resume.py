@@ -319,10 +319,47 @@ def test_a_corrected_sweep_takes_the_folder_of_one_that_ran_no_job(tmp_path: Pat
     assert "sgd,adam\n" in (sweep / sweeprecord.RECORD_FILE).read_text()
 
 
+def test_overwrite_replaces_the_sweep_only_once_the_grid_passed_hydras_check(
+    tmp_path: Path,
+) -> None:
+    """loop.overwrite=true with a typo in the grid leaves the old sweep as it was."""
+    sweep = tmp_path / "sweep"
+    assert into_the_folder(sweep, "sgd,adam").returncode == 0
+    record = (sweep / sweeprecord.RECORD_FILE).read_text()
+    typo = into_the_folder(sweep, "sgd,adamm", "loop.overwrite=true")
+    assert typo.returncode == 1 and "Could not find 'optimizer/adamm'" in typo.stderr
+    assert sorted(path.parent.name for path in sweep.glob("*/metrics.json")) == ["0_sgd", "1_adam"]
+    assert (sweep / sweeprecord.RECORD_FILE).read_text() == record
+    fixed = into_the_folder(sweep, "rmsprop,sgd", "loop.overwrite=true")
+    assert fixed.returncode == 0, fixed.stderr
+    jobs = sorted(path.parent.name for path in sweep.glob("*/metrics.json"))
+    assert jobs == ["0_rmsprop", "1_sgd"]
+
+
+def test_overwrite_never_reaches_through_a_link_or_into_single_runs(tmp_path: Path) -> None:
+    """A link in the sweep folder is not followed; a folder of single runs is no sweep."""
+    runs = tmp_path / "outputs" / "runs"
+    single = run_cli("mnistlab.train", *SMALL, f"hydra.run.dir={runs / 'mine'}", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    kept = sorted(path.name for path in (runs / "mine").iterdir())
+    refused = into_the_folder(runs, "sgd,adam", "loop.overwrite=true")
+    assert refused.returncode == 1
+    assert "holds runs of mnistlab-train without -m (mine), not a sweep" in refused.stderr
+    assert sorted(path.name for path in (runs / "mine").iterdir()) == kept
+    sweep = tmp_path / "sweep"
+    assert into_the_folder(sweep, "sgd").returncode == 0
+    (sweep / "1_elsewhere").symlink_to(runs / "mine")
+    replaced = into_the_folder(sweep, "adam", "loop.overwrite=true")
+    assert replaced.returncode == 0, replaced.stderr
+    assert sorted(path.name for path in (runs / "mine").iterdir()) == kept
+
+
+SMALL = ("dataset=random", "loop.epochs=1", "dataset.source.num_samples=256")
+
+
 def into_the_folder(sweep: Path, optimizers: str, *more: str) -> subprocess.CompletedProcess:
     """A small sweep over `optimizers` into `sweep`."""
-    grid = ("dataset=random", "loop.epochs=1", "dataset.source.num_samples=256", *more)
-    args = ("-m", f"optimizer={optimizers}", *grid, f"hydra.sweep.dir={sweep}")
+    args = ("-m", f"optimizer={optimizers}", *SMALL, *more, f"hydra.sweep.dir={sweep}")
     return run_cli("mnistlab.train", *args, cwd=sweep.parent)
 
 

@@ -74,6 +74,7 @@ class BasicOnceSweeper(BasicSweeper):
     """Hydra's BasicSweeper, whose launcher gets the configs that its check composed."""
 
     composed: ComposedOnce
+    overwritten = False  # loop.overwrite=true: the folder was replaced, after the first check
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -85,14 +86,19 @@ class BasicOnceSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Hydra's check that every job's config composes; those configs are kept to run.
 
-        A grid refused before any job ran leaves no folder behind to mistake for a sweep.
+        A grid refused before any job ran leaves no folder behind to mistake for a sweep; with
+        loop.overwrite=true the folder's old sweep is replaced only once the first batch passed.
         """
+        sweep = Path(self.config.hydra.sweep.dir).absolute()
         try:
             for overrides in batch:
                 self.composed.check(self.config, overrides)
         except Exception:
-            sweeprecord.forget(Path(self.config.hydra.sweep.dir))
+            sweeprecord.forget(sweep)
             raise
+        if self.config.loop.overwrite and not self.overwritten:
+            sweeprecord.overwrite(sweep, self.config)
+            self.overwritten = True
 
 
 @dataclass

@@ -123,6 +123,21 @@ def holds_run(folder: Path) -> bool:
     return any(next(folder.glob(pattern), None) for pattern in RUN_OUTPUTS[:3])
 
 
+def remove_outputs(folder: Path) -> None:
+    """Remove what a run and Hydra wrote in `folder`, then `folder` if that empties it.
+
+    A link among them is removed as a link: what it points at, elsewhere, stays untouched.
+    """
+    for pattern in RUN_OUTPUTS + HYDRA_OUTPUTS:
+        for path in folder.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
 def wrote_since(folder: Path, moment: float) -> bool:
     """Whether a checkpoint, metrics or event file in `folder` was written after `moment`."""
     outputs = (path for pattern in RUN_OUTPUTS[:3] for path in folder.glob(pattern))

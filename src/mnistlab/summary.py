@@ -376,7 +376,8 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Print the ranked table when the sweep's process exits, however the sweep ended."""
         naming.remember_swept(config)  # before any job folder is named
-        progress.start(config, len(finished(find_jobs(Path(config.hydra.sweep.dir)))))
+        jobs = [] if config.loop.overwrite else find_jobs(Path(config.hydra.sweep.dir))
+        progress.start(config, len(finished(jobs)))  # overwritten jobs are gone before job 0
         # Hydra skips on_multirun_end once a job has failed, and Ctrl-C skips it too; an exit
         # hook runs whether the sweep succeeded, failed or was stopped (after Hydra's error).
         atexit.register(print_summary, Path(config.hydra.sweep.dir))

@@ -14,7 +14,6 @@ Kept free of torch: it runs in the sweep's process before any job.
 """
 
 import logging
-import shutil
 import sys
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -50,6 +49,9 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 # Sweepers that sweep alike, known by one name: mnistlab's default is Hydra's basic sweeper,
 # composing less (hydra_plugins/mnistlab_sweeper.py).
 SAME_SWEEPER = {"hydra_plugins.mnistlab_sweeper.BasicOnceSweeper": BASIC_SWEEPER}
+# The sweeper that replaces a folder (loop.overwrite=true) only once Hydra's check of the grid
+# has passed (`overwrite`): a typo in the grid then leaves the old sweep as it was.
+CHECKS_FIRST = "hydra_plugins.mnistlab_sweeper.BasicOnceSweeper"
 
 
 def sweeper_of(config: DictConfig) -> str:
@@ -151,10 +153,30 @@ def holds_jobs(sweep: Path) -> bool:
     return sweep.is_dir() and any(job.is_dir() and rundir.holds_run(job) for job in sweep.iterdir())
 
 
+def single_run(sweep: Path) -> Path | None:
+    """A folder in `sweep` where Hydra recorded a single run (mode RUN, no -m), if there is one."""
+    for folder in sweep.iterdir():
+        try:
+            text = (folder / ".hydra" / "hydra.yaml").read_text()
+            if yaml.load(text, Loader=SafeLoader)["hydra"]["mode"] == "RUN":
+                return folder
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+            continue  # not a run's folder, or not one Hydra wrote
+    return None
+
+
 def check(sweep: Path, config: DictConfig) -> None:
     """Before any job: continue the sweep recorded in `sweep`, refuse another, record a new one."""
     given, path = definition(config), sweep / RECORD_FILE
+    single = None if path.exists() else single_run(sweep)
+    if single is not None:  # loop.overwrite=true would remove it: only a sweep's jobs are
+        raise SettingError(
+            f"hydra.sweep.dir={sweep} holds runs of mnistlab-train without -m ({single.name}), "
+            "not a sweep: choose another hydra.sweep.dir"
+        )
     if config.loop.overwrite:
+        if OmegaConf.select(config, "hydra.sweeper._target_") == CHECKS_FIRST:
+            return  # replaced by `overwrite` once Hydra has checked the grid
         replace(sweep)
     elif path.exists():
         found = differences(read(path), given)
@@ -180,12 +202,16 @@ def replace(sweep: Path) -> None:
         return
     (sweep / RECORD_FILE).unlink(missing_ok=True)
     for job in sweep.iterdir():
+        if job.is_symlink():
+            continue  # what a link points at lies outside the sweep: never removed from here
         if job.is_dir() and (rundir.holds_run(job) or (job / ".hydra").is_dir()):
-            for pattern in rundir.RUN_OUTPUTS + rundir.HYDRA_OUTPUTS:
-                for path in job.glob(pattern):
-                    shutil.rmtree(path) if path.is_dir() else path.unlink()
-            if not any(job.iterdir()):
-                job.rmdir()  # the new sweep may not make it again: no empty row in its summary
+            rundir.remove_outputs(job)  # the new sweep may not make it again: no empty row
+
+
+def overwrite(sweep: Path, config: DictConfig) -> None:
+    """loop.overwrite=true, once the grid passed Hydra's check: this sweep takes the folder."""
+    replace(sweep)
+    write(sweep / RECORD_FILE, definition(config))
 
 
 def forget(sweep: Path) -> None:

@@ -138,14 +138,7 @@ def not_started(out_dir: Path, record: Path | None) -> None:
         return
     # What Hydra wrote for it (its config, its log's start) and what the run had begun to write
     # (a signal after its TensorBoard writer was made: the events' first lines, scalars.csv).
-    for pattern in rundir.RUN_OUTPUTS + rundir.HYDRA_OUTPUTS:
-        for path in out_dir.glob(pattern):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-    if not any(out_dir.iterdir()):
-        out_dir.rmdir()
+    rundir.remove_outputs(out_dir)
 
 
 def changeable(overrides: Sequence[str]) -> list[str]:
