@@ -96,6 +96,13 @@ def test_a_sweep_prunes_diverging_jobs_and_keeps_the_good_one(tmp_path):
     # No end status: HParams has no "pruned", and the first end written would stay for good.
     assert session_end(pruned) is None
     assert session_end(completed) == api_pb2.STATUS_SUCCESS
+    # The same sweep again: every job is finished, the one pruned before any validation too.
+    written = {path: path.read_bytes() for path in folder.glob("*/metrics.json")}
+    again = run_cli("mnistlab.train", "-m", *digits, lrs, "sweep.prune.diverged=true",
+                    f"hydra.sweep.dir={folder}", cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "job 0 (lr:1e30) pruned after epoch 0 (reused)" in again.stdout
+    assert {path: path.read_bytes() for path in folder.glob("*/metrics.json")} == written
 
 
 def write_job(sweep_dir: Path, name: str, status: str, val_loss: list[float]) -> Path:

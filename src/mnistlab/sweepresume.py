@@ -21,6 +21,7 @@ Kept free of torch: a job decides before it imports torch.
 
 import fcntl
 import json
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -112,7 +113,10 @@ def check_objective(out_dir: Path, objective: str) -> None:
 
 def reused_objective(out_dir: Path, objective: str) -> Any:
     """What a reused job returns to the sweeper: the objective its metrics.json recorded."""
-    return (recorded(out_dir) or {}).get(objective)  # None where it recorded none
+    metrics = recorded(out_dir) or {}
+    if metrics.get("status") == history.PRUNED and metrics.get(objective) is None:
+        return math.nan  # pruned before its first validation: as it returned then (run.train)
+    return metrics.get(objective)  # None where it recorded none
 
 
 def fresh_start(folder: Path) -> None:
