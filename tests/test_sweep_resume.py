@@ -377,7 +377,16 @@ def code_in_record(sweep: Path) -> str:
     )
 
 
-@pytest.mark.parametrize("damage", [no_record, code_in_record], ids=["no record", "code"])
+def nested_record(sweep: Path) -> str:
+    path = sweep / sweeprecord.RECORD_FILE
+    record = path.read_text().replace("swept:\n", "swept:\n- [1, 2]\n")  # not a key's text
+    path.write_text(record + "params: {a: &x [1, *x]}\n")  # nor this: an alias loop
+    return "its sweep.yaml is not a sweep's record"
+
+
+@pytest.mark.parametrize(
+    "damage", [no_record, code_in_record, nested_record], ids=["no record", "code", "nested"]
+)
 def test_a_sweep_folder_whose_record_is_missing_or_unsafe_is_refused_in_one_line(
     reference: Path, tmp_path: Path, damage: Callable[[Path], str]
 ) -> None:

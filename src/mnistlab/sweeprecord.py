@@ -122,10 +122,27 @@ def read(path: Path) -> dict[str, Any]:
         reason = (str(error).splitlines() or [type(error).__name__])[0]  # one line
         why = f"its {RECORD_FILE} cannot be read: {reason}"
         raise SettingError(refusal(path.parent, why)) from None
-    parts = ("overrides", "params")
-    if not isinstance(record, dict) or not all(isinstance(record.get(p), dict) for p in parts):
+    if not has_record_shape(record):
         raise SettingError(refusal(path.parent, f"its {RECORD_FILE} is not a sweep's record"))
     return record
+
+
+def has_record_shape(record: Any) -> bool:
+    """Whether `record` is what `write` writes: texts for each override, param and swept key."""
+    if not isinstance(record, dict):
+        return False
+    tables = [record.get("overrides"), record.get("params")]
+    swept = record.get("swept") or []
+    return (
+        all(isinstance(table, dict) and texts([*table, *table.values()]) for table in tables)
+        and isinstance(swept, list)
+        and texts(swept)
+    )
+
+
+def texts(items: list[Any]) -> bool:
+    """Whether every item is a str (what a record holds, never nested data)."""
+    return all(isinstance(item, str) for item in items)
 
 
 def write(path: Path, given: dict[str, Any]) -> None:
