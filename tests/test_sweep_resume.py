@@ -57,8 +57,11 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cwd / "sweep"
 
 
-def interrupt(cwd: Path, args: list[str], when: Callable[[], bool], signum: int) -> str:
-    """Start `mnistlab-train -m args`, send `signum` to its process group once `when()`."""
+def interrupt(
+    cwd: Path, args: list[str], when: Callable[[], bool], signum: int, group: bool = True
+) -> str:
+    """Start `mnistlab-train -m args`, send `signum` to its process group once `when()`
+    (`group=False`: to the sweep's process alone, as `kill <pid>` does)."""
     env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
     with (cwd / "out.txt").open("w") as out:
         process = subprocess.Popen(
@@ -73,7 +76,7 @@ def interrupt(cwd: Path, args: list[str], when: Callable[[], bool], signum: int)
         while not when():
             assert process.poll() is None and time.monotonic() < deadline, read(cwd / "out.txt")
             time.sleep(0.01)
-        os.killpg(process.pid, signum)
+        os.killpg(process.pid, signum) if group else os.kill(process.pid, signum)
         code = process.wait(timeout=120)
     output = read(cwd / "out.txt")
     assert code == 128 + signum, output
@@ -199,13 +202,17 @@ def test_a_sweep_interrupted_mid_job_then_between_jobs_ends_as_if_uninterrupted(
     assert not list((sweep / JOBS[0] / ".hydra").glob("resumed_*"))
 
 
+@pytest.mark.parametrize(
+    ("signum", "group"), [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["^C", "kill"]
+)
 def test_a_joblib_sweep_interrupted_mid_job_ends_as_if_uninterrupted(
-    reference: Path, tmp_path: Path
+    reference: Path, tmp_path: Path, signum: int, group: bool
 ) -> None:
+    """Ctrl-C reaches every process of the sweep; `kill <pid>` the sweep's, which passes it on."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
     args = [*SWEEP, *JOBLIB, f"hydra.sweep.dir={sweep}"]
-    output = interrupt(tmp_path, args, training(sweep / JOBS[1]), signal.SIGINT)
+    output = interrupt(tmp_path, args, training(sweep / JOBS[1]), signum, group)
 
     ((_, command),) = CONTINUE.findall(output)
     # Each worker's job stopped at a step boundary and saved, or (stopped while it loaded torch

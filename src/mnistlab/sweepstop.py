@@ -5,10 +5,11 @@ Jobs run in one of two ways, and a signal to the process group stops each cleanl
   (mnistlab.signals) stops it at a step boundary with a checkpoint, and the job ends the sweep
   (SystemExit); between jobs, this module's handler ends the sweep at once.
 - in worker processes (the joblib launcher, POOLED): every worker's job stops on the same
-  signal. The sweep's process only notes it and waits, so that no worker is killed while it
-  saves. An interrupted job raises `JobInterrupted`, an ordinary exception, so the launcher
-  gathers every job rather than killing the other workers; a worker that got the signal starts
-  no further job.
+  signal (sent to the sweep's process alone, `kill <pid>`, it passes it on to them). The
+  sweep's process notes it and waits, so that no worker is killed while it saves. An
+  interrupted job raises `JobInterrupted`, an ordinary exception, so the launcher gathers
+  every job rather than killing the other workers; a worker that got the signal starts no
+  further job.
 Other launchers (submitit: SLURM's processes, not this process group) are left as they were.
 The sweep then exits with 128 + the signal's number, and its last line is the command that
 continues it (mnistlab.sweepresume): the same arguments, and hydra.sweep.dir=<this sweep>.
@@ -17,12 +18,13 @@ Kept free of torch: it runs in the sweep's process.
 
 import atexit
 import json
+import multiprocessing
 import os
 import shlex
 import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NoReturn
 
@@ -97,9 +99,22 @@ def listen(immediate: bool) -> None:
         note(signum)
         if immediate:
             raise SystemExit(128 + signum)
+        if not in_pool():
+            forward(signum)
 
     for signum in SIGNALS:
         signal.signal(signum, handle)
+
+
+def forward(signum: int) -> None:
+    """Pass a signal on to the pooled sweep's workers: `kill <pid>` reaches this process alone.
+
+    A worker that got it already (Ctrl-C reaches the whole process group) notes it once more,
+    which changes nothing: its job stops at a step boundary either way.
+    """
+    for worker in multiprocessing.active_children():
+        with suppress(ProcessLookupError):  # a worker that has just ended
+            os.kill(worker.pid, signum)
 
 
 def ended() -> None:
