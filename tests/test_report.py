@@ -130,6 +130,13 @@ def test_plots_are_inline_pngs_and_nothing_is_fetched(sweep: Path) -> None:
     assert "http://" not in page and "https://" not in page and "<script" not in page
 
 
+def test_a_damaged_scalars_csv_loses_its_damaged_rows_only(tmp_path: Path) -> None:
+    """Bytes that are no UTF-8 (a disk error, a crafted file) spoil their row, not the report."""
+    rows = b"step,tag,value\n1,val/loss,0.5\n2,val/loss,0.\xff\xfe4\n3,val/\xc3(,0.25\n"
+    (tmp_path / SCALARS_FILE).write_bytes(rows)
+    assert read_scalars(tmp_path)["val/loss"] == ([1], [0.5])
+
+
 def test_scalars_csv_holds_the_numbers_of_metrics_json(sweep: Path) -> None:
     for folder, metrics in jobs_of(sweep).items():
         series = read_scalars(sweep / folder)

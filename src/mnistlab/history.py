@@ -109,7 +109,7 @@ def read_scalars(folder: Path) -> dict[str, tuple[list[int], list[float]]]:
     path = folder / SCALARS_FILE
     if not path.exists():
         return {}
-    with path.open(newline="") as file:
+    with path.open(newline="", errors="replace") as file:  # damaged bytes: a row skipped
         reader = csv.reader(file)
         next(reader, None)
         for row in reader:
