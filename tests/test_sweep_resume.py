@@ -305,6 +305,10 @@ def test_a_grid_refused_before_any_job_leaves_no_folder_and_a_later_batch_keeps_
     typo = into_the_folder(sweep, "sgd,adamm")
     assert typo.returncode == 1 and "Could not find 'optimizer/adamm'" in typo.stderr
     assert not sweep.exists()
+    # A setting refused by mnistlab's own check, also before the first job: in one line.
+    epochs = into_the_folder(sweep, "sgd,adam", "loop.epochs=1,0")
+    assert epochs.returncode == 1 and epochs.stderr == "loop.epochs=0 must be at least 1\n"
+    assert not sweep.exists()
     later = into_the_folder(sweep, "sgd,adamm", "hydra.sweeper.max_batch_size=1")
     assert later.returncode == 1 and "Could not find 'optimizer/adamm'" in later.stderr
     assert (sweep / sweeprecord.RECORD_FILE).exists()

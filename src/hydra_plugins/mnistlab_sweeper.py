@@ -24,7 +24,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import sweeprecord
+from mnistlab import config as settings
+from mnistlab import rundir, sweeprecord
 
 # Checked configs kept for the launch at most (a few MB each at worst): a bigger batch's
 # further jobs are composed again when they start.
@@ -53,8 +54,11 @@ class ComposedOnce:
         return {"loader": self.loader, "checked": self.checked if few else {}}
 
     def check(self, master_config: DictConfig, sweep_overrides: Sequence[str]) -> None:
-        """Compose a job's config (HydraException where it cannot be); keep it for its launch."""
+        """Compose a job's config and check its settings (HydraException, SettingError where
+        wrong: before any job trains); keep it for its launch."""
         config = self.loader.load_sweep_config(master_config, list(sweep_overrides))
+        if config.hydra.job.config_name == settings.TRAIN_CONFIG:  # not the benchmark's, say
+            settings.check_settings(config)  # what needs no import: the components' at the job
         if sum(map(len, self.checked.values())) < KEPT:  # a job given twice: two configs
             self.checked.setdefault(tuple(sweep_overrides), []).append(config)
 
@@ -91,12 +95,14 @@ class BasicOnceSweeper(BasicSweeper):
         """
         sweep = Path(self.config.hydra.sweep.dir).absolute()
         try:
-            for overrides in batch:
-                self.composed.check(self.config, overrides)
-        except Exception:
+            with rundir.refusal():  # a setting's one line, without Hydra's hint under it
+                for overrides in batch:
+                    self.composed.check(self.config, overrides)
+        except (Exception, SystemExit):
             sweeprecord.forget(sweep)
             raise
-        if self.config.loop.overwrite and not self.overwritten:
+        overwrite = OmegaConf.select(self.config, "loop.overwrite") is True  # mnistlab-train's
+        if overwrite and not self.overwritten:
             sweeprecord.overwrite(sweep, self.config)
             self.overwritten = True
 

@@ -41,9 +41,10 @@ def run_config(overrides: Sequence[str] = (), config_dir: str | Path | None = No
         overrides.append(f"hydra.searchpath=[file://{folder}]")
     config.register_schemas()
     if GlobalHydra.instance().is_initialized():  # inside a Hydra job (mnistlab-benchmark)
-        return compose(config_name="train", overrides=overrides)  # its search path: the same
+        # Its search path: the same.
+        return compose(config_name=config.TRAIN_CONFIG, overrides=overrides)
     with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+        return compose(config_name=config.TRAIN_CONFIG, overrides=overrides)
 
 
 def train(

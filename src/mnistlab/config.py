@@ -34,6 +34,7 @@ from mnistlab.sweepresume import config_subfolder
 
 # The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
 CONF_DIR = str(files("mnistlab") / "conf")
+TRAIN_CONFIG = "train"  # mnistlab-train's primary config, in CONF_DIR
 SECTIONS = ("device", "dataset", "model", "optimizer", "scheduler", "loop", "sweep", "objective")
 GROUPS = ("dataset", "device", "experiment", "loop", "model", "optimizer", "scheduler", "sweep")
 # Ranks other than 0 (torchrun, or the tasks of a SLURM job) leave the run folder to rank 0.
@@ -259,6 +260,15 @@ class Settings:
 
 def check(cfg: DictConfig) -> Settings:
     """Validate the whole run config; raise SettingError naming the key and the fix."""
+    check_target(cfg.dataset.source, "dataset.source")
+    check_target(cfg.model, "model")
+    check_target(cfg.optimizer, "optimizer")
+    check_target(cfg.scheduler, "scheduler")
+    return check_settings(cfg)
+
+
+def check_settings(cfg: DictConfig) -> Settings:
+    """The checks that import nothing (a sweep makes them on every job before the first)."""
     unknown = sorted(set(cfg) - set(SECTIONS) - {"hydra"})  # hydra: Hydra's own, when composed
     if unknown:  # e.g. +epochs=5 where loop.epochs=5 was meant: nothing would read it
         raise SettingError(
@@ -269,10 +279,6 @@ def check(cfg: DictConfig) -> Settings:
         raise SettingError(
             f"objective={cfg.objective!r} is unknown: use one of {', '.join(METRICS)}"
         )
-    check_target(cfg.dataset.source, "dataset.source")
-    check_target(cfg.model, "model")
-    check_target(cfg.optimizer, "optimizer")
-    check_target(cfg.scheduler, "scheduler")
     settings = Settings(
         device=to_settings(cfg.device, DeviceSettings, "device"),
         loader=to_settings(cfg.dataset.loader, LoaderSettings, "dataset.loader"),

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 config.register_schemas()
 
 
-@hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name=config.TRAIN_CONFIG)
 def main(cfg: DictConfig) -> Any:
     """Hydra entry point: train in Hydra's output folder, return the objective for sweepers."""
     hydra_cfg = HydraConfig.get()
