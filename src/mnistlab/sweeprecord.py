@@ -46,12 +46,11 @@ MAY_DIFFER = (
 )
 UNSET = "unset"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-# Sweepers that sweep alike, known by one name: mnistlab's default is Hydra's basic sweeper,
-# composing less (hydra_plugins/mnistlab_sweeper.py).
-SAME_SWEEPER = {"hydra_plugins.mnistlab_sweeper.BasicOnceSweeper": BASIC_SWEEPER}
-# The sweeper that replaces a folder (loop.overwrite=true) only once Hydra's check of the grid
-# has passed (`overwrite`): a typo in the grid then leaves the old sweep as it was.
-CHECKS_FIRST = "hydra_plugins.mnistlab_sweeper.BasicOnceSweeper"
+# mnistlab's default sweeper (hydra_plugins/mnistlab_sweeper.py): Hydra's basic sweeper,
+# composing less, and replacing a folder (loop.overwrite=true) only once Hydra's check of the
+# grid has passed (`overwrite`), so that a typo in the grid leaves the old sweep as it was.
+OUR_SWEEPER = "hydra_plugins.mnistlab_sweeper.BasicOnceSweeper"
+SAME_SWEEPER = {OUR_SWEEPER: BASIC_SWEEPER}  # sweepers that sweep alike, known by one name
 
 
 def sweeper_of(config: DictConfig) -> str:
@@ -192,7 +191,7 @@ def check(sweep: Path, config: DictConfig) -> None:
             "not a sweep: choose another hydra.sweep.dir"
         )
     if config.loop.overwrite:
-        if OmegaConf.select(config, "hydra.sweeper._target_") == CHECKS_FIRST:
+        if OmegaConf.select(config, "hydra.sweeper._target_") == OUR_SWEEPER:
             return  # replaced by `overwrite` once Hydra has checked the grid
         replace(sweep)
     elif path.exists():
