@@ -1,6 +1,6 @@
 """python scripts/data_build_time.py [MNIST folder] [repeats] [threads]: time a job's data load.
 
-Times `mnistlab.data.build` for `dataset=mnist` (the shipped config) on a copy of the four
+Times `mnistlab.data.splits.build` for `dataset=mnist` (the shipped config) on a copy of the four
 MNIST files in a temporary folder: "cold" builds find no decoded copy (it is deleted before
 each), "warm" builds read the one the previous build wrote. Prints the median and the range.
 Code that keeps no decoded copy (an older checkout on PYTHONPATH) gives cold figures for both.
@@ -17,10 +17,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import mnistlab
-from mnistlab import config
-from mnistlab.data import build
+from mnistlab.config import checks
+from mnistlab.data.splits import build
 
-CACHE_FILE = ".mnistlab-decoded.pt"  # mnistlab.datacache.CACHE_FILE, named here for old code
+CACHE_FILE = ".mnistlab-decoded.pt"  # mnistlab.data.decoded.CACHE_FILE, named here for old code
 
 
 def timed(source, root: Path, repeats: int, cold: bool) -> list[float]:
@@ -36,7 +36,7 @@ def timed(source, root: Path, repeats: int, cold: bool) -> list[float]:
 
 
 def main() -> None:
-    config.register_schemas()  # the configs use them
+    checks.register_schemas()  # the configs use them
     mnist = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/mnist")
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)  # device.threads
@@ -45,7 +45,7 @@ def main() -> None:
         root.mkdir()
         for path in mnist.glob("*-ubyte*"):
             shutil.copy(path, root)
-        with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
+        with initialize_config_dir(config_dir=checks.CONF_DIR, version_base="1.3"):
             overrides = [
                 "dataset=mnist",
                 f"dataset.source.root={root}",

@@ -12,7 +12,7 @@ out=$(mktemp -d)
 "$python" -m mnistlab.benchmark device=cuda 'benchmark.sizes=[10000]' hydra.run.dir="$out/matmul"
 "$python" -m mnistlab.benchmark device=cuda benchmark=training hydra.run.dir="$out/training"
 for precision in bf16 16-mixed; do
-  "$python" -m mnistlab.train experiment=mnist_speedrun device=cuda loop.precision=$precision \
+  "$python" -m mnistlab.cli.train experiment=mnist_speedrun device=cuda loop.precision=$precision \
     dataset.source.root="$data" dataset.source.download=false hydra.run.dir="$out/speedrun_$precision"
   cat "$out/speedrun_$precision/metrics.json"
 done

@@ -34,7 +34,7 @@ SAME += ("pruned_at_epoch", "prune_reason")
 
 def sweep(folder: Path, *args: str, stop_in_job: int | None = None) -> float:
     """Run one sweep into `folder`; its wall time. With `stop_in_job`, SIGINT it in that job."""
-    command = [sys.executable, "-m", "mnistlab.train", "-m", *args, f"hydra.sweep.dir={folder}"]
+    command = [sys.executable, "-m", "mnistlab.cli.train", "-m", *args, f"hydra.sweep.dir={folder}"]
     print("+", " ".join(command[2:]), flush=True)
     started = time.perf_counter()
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, text=True)

@@ -12,18 +12,18 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from mnistlab import config
-from mnistlab.mnist import FILES
+from mnistlab.config import checks
+from mnistlab.data.mnist import FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 
-config.register_schemas()
+checks.register_schemas()
 
 
 def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
     """The real config from conf/, with overrides, as Hydra would compose it."""
-    with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=checks.CONF_DIR, version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))
 
 

@@ -1,4 +1,4 @@
-"""mnistlab.api: compose from overrides, train in-process, leave Hydra's global state as it was."""
+"""mnistlab.cli.api: compose from overrides, train in-process, leave Hydra's global state as it was."""
 
 import json
 import re
@@ -11,7 +11,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 
 from conftest import ROOT
-from mnistlab import SettingError, api
+from mnistlab import SettingError
+from mnistlab.cli import api
 
 TINY = ["dataset=random", "loop.epochs=1", "device=cpu"]
 
@@ -45,7 +46,7 @@ def test_config_dir_adds_the_users_options(tmp_path: Path) -> None:
         "_target_: torch.optim.SGD\nlr: 0.0001\n"
     )
     cfg = api.run_config(["optimizer=slow_sgd"], config_dir=tmp_path / "conf")
-    assert cfg.optimizer.lr == 0.0001 and cfg.model._target_ == "mnistlab.models.MNISTClassifier"
+    assert cfg.optimizer.lr == 0.0001 and cfg.model._target_ == "mnistlab.parts.models.MNISTClassifier"
     with pytest.raises(SettingError, match="config_dir='nowhere' is not a folder"):
         api.run_config([], config_dir="nowhere")
 

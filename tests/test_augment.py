@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from conftest import compose_config
-from mnistlab import SettingError, config
-from mnistlab.models import RandomShift, build
+from mnistlab import SettingError
+from mnistlab.config import checks
+from mnistlab.parts.models import RandomShift, build
 
 
 def shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -52,4 +53,4 @@ def test_the_cnn_shifts_only_while_training():
 
 def test_a_negative_shift_is_refused_before_the_run():
     with pytest.raises(SettingError, match=r"^model.shift=-1 must be >= 0 pixels"):
-        config.check(compose_config("model=cnn", "model.shift=-1"))
+        checks.check(compose_config("model=cnn", "model.shift=-1"))

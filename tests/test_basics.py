@@ -2,7 +2,7 @@
 
 import torch
 
-from mnistlab.models import MNISTClassifier
+from mnistlab.parts.models import MNISTClassifier
 
 
 def test_autograd_matches_calculus_for_x_cubed_plus_five():

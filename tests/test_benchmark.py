@@ -9,10 +9,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import compose_config, imported_modules, run_cli
-from mnistlab import SettingError, config
+from mnistlab import SettingError
 from mnistlab.benchmark import job, matmul, training
 from mnistlab.benchmark.settings import VARIANT_NAMES, TimeToAccuracySettings
-from mnistlab.history import read_scalars
+from mnistlab.config import checks as config
+from mnistlab.names import read_scalars
 
 TINY_MATMUL = (
     "benchmark.sizes=[16,32]",

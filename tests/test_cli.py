@@ -14,7 +14,7 @@ TINY = ("dataset.source.num_samples=1500", "loop.epochs=1", "loop.log_every_n_ba
 
 
 def test_single_run_writes_its_own_folder_under_outputs(tmp_path):
-    result = run_cli("mnistlab.train", *TINY, cwd=tmp_path)
+    result = run_cli("mnistlab.cli.train", *TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run,) = (tmp_path / "outputs" / "runs").iterdir()
     assert (run / ".hydra" / "config.yaml").is_file()
@@ -27,7 +27,7 @@ def test_single_run_writes_its_own_folder_under_outputs(tmp_path):
 @pytest.mark.slow
 def test_multirun_of_two_optimizers_by_two_learning_rates_gives_four_jobs(tmp_path):
     result = run_cli(
-        "mnistlab.train", "-m", "optimizer=sgd,adam", "optimizer.lr=0.1,0.01", *TINY, cwd=tmp_path
+        "mnistlab.cli.train", "-m", "optimizer=sgd,adam", "optimizer.lr=0.1,0.01", *TINY, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
@@ -50,7 +50,7 @@ def test_multirun_of_two_optimizers_by_two_learning_rates_gives_four_jobs(tmp_pa
 @pytest.mark.slow
 def test_two_sweeps_started_together_do_not_collide(tmp_path):
     args = ("-m", "dataset=random", "loop.epochs=1")
-    env_cmd = [sys.executable, "-m", "mnistlab.train", *args]
+    env_cmd = [sys.executable, "-m", "mnistlab.cli.train", *args]
     first = subprocess.Popen(
         env_cmd, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -71,7 +71,7 @@ def _env() -> dict:
     torch.cuda.is_available(), reason="checks the message shown where CUDA is missing"
 )
 def test_device_cuda_without_cuda_stops_with_one_line(tmp_path):
-    result = run_cli("mnistlab.train", "device=cuda", cwd=tmp_path)
+    result = run_cli("mnistlab.cli.train", "device=cuda", cwd=tmp_path)
     assert result.returncode != 0
     assert "CUDA is not available here: use device=auto or device=cpu" in result.stderr
     assert "Traceback" not in result.stderr
@@ -80,7 +80,7 @@ def test_device_cuda_without_cuda_stops_with_one_line(tmp_path):
 
 
 def test_unknown_option_lists_the_available_ones(tmp_path):
-    result = run_cli("mnistlab.train", "optimizer=nope", cwd=tmp_path)
+    result = run_cli("mnistlab.cli.train", "optimizer=nope", cwd=tmp_path)
     assert result.returncode != 0
     assert "Could not find 'optimizer/nope'" in result.stderr
     for option in ("adam", "adamw", "rmsprop", "sgd"):
@@ -105,7 +105,7 @@ def test_console_script_is_installed_and_shows_help(tmp_path):
 )
 def test_help_and_cfg_answer_without_importing_torch(tmp_path, monkeypatch, flag, shows):
     monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
-    result = run_cli("mnistlab.train", flag, cwd=tmp_path)
+    result = run_cli("mnistlab.cli.train", flag, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert shows in result.stdout
     modules = imported_modules(result.stderr)
@@ -121,7 +121,7 @@ def test_flush_denormal_reaches_every_cpu_thread_of_a_run(tmp_path, flush, mode)
     # Measured inside the run by a multiply that every worker thread takes part in: the flag
     # must be set before torch starts its threads, which copy it only when they start.
     result = run_cli(
-        "mnistlab.train",
+        "mnistlab.cli.train",
         "dataset=fake_mnist",
         "loop.epochs=1",
         "device=cpu",

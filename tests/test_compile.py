@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from mnistlab import api, checkpoint
+from mnistlab.cli import api
+from mnistlab.run import checkpoint
 
 TINY = (
     "dataset=random",

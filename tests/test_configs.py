@@ -7,12 +7,12 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import compose_config
-from mnistlab import config
-from mnistlab.models import MNISTClassifier
+from mnistlab.config import checks
+from mnistlab.parts.models import MNISTClassifier
 
 
 def options(group: str) -> list[str]:
-    return sorted(path.stem for path in (Path(config.CONF_DIR) / group).glob("*.yaml"))
+    return sorted(path.stem for path in (Path(checks.CONF_DIR) / group).glob("*.yaml"))
 
 
 def test_groups_have_the_options_the_readme_lists():
@@ -25,7 +25,7 @@ def test_groups_have_the_options_the_readme_lists():
 @pytest.mark.parametrize("name", options("device"))
 def test_device_options_compose_and_validate(name):
     cfg = compose_config(f"device={name}")
-    assert config.check(cfg).device.name == name
+    assert checks.check(cfg).device.name == name
 
 
 @pytest.mark.parametrize("name", options("dataset"))
@@ -35,7 +35,7 @@ def test_dataset_options_build_splits(name, tmp_path):
         cfg.dataset.source.num_samples = 500  # the shape is what matters here
     if "root" in cfg.dataset.source:
         pytest.skip(f"dataset={name} reads files; its own tests cover it")
-    settings = config.check(cfg)
+    settings = checks.check(cfg)
     splits = instantiate(cfg.dataset.source)
     assert len(splits.train) > 0 and len(splits.val) > 0
     assert settings.loader.batch_size >= 1

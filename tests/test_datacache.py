@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import idx_bytes, run_cli, write_idx, write_idx_dataset
-from mnistlab import data as datasets
-from mnistlab.data import Splits
-from mnistlab.datacache import CACHE_FILE
-from mnistlab.mnist import FILES, idx, read_pair, split_order, to_pairs
-from mnistlab.synthetic import synthetic_digits
+from mnistlab.data import splits as datasets
+from mnistlab.data.decoded import CACHE_FILE
+from mnistlab.data.mnist import FILES, idx, read_pair, split_order, to_pairs
+from mnistlab.data.splits import Splits
+from mnistlab.data.synthetic import synthetic_digits
 
 READ = "read the decoded dataset from"
 WROTE = "later runs read it instead of decoding"
@@ -25,7 +25,7 @@ def build(root: Path, caplog: pytest.LogCaptureFixture) -> tuple[Splits, str]:
     """The idx dataset in `root` built from disk, and what the cache logged while it was built."""
     datasets.forget()  # not the splits this process made last: the files and their copy
     caplog.clear()
-    with caplog.at_level(logging.DEBUG, logger="mnistlab.datacache"):
+    with caplog.at_level(logging.DEBUG, logger="mnistlab.data.decoded"):
         data = idx(str(root), num_val_samples=10)
     return data, caplog.text
 
@@ -152,7 +152,7 @@ def test_the_next_job_in_a_process_gets_the_last_splits_while_the_files_are_the_
 ) -> None:
     write_idx_dataset(tmp_path, gz=False)
     first, _ = build(tmp_path, caplog)
-    with caplog.at_level(logging.DEBUG, logger="mnistlab.datacache"):
+    with caplog.at_level(logging.DEBUG, logger="mnistlab.data.decoded"):
         caplog.clear()
         again = idx(str(tmp_path), num_val_samples=10)
         assert same(again, first) and READ not in caplog.text  # neither parsed nor read from disk
@@ -187,7 +187,7 @@ def test_a_sweeps_jobs_in_one_process_train_as_they_would_alone(tmp_path) -> Non
         "device.threads=1",
     )
     swept = run_cli(
-        "mnistlab.train",
+        "mnistlab.cli.train",
         "-m",
         "optimizer.lr=0.01,0.001",
         *common,
@@ -196,7 +196,7 @@ def test_a_sweeps_jobs_in_one_process_train_as_they_would_alone(tmp_path) -> Non
     )
     assert swept.returncode == 0, swept.stderr
     alone = run_cli(
-        "mnistlab.train", "optimizer.lr=0.001", *common, "hydra.run.dir=alone", cwd=tmp_path
+        "mnistlab.cli.train", "optimizer.lr=0.001", *common, "hydra.run.dir=alone", cwd=tmp_path
     )
     assert alone.returncode == 0, alone.stderr
     (job,) = (tmp_path / "sweep").glob("1_*/metrics.json")

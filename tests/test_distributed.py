@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from conftest import ROOT, compose_config
-from mnistlab.config import LoaderSettings
-from mnistlab.data import TensorPairs, batches
-from mnistlab.run import train
+from mnistlab.config.checks import LoaderSettings
+from mnistlab.data.splits import TensorPairs, batches
+from mnistlab.run.training import train
 
 RUN = (
     "device=cpu",
@@ -54,7 +54,7 @@ def test_two_process_torchrun_writes_one_run_close_to_a_single_process_run(tmp_p
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "mnistlab.train",
+        "mnistlab.cli.train",
         *RUN,
     ]
     result = subprocess.run(
@@ -90,7 +90,7 @@ def test_torchrun_run_stops_on_sigterm_and_resumes_under_torchrun(tmp_path):
     noise = ("dataset=fake_mnist", "dataset.source.num_samples=10800")
     args = (*RUN, *noise, "dataset.loader.batch_size=16", f"hydra.run.dir={run}")
     process = subprocess.Popen(
-        [*torchrun, "-m", "mnistlab.train", *args],
+        [*torchrun, "-m", "mnistlab.cli.train", *args],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -108,7 +108,7 @@ def test_torchrun_run_stops_on_sigterm_and_resumes_under_torchrun(tmp_path):
     resume = [
         *torchrun,
         "-m",
-        "mnistlab.train",
+        "mnistlab.cli.train",
         f"loop.resume={run}",
         f"hydra.run.dir={tmp_path / 'again'}",
     ]

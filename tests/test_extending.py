@@ -73,7 +73,7 @@ def test_walkthrough_runs_from_a_folder_outside_the_repository(tmp_path: Path) -
         assert metrics["status"] == "completed" and metrics["val_accuracy"] > 0.6, path
     jobs = sorted((project / "outputs" / "sweeps").glob("*/*/.hydra/config.yaml"))
     models = {OmegaConf.load(job).model._target_ for job in jobs}
-    assert models == {"my_code.TinyNet", "mnistlab.models.MNISTClassifier"}
+    assert models == {"my_code.TinyNet", "mnistlab.parts.models.MNISTClassifier"}
     assert {OmegaConf.load(job).dataset.source._target_ for job in jobs} == {"my_code.blobs"}
     assert len(failed) == 1 and "Traceback" not in failed[0]
     assert "model.depth is not accepted by my_code.TinyNet" in failed[0]

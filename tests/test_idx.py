@@ -10,9 +10,9 @@ import torch
 
 from conftest import compose_config, idx_bytes, write_idx, write_idx_dataset
 from mnistlab import SettingError
-from mnistlab.mnist import FILES, idx, parse_idx, read_idx, read_pair
-from mnistlab.models import ConvNet
-from mnistlab.run import train
+from mnistlab.data.mnist import FILES, idx, parse_idx, read_idx, read_pair
+from mnistlab.parts.models import ConvNet
+from mnistlab.run.training import train
 
 
 def test_parses_images_and_labels() -> None:

@@ -1,4 +1,4 @@
-"""mnistlab.lasting: a job's imports run with the garbage collector paused, then are frozen."""
+"""mnistlab.cli.process: a job's imports run with the garbage collector paused, then are frozen."""
 
 import gc
 import importlib
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mnistlab.lasting import lasting_imports
+from mnistlab.cli.process import lasting_imports
 
 MODULE = """
 class Ring:

@@ -15,10 +15,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import compose_config, run_cli, write_idx_dataset
 from mnistlab import SettingError
-from mnistlab import data as datasets
-from mnistlab.datacache import CACHE_FILE
-from mnistlab.mnist import FILES, MNIST_MD5, default_root, ensure_files, idx, mnist
-from mnistlab.run import train
+from mnistlab.data import splits as datasets
+from mnistlab.data.decoded import CACHE_FILE
+from mnistlab.data.mnist import FILES, MNIST_MD5, default_root, ensure_files, idx, mnist
+from mnistlab.run.training import train
 
 GZ = [f"{name}.gz" for name in FILES]
 
@@ -160,7 +160,7 @@ def test_mnist_checks_the_published_checksums(www: Path) -> None:
 
 def test_offline_run_prints_one_clear_line_without_traceback(tmp_path: Path) -> None:
     result = run_cli(
-        "mnistlab.train",
+        "mnistlab.cli.train",
         "dataset=mnist",
         f"dataset.source.root={tmp_path / 'empty'}",
         f"dataset.source.mirrors=[{closed_port()}]",

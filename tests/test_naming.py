@@ -8,7 +8,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from conftest import run_cli
-from mnistlab import naming
+from mnistlab.sweep import naming
 
 
 def sweep_config(*overrides: str, params: dict | None = None):
@@ -90,14 +90,14 @@ def test_sweep_over_paths_names_flat_job_folders_that_resume(tmp_path: Path, mni
         "device.threads=1",
     )
     roots = f"dataset.source.root={mnist_dir},{other}"
-    result = run_cli("mnistlab.train", "-m", roots, *small, cwd=tmp_path)
+    result = run_cli("mnistlab.cli.train", "-m", roots, *small, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
     jobs = sorted(path.name for path in sweep.iterdir() if (path / ".hydra").is_dir())
     assert jobs == [f"0_root:{mnist_dir.name}", "1_root:copy"]
     assert "2 completed" in (sweep / "summary.md").read_text()
     first = sweep / jobs[0]
-    resumed = run_cli("mnistlab.train", f"loop.resume={first}", cwd=tmp_path)
+    resumed = run_cli("mnistlab.cli.train", f"loop.resume={first}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((first / "metrics.json").read_text())["status"] == "completed"
     assert not (tmp_path / "outputs" / "runs").exists()  # it continued in its own folder
@@ -105,7 +105,7 @@ def test_sweep_over_paths_names_flat_job_folders_that_resume(tmp_path: Path, mni
 
 def test_single_run_folder_carries_its_overrides(tmp_path: Path) -> None:
     result = run_cli(
-        "mnistlab.train", "dataset=random", "loop.epochs=1", "device.threads=1", cwd=tmp_path
+        "mnistlab.cli.train", "dataset=random", "loop.epochs=1", "device.threads=1", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     (run,) = (tmp_path / "outputs" / "runs").iterdir()

@@ -3,7 +3,8 @@
 import pytest
 
 from conftest import compose_config, run_cli
-from mnistlab import SettingError, config
+from mnistlab import SettingError
+from mnistlab.config import checks
 
 MID_EPOCH_STOPS = ("loop.target.metric=val_accuracy", "loop.target.value=0.05")
 
@@ -11,7 +12,7 @@ MID_EPOCH_STOPS = ("loop.target.metric=val_accuracy", "loop.target.value=0.05")
 def test_train_loss_with_a_mid_epoch_stop_is_refused_in_one_line(tmp_path):
     # It used to train, stop at step 5 and end in a KeyError: metrics.json had no train_loss.
     stops = ("objective=train_loss", "loop.eval_every_n_steps=5", *MID_EPOCH_STOPS)
-    done = run_cli("mnistlab.train", *stops, "dataset.source.num_samples=2000", cwd=tmp_path)
+    done = run_cli("mnistlab.cli.train", *stops, "dataset.source.num_samples=2000", cwd=tmp_path)
     assert done.returncode == 1
     assert (
         "\nobjective=train_loss is measured at epoch ends only, but loop.target with "
@@ -31,7 +32,7 @@ def test_train_loss_with_a_mid_epoch_stop_is_refused_in_one_line(tmp_path):
     ],
 )
 def test_objectives_every_run_measures_are_accepted(overrides):
-    config.check(compose_config(*overrides))
+    checks.check(compose_config(*overrides))
 
 
 def test_early_stopping_mid_epoch_is_refused_too():
@@ -39,4 +40,4 @@ def test_early_stopping_mid_epoch_is_refused_too():
         "objective=train_loss", "loop.eval_every_n_steps=5", "loop.early_stopping.patience=2"
     )
     with pytest.raises(SettingError, match="^objective=train_loss .* but loop.early_stopping"):
-        config.check(cfg)
+        checks.check(cfg)

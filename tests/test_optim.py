@@ -1,11 +1,11 @@
-"""mnistlab.optim: the fast (fused / foreach) optimizer kernels and their fallbacks."""
+"""mnistlab.parts.optimizers: the fast (fused / foreach) optimizer kernels and their fallbacks."""
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from mnistlab.optim import build_optimizer, fastest_options
+from mnistlab.parts.optimizers import build_optimizer, fastest_options
 
 CPU = torch.device("cpu")
 

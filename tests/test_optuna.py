@@ -17,7 +17,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 
 from conftest import ROOT
-from mnistlab.models import MNISTClassifier
+from mnistlab.parts.models import MNISTClassifier
 
 optuna = pytest.importorskip("optuna")  # the `optuna` extra; CI installs it
 
@@ -46,7 +46,7 @@ class CtrlCOnJob1(MNISTClassifier):
 
 def sweep(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """`mnistlab-train -m` in a session of its own, as a terminal runs it (Ctrl-C: the group)."""
-    command = [sys.executable, "-m", "mnistlab.train", "-m", *TINY, *args]
+    command = [sys.executable, "-m", "mnistlab.cli.train", "-m", *TINY, *args]
     env = ENV | {MARKER: str(cwd / "pressed")}
     return subprocess.run(
         command,

@@ -7,10 +7,11 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose_config
-from mnistlab import SettingError, checkpoint
-from mnistlab.loop import Progress, StepOptions, train_epoch
-from mnistlab.models import build
-from mnistlab.run import train
+from mnistlab import SettingError
+from mnistlab.loop.fit import Progress, StepOptions, train_epoch
+from mnistlab.parts.models import build
+from mnistlab.run import checkpoint
+from mnistlab.run.training import train
 
 SMALL = (
     "dataset.source.num_samples=3000",

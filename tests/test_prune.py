@@ -12,8 +12,11 @@ from tensorboard.backend.event_processing.plugin_event_accumulator import EventA
 from tensorboard.plugins.hparams import api_pb2, metadata
 
 from conftest import compose_config, run_cli, write_idx_dataset
-from mnistlab import SettingError, checkpoint, config, prune
-from mnistlab.run import train
+from mnistlab import SettingError
+from mnistlab.config import checks
+from mnistlab.run import checkpoint
+from mnistlab.run.training import train
+from mnistlab.sweep import prune
 
 pytestmark = pytest.mark.slow  # real sweeps
 
@@ -36,7 +39,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
 
 def sweep(cwd: Path, *args: str) -> tuple[Path, str]:
     """Run a sweep in `cwd`; its folder and its printed output."""
-    result = run_cli("mnistlab.train", "-m", *args, cwd=cwd)
+    result = run_cli("mnistlab.cli.train", "-m", *args, cwd=cwd)
     assert result.returncode == 0, result.stderr[-2000:]
     (folder,) = (cwd / "outputs" / "sweeps").iterdir()
     return folder, result.stdout
@@ -98,7 +101,7 @@ def test_a_sweep_prunes_diverging_jobs_and_keeps_the_good_one(tmp_path):
     assert session_end(completed) == api_pb2.STATUS_SUCCESS
     # The same sweep again: every job is finished, the one pruned before any validation too.
     written = {path: path.read_bytes() for path in folder.glob("*/metrics.json")}
-    again = run_cli("mnistlab.train", "-m", *digits, lrs, "sweep.prune.diverged=true",
+    again = run_cli("mnistlab.cli.train", "-m", *digits, lrs, "sweep.prune.diverged=true",
                     f"hydra.sweep.dir={folder}", cwd=tmp_path)  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
     assert "job 0 (lr:1e30) pruned after epoch 0 (reused)" in again.stdout
@@ -120,7 +123,7 @@ def test_the_median_rule_compares_best_values_with_completed_jobs_after_grace(tm
     write_job(tmp_path, "3_d", "completed", [1.0])  # too short for epoch 2
     (write_job(tmp_path, "4_e", "completed", []) / "metrics.json").write_text('{"stat')  # cut
     own = write_job(tmp_path, "5_own", "completed", [0.1, 0.1])  # its own old file: ignored
-    settings = config.Prune(median=True, grace_epochs=1, min_jobs=2)
+    settings = checks.Prune(median=True, grace_epochs=1, min_jobs=2)
     history: dict[str, list[float]] = {"val_loss": [5.0]}  # fit adds each epoch's values
     hook = prune.rules(settings, "val_loss", history, 0.1, tmp_path, own)
     values = {"val_accuracy": 0.9}
@@ -137,7 +140,7 @@ def test_the_median_rule_compares_best_values_with_completed_jobs_after_grace(tm
     assert hook(3, values) == (
         "best val_loss by epoch 3 0.6 is worse than the median 0.55 of 2 completed jobs"
     )
-    three = config.Prune(median=True, min_jobs=3)
+    three = checks.Prune(median=True, min_jobs=3)
     assert prune.rules(three, "val_loss", history, 0.1, tmp_path, own)(3, values) is None
     alone = prune.rules(settings, "val_loss", history, 0.1, None, own)  # a single run
     assert alone(3, values) is None
@@ -159,7 +162,7 @@ def test_the_median_rule_prunes_a_worse_job_only_once_enough_jobs_completed(tmp_
     # Resumed, it trains to the end as if it had never been pruned: bit for bit.
     job = job_folder(folder, 4)
     result = run_cli(
-        "mnistlab.train", f"loop.resume={job}", "sweep.prune.median=false", cwd=tmp_path
+        "mnistlab.cli.train", f"loop.resume={job}", "sweep.prune.median=false", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
     resumed = json.loads((job / "metrics.json").read_text())
@@ -179,9 +182,9 @@ def test_the_median_rule_prunes_a_worse_job_only_once_enough_jobs_completed(tmp_
 
 
 def test_a_bad_prune_setting_is_refused_in_one_line(tmp_path, data):
-    result = run_cli("mnistlab.train", *data, "sweep.prune.min_jobs=0", cwd=tmp_path)
+    result = run_cli("mnistlab.cli.train", *data, "sweep.prune.min_jobs=0", cwd=tmp_path)
     assert result.returncode == 1
     assert "sweep.prune.min_jobs=0 must be >= 1" in result.stderr.splitlines()
     assert "Traceback" not in result.stderr and "data:" not in result.stderr  # before the data
     with pytest.raises(SettingError, match=r"^sweep.prune.median chooses .* objective=test_loss"):
-        config.check(compose_config("sweep.prune.median=true", "objective=test_loss"))
+        checks.check(compose_config("sweep.prune.median=true", "objective=test_loss"))

@@ -14,11 +14,13 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, compose_config, run_cli
-from mnistlab import SettingError, checkpoint, config
-from mnistlab.data import batches
-from mnistlab.loop import NonFiniteLoss
-from mnistlab.run import train
-from mnistlab.synthetic import synthetic_digits
+from mnistlab import SettingError
+from mnistlab.config import checks
+from mnistlab.data.splits import batches
+from mnistlab.data.synthetic import synthetic_digits
+from mnistlab.loop.fit import NonFiniteLoss
+from mnistlab.run import checkpoint
+from mnistlab.run.training import train
 
 BAD_COMMAND_LINES = [
     ("optimizer.lr=abc", "optimizer.lr"),
@@ -54,7 +56,7 @@ BAD_COMMAND_LINES = [
     ("override", "key"), BAD_COMMAND_LINES, ids=[o for o, _ in BAD_COMMAND_LINES]
 )
 def test_bad_command_line_fails_early_and_clearly(tmp_path, override, key):
-    result = run_cli("mnistlab.train", override, cwd=tmp_path, timeout=120)
+    result = run_cli("mnistlab.cli.train", override, cwd=tmp_path, timeout=120)
     assert result.returncode != 0
     assert key in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -85,7 +87,7 @@ KILL_RUN = (
 def start(cwd: Path, run_dir: Path, *overrides: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.Popen(
-        [sys.executable, "-m", "mnistlab.train", f"hydra.run.dir={run_dir}", *overrides],
+        [sys.executable, "-m", "mnistlab.cli.train", f"hydra.run.dir={run_dir}", *overrides],
         cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -210,7 +212,7 @@ POISONED = (
 @pytest.mark.slow
 def test_nan_loss_stops_the_run_naming_step_and_lr(tmp_path):
     result = run_cli(
-        "mnistlab.train",
+        "mnistlab.cli.train",
         "optimizer=sgd",
         "optimizer.lr=1e3",
         "dataset.source.num_samples=3000",
@@ -252,7 +254,7 @@ def test_skip_policy_drops_bad_batches_and_finishes(tmp_path):
     metrics = train(cfg, tmp_path)
     assert metrics["status"] == "completed"
     assert metrics["val_accuracy"] > 0.5
-    settings, data = config.check(cfg), poisoned_digits(3000, 0.1, 0)
+    settings, data = checks.check(cfg), poisoned_digits(3000, 0.1, 0)
     poisoned_batches = sum(
         bool(torch.isnan(inputs).any())
         for epoch in range(2)
@@ -315,14 +317,14 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["folder", "checkpoint file"])
 def test_a_resumed_run_continues_in_its_own_folder(tmp_path, name):
-    first = run_cli("mnistlab.train", "dataset=random", "loop.epochs=1", cwd=tmp_path)
+    first = run_cli("mnistlab.cli.train", "dataset=random", "loop.epochs=1", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     (run,) = (tmp_path / "outputs" / "runs").iterdir()
     saved_config = (run / ".hydra" / "config.yaml").read_text()
     target = run if name == "folder" else run / checkpoint.FILENAME
 
     # A finished run does nothing on resume (test_trust_resume): this one trains on.
-    resumed = run_cli("mnistlab.train", f"loop.resume={target}", "loop.epochs=2", cwd=tmp_path)
+    resumed = run_cli("mnistlab.cli.train", f"loop.resume={target}", "loop.epochs=2", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert list((tmp_path / "outputs" / "runs").iterdir()) == [run]  # no second folder
     log = (run / "train.log").read_text()

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from mnistlab import report
-from mnistlab.history import SCALARS_FILE, TAGS, History, read_scalars
-from mnistlab.summary import cell
-from mnistlab.sweeprecord import RECORD_FILE
+from mnistlab.names import SCALARS_FILE, TAGS, History, read_scalars
+from mnistlab.report import page as report
+from mnistlab.report.summary import cell
+from mnistlab.sweep.record import RECORD_FILE
 
 pytestmark = pytest.mark.slow  # a real 4-job sweep
 
@@ -33,7 +33,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """sgd at lr 0.01 (learns) and 1e30 (fails with NaN), two seeds each."""
     cwd = tmp_path_factory.mktemp("report")
     args = ("-m", "optimizer=sgd", "optimizer.lr=0.01,1e30", "loop.seed=0,1", *TINY)
-    result = run_cli("mnistlab.train", *args, cwd=cwd)
+    result = run_cli("mnistlab.cli.train", *args, cwd=cwd)
     assert result.returncode != 0  # two jobs failed, so the sweep's exit says so
     (folder,) = (cwd / "outputs" / "sweeps").iterdir()
     assert f"report: {folder.relative_to(cwd) / 'report.html'}" in result.stdout
@@ -151,7 +151,7 @@ def test_summarize_compares_several_sweeps_in_one_report(sweep: Path, tmp_path: 
     other = tmp_path / "second_sweep"
     shutil.copytree(sweep, other)
     out = tmp_path / "both.html"
-    result = run_cli("mnistlab.summary", str(sweep), str(other), "--out", str(out), cwd=tmp_path)
+    result = run_cli("mnistlab.report.summary", str(sweep), str(other), "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"report: {out}" in result.stdout
     tables = parse(out).tables

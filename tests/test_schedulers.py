@@ -10,9 +10,12 @@ import torch
 from test_reliability import start, when_started
 
 from conftest import compose_config
-from mnistlab import SettingError, checkpoint, config, schedulers
-from mnistlab.history import read_scalars
-from mnistlab.run import train
+from mnistlab import SettingError
+from mnistlab.config import checks
+from mnistlab.names import read_scalars
+from mnistlab.parts import schedulers
+from mnistlab.run import checkpoint
+from mnistlab.run.training import train
 
 LR, TOTAL, PER_EPOCH = 0.01, 20, 5
 
@@ -92,7 +95,7 @@ def test_bad_settings_are_refused_before_data_loads(tmp_path, option, override, 
 def test_scheduler_ranges_are_checked_with_every_components(option, override):
     cfg = compose_config(f"scheduler={option}", override)
     with pytest.raises(SettingError, match=f"^{re.escape(override)} must be in"):
-        config.check(cfg)  # the settings alone: nothing built, not even the scheduler
+        checks.check(cfg)  # the settings alone: nothing built, not even the scheduler
 
 
 QUICK = (

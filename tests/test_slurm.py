@@ -21,8 +21,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from conftest import ROOT, compose_config, run_cli
-from mnistlab import checkpoint, config
-from mnistlab.run import train
+from mnistlab.config import checks
+from mnistlab.run import checkpoint
+from mnistlab.run.training import train
 
 CPU = ("device=cpu", "device.threads=1")
 # What the README tells users to run on a cluster without GPUs, on one core per job.
@@ -59,7 +60,7 @@ def cluster() -> None:
 def test_the_slurm_presets_name_mnistlabs_launcher_where_hydra_loads_it(preset):
     from hydra.core.plugins import Plugins
 
-    with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=checks.CONF_DIR, version_base="1.3"):
         cfg = compose("train", [f"hydra/launcher={preset}"], return_hydra_config=True)
     target = cfg.hydra.launcher._target_
     plugins = Plugins.instance()  # scans (and runs) the hydra_plugins modules, as a run does
@@ -120,9 +121,9 @@ def test_a_sweep_runs_as_slurm_jobs_into_the_folders_the_basic_launcher_makes(tm
     grid = ("dataset=random", "loop.epochs=1", "optimizer.lr=0.01,0.001")
     (tmp_path / "slurm").mkdir()
     (tmp_path / "basic").mkdir()
-    result = run_cli("mnistlab.train", *SLURM, *grid, cwd=tmp_path / "slurm")
+    result = run_cli("mnistlab.cli.train", *SLURM, *grid, cwd=tmp_path / "slurm")
     assert result.returncode == 0, result.stderr[-3000:]
-    basic = run_cli("mnistlab.train", "-m", *CPU, *grid, cwd=tmp_path / "basic")
+    basic = run_cli("mnistlab.cli.train", "-m", *CPU, *grid, cwd=tmp_path / "basic")
     assert basic.returncode == 0, basic.stderr[-3000:]
 
     sweep, reference = only_sweep(tmp_path / "slurm"), only_sweep(tmp_path / "basic")
@@ -151,7 +152,7 @@ def test_a_sweep_runs_as_slurm_jobs_into_the_folders_the_basic_launcher_makes(tm
 def test_two_tasks_of_one_slurm_job_train_as_one_ddp_run(tmp_path):
     run = ("dataset.source.num_samples=6000", "loop.epochs=2", "loop.log_every_n_batches=20")
     result = run_cli(
-        "mnistlab.train", *SLURM, "hydra.launcher.tasks_per_node=2", *run, cwd=tmp_path
+        "mnistlab.cli.train", *SLURM, "hydra.launcher.tasks_per_node=2", *run, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = only_sweep(tmp_path)
@@ -212,7 +213,7 @@ def final_state(folder: Path) -> tuple[dict, dict, list]:
 @pytest.mark.usefixtures("cluster")
 def test_a_preempted_job_checkpoints_requeues_and_resumes_bit_for_bit(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    command = [sys.executable, "-m", "mnistlab.train", *SLURM, *PREEMPTED]
+    command = [sys.executable, "-m", "mnistlab.cli.train", *SLURM, *PREEMPTED]
     (tmp_path / "slurm").mkdir()
     sweep_process = subprocess.Popen(
         command, cwd=tmp_path / "slurm", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

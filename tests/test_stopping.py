@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from conftest import compose_config, write_idx_dataset
-from mnistlab import SettingError, checkpoint
-from mnistlab.history import read_scalars
-from mnistlab.run import train
-from mnistlab.rundir import BEST_FILE
+from mnistlab import SettingError
+from mnistlab.names import read_scalars
+from mnistlab.run import checkpoint
+from mnistlab.run.rundir import BEST_FILE
+from mnistlab.run.training import train
 
 QUICK = (
     "dataset=random",

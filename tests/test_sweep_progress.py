@@ -18,7 +18,7 @@ def test_each_finished_job_prints_its_result_and_the_sweeps_progress(tmp_path: P
     # The preset's 3 x 3 grid, narrowed on the command line to 1 x 3 (as the sweeper does);
     # the second job's learning rate is refused, so it fails and the sweep goes on.
     result = run_cli(
-        "mnistlab.train",
+        "mnistlab.cli.train",
         "experiment=optimizer_lr_sweep",
         "optimizer=sgd",
         "optimizer.lr=0.05,-1,0.01",

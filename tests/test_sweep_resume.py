@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from conftest import ROOT, run_cli
-from mnistlab import resume, sweeprecord
+from mnistlab.run import resume
+from mnistlab.sweep import record as sweeprecord
 
 # 3 jobs: 2 of about 0.5 s (2 epochs of 63 steps, a checkpoint every 10 steps), and one whose
 # learning rate is refused (it fails before training, as deterministically as can be).
@@ -45,7 +46,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sweep_resume")]
 
 def sweep_cli(cwd: Path, sweep: Path, *args: str) -> subprocess.CompletedProcess:
     """`mnistlab-train -m SWEEP args hydra.sweep.dir=<sweep>`, to its end."""
-    return run_cli("mnistlab.train", "-m", *SWEEP, *args, f"hydra.sweep.dir={sweep}", cwd=cwd)
+    return run_cli("mnistlab.cli.train", "-m", *SWEEP, *args, f"hydra.sweep.dir={sweep}", cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def interrupt(
     env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
     with (cwd / "out.txt").open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mnistlab.train", "-m", *args],
+            [sys.executable, "-m", "mnistlab.cli.train", "-m", *args],
             cwd=cwd,
             env=env | {"PYTHONPATH": str(ROOT / "src")},
             stdout=out,
@@ -286,7 +287,7 @@ def test_another_sweep_in_the_folder_is_refused_in_one_line(
 ) -> None:
     before = stats(reference)
     args = ("-m", *changed, f"hydra.sweep.dir={reference}")
-    result = run_cli("mnistlab.train", *args, cwd=tmp_path)
+    result = run_cli("mnistlab.cli.train", *args, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"hydra.sweep.dir={reference} holds another sweep ({named}): run the same sweep to "
@@ -350,7 +351,7 @@ def test_overwrite_replaces_the_sweep_only_once_the_grid_passed_hydras_check(
 def test_overwrite_never_reaches_through_a_link_or_into_single_runs(tmp_path: Path) -> None:
     """A link in the sweep folder is not followed; a folder of single runs is no sweep."""
     runs = tmp_path / "outputs" / "runs"
-    single = run_cli("mnistlab.train", *SMALL, f"hydra.run.dir={runs / 'mine'}", cwd=tmp_path)
+    single = run_cli("mnistlab.cli.train", *SMALL, f"hydra.run.dir={runs / 'mine'}", cwd=tmp_path)
     assert single.returncode == 0, single.stderr
     kept = sorted(path.name for path in (runs / "mine").iterdir())
     refused = into_the_folder(runs, "sgd,adam", "loop.overwrite=true")
@@ -371,7 +372,7 @@ SMALL = ("dataset=random", "loop.epochs=1", "dataset.source.num_samples=256")
 def into_the_folder(sweep: Path, optimizers: str, *more: str) -> subprocess.CompletedProcess:
     """A small sweep over `optimizers` into `sweep`."""
     args = ("-m", f"optimizer={optimizers}", *SMALL, *more, f"hydra.sweep.dir={sweep}")
-    return run_cli("mnistlab.train", *args, cwd=sweep.parent)
+    return run_cli("mnistlab.cli.train", *args, cwd=sweep.parent)
 
 
 def no_record(sweep: Path) -> str:
@@ -427,7 +428,7 @@ def start_sweep(cwd: Path, sweep: Path, *args: str) -> subprocess.Popen:
     """`mnistlab-train -m args hydra.sweep.dir=<sweep>` in its own process group, running."""
     env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
     return subprocess.Popen(
-        [sys.executable, "-m", "mnistlab.train", "-m", *args, f"hydra.sweep.dir={sweep}"],
+        [sys.executable, "-m", "mnistlab.cli.train", "-m", *args, f"hydra.sweep.dir={sweep}"],
         cwd=cwd,
         env=env | {"PYTHONPATH": str(ROOT / "src")},
         stdout=(cwd / "out.txt").open("w"),
@@ -452,7 +453,7 @@ def test_a_second_command_in_a_running_sweeps_folder_is_refused(tmp_path: Path) 
     first = start_sweep(tmp_path, sweep, *LONG)
     try:
         wait_until(first, training(sweep / JOBS[0]))
-        second = run_cli("mnistlab.train", "-m", *LONG, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+        second = run_cli("mnistlab.cli.train", "-m", *LONG, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     finally:
         os.killpg(first.pid, signal.SIGINT)
         assert first.wait(timeout=120) == 130

@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import ROOT, run_cli
-from mnistlab import config
+from mnistlab.config import checks as config
 
 SMALL = ("loop.epochs=1", "dataset.source.num_samples=2000")
 EXPERIMENTS = ROOT / "experiments"
@@ -36,21 +36,21 @@ EXPECTED = {
         "device.threads": 1,
     },
     "lesson_fake_mnist": {
-        "dataset.source._target_": "mnistlab.data.fake_mnist",
+        "dataset.source._target_": "mnistlab.data.splits.fake_mnist",
         "dataset.loader.batch_size": 64,
-        "model._target_": "mnistlab.models.MNISTClassifier",
+        "model._target_": "mnistlab.parts.models.MNISTClassifier",
         "optimizer._target_": "torch.optim.Adam",
         "optimizer.lr": 0.001,
         "loop.epochs": 3,
         "loop.log_every_n_batches": 5,
     },
-    "mnist_mlp": {"model._target_": "mnistlab.models.MNISTClassifier", "loop.epochs": 3},
-    "mnist_cnn": {"model._target_": "mnistlab.models.ConvNet", "loop.epochs": 5},
+    "mnist_mlp": {"model._target_": "mnistlab.parts.models.MNISTClassifier", "loop.epochs": 3},
+    "mnist_cnn": {"model._target_": "mnistlab.parts.models.ConvNet", "loop.epochs": 5},
     "mnist_cnn_995": {"model.channels": [32, 64], "model.shift": 2, "loop.epochs": 8},
     "mnist_speedrun": {
         "model.kernel_sizes": [5, 3],
         "model.padding": "valid",
-        "scheduler._target_": "mnistlab.schedulers.onecycle",
+        "scheduler._target_": "mnistlab.parts.schedulers.onecycle",
         "optimizer.betas": [0.7, 0.9],
         "dataset.loader.batch_size": 256,
         "loop.precision": "bf16",
@@ -157,7 +157,7 @@ def test_slurm_launcher_preset_composes() -> None:
 @pytest.mark.slow
 def test_preset_sweep_writes_a_ranked_summary(tmp_path: Path) -> None:
     result = run_cli(
-        "mnistlab.train",
+        "mnistlab.cli.train",
         "experiment=optimizer_lr_sweep",
         "optimizer=sgd,adam",  # the command line narrows the preset's 3 x 3 grid to 2 jobs
         "optimizer.lr=0.05",
@@ -187,7 +187,7 @@ def test_preset_sweep_writes_a_ranked_summary(tmp_path: Path) -> None:
 def failed_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A 2-job sweep whose second job has a learning rate the config checks refuse."""
     cwd = tmp_path_factory.mktemp("failed")
-    result = run_cli("mnistlab.train", "-m", "optimizer.lr=0.05,-1", *SMALL, cwd=cwd)
+    result = run_cli("mnistlab.cli.train", "-m", "optimizer.lr=0.05,-1", *SMALL, cwd=cwd)
     assert result.returncode != 0
     assert "optimizer.lr=-1 must be > 0" in result.stderr
     return only_sweep(cwd), result.stdout
@@ -215,7 +215,7 @@ def test_summarize_rebuilds_the_summary_of_any_sweep(
     (sweep / "summary.md").unlink()
     (job_folders(sweep)[0] / "metrics.json").unlink()  # as if the job had been killed
 
-    result = run_cli("mnistlab.summary", str(sweep), cwd=tmp_path)
+    result = run_cli("mnistlab.report.summary", str(sweep), cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert [(row["job"], row["status"]) for row in read_summary(sweep)] == [
@@ -223,14 +223,14 @@ def test_summarize_rebuilds_the_summary_of_any_sweep(
         ("1", "failed"),
     ]
     assert (sweep / "summary.md").read_text().strip() in result.stdout
-    missing = run_cli("mnistlab.summary", str(tmp_path / "nope"), cwd=tmp_path)
+    missing = run_cli("mnistlab.report.summary", str(tmp_path / "nope"), cwd=tmp_path)
     assert missing.returncode == 2 and "is not a folder" in missing.stderr
 
 
 @pytest.mark.slow
 def test_interrupted_sweep_keeps_the_finished_jobs(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-    command = [sys.executable, "-m", "mnistlab.train", "-m", "loop.epochs=1,200", SMALL[1]]
+    command = [sys.executable, "-m", "mnistlab.cli.train", "-m", "loop.epochs=1,200", SMALL[1]]
     with (tmp_path / "out.txt").open("w") as out:
         sweep = subprocess.Popen(
             command,
@@ -268,7 +268,7 @@ def wait_for_training(tmp_path: Path, job: str, timeout: float = 120) -> None:
 def test_joblib_preset_runs_jobs_side_by_side_on_one_thread_each(tmp_path: Path) -> None:
     skip_without_plugin("hydra_plugins.hydra_joblib_launcher")
     result = run_cli(
-        "mnistlab.train",
+        "mnistlab.cli.train",
         "experiment=optimizer_lr_sweep_parallel",
         "optimizer=sgd,adam",
         "optimizer.lr=0.05",
@@ -290,7 +290,7 @@ def test_joblib_preset_runs_jobs_side_by_side_on_one_thread_each(tmp_path: Path)
 def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path) -> None:
     skip_without_plugin("hydra_plugins.hydra_submitit_launcher")
     result = run_cli(
-        "mnistlab.train",
+        "mnistlab.cli.train",
         "-m",
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=5",
@@ -314,7 +314,7 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path) -> None:
 def test_optuna_preset_runs_a_tiny_search(tmp_path: Path) -> None:
     skip_without_plugin("hydra_plugins.hydra_optuna_sweeper")
     result = run_cli(
-        "mnistlab.train",
+        "mnistlab.cli.train",
         "experiment=optuna_lr_search",
         "hydra.sweeper.n_trials=2",
         *SMALL,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from conftest import run_cli
-from mnistlab.history import BATCH_TAGS, TAGS
+from mnistlab.names import BATCH_TAGS, TAGS
 
 pytestmark = pytest.mark.slow  # a sweep, then a TensorBoard server
 
@@ -39,7 +39,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """sgd and adam at lr 0.01 (complete) and at 1e30 (fail), logging every 5 batches."""
     cwd = tmp_path_factory.mktemp("tensorboard")
     jobs = "optimizer=sgd,adam", "optimizer.lr=0.01,1e30"
-    result = run_cli("mnistlab.train", "-m", *jobs, *SMALL, cwd=cwd)
+    result = run_cli("mnistlab.cli.train", "-m", *jobs, *SMALL, cwd=cwd)
     assert "2 completed, 2 failed" in result.stdout, result.stderr
     (folder,) = (cwd / "outputs" / "sweeps").iterdir()
     return folder

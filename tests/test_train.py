@@ -10,9 +10,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import compose_config
-from mnistlab import config
-from mnistlab.data import batches, random_dataset
-from mnistlab.run import train
+from mnistlab.config import checks
+from mnistlab.data.splits import batches, random_dataset
+from mnistlab.run.training import train
 
 SMALL_SYNTHETIC = (
     "dataset.source.num_samples=3000",
@@ -100,7 +100,7 @@ def test_synthetic_digits_are_learned_far_above_chance(tmp_path):
 
 def test_random_dataset_yields_batches_of_4_4_2():
     cfg = compose_config("dataset=random")
-    settings = config.check(cfg)
+    settings = checks.check(cfg)
     split = random_dataset().train
     for mode in ("tensor", "dataloader"):
         loader = type(settings.loader)(**{**vars(settings.loader), "mode": mode})
@@ -113,7 +113,7 @@ def test_random_dataset_yields_batches_of_4_4_2():
 
 def test_shuffle_changes_every_epoch_and_repeats_for_the_same_seed():
     cfg = compose_config("dataset=random")
-    loader = config.check(cfg).loader
+    loader = checks.check(cfg).loader
     split = random_dataset().train
 
     def order(seed, epoch):
@@ -163,7 +163,7 @@ def test_device_flush_denormal_reaches_torch_and_keeps_the_results(tmp_path):
 LATE = "threads started before the setting"
 SCRIPT = """
 import torch
-from mnistlab.device import denormals
+from mnistlab.parts.device import denormals
 torch.set_num_threads(2)
 torch.set_flush_denormal({first})
 print(denormals())  # torch's worker threads start here and copy the flag

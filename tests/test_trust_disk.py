@@ -24,10 +24,11 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_config, run_cli
-from mnistlab import SettingError, checkpoint
+from mnistlab import SettingError
 from mnistlab.benchmark import job
-from mnistlab.loop import Progress
-from mnistlab.run import train
+from mnistlab.loop.fit import Progress
+from mnistlab.run import checkpoint
+from mnistlab.run.training import train
 
 TINY_RUN = ("dataset=random", "device=cpu", "device.threads=1", "loop.epochs=1")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -64,7 +65,7 @@ def test_metrics_json_that_does_not_fit_leaves_the_old_one_whole(tmp_path: Path)
     old = {"status": "completed", "val_loss": 0.5}
     (tmp_path / "metrics.json").write_text(json.dumps(old))
     code = (
-        "from pathlib import Path; from mnistlab.outputs import write_metrics; "
+        "from pathlib import Path; from mnistlab.files import write_metrics; "
         f"write_metrics(Path({str(tmp_path)!r}), {{'status': 'completed', 'note': 'x' * 5000}})"
     )
     result = python(code, limit=1000)
@@ -154,7 +155,7 @@ def test_a_run_whose_disk_fills_stops_in_one_line_and_says_failed(tmp_path: Path
     command = [
         sys.executable,
         "-m",
-        "mnistlab.train",
+        "mnistlab.cli.train",
         *TINY_RUN,
         "dataset.source.num_samples=4000",
         "loop.checkpoint_every_n_steps=1",
@@ -257,7 +258,7 @@ def test_a_pickle_that_calls_code_is_refused_for_safety(tmp_path: Path) -> None:
 def test_resume_from_a_zero_byte_checkpoint_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"")
-    result = run_cli("mnistlab.train", f"loop.resume={tmp_path / 'run'}", cwd=tmp_path)
+    result = run_cli("mnistlab.cli.train", f"loop.resume={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "is not a readable mnistlab checkpoint: the file is empty (0 bytes)" in result.stderr
@@ -300,7 +301,7 @@ def sweep_with_a_damaged_folder(tmp_path_factory: pytest.TempPathFactory) -> tup
     sweep = cwd / "sweep"
     (sweep / "7_junk" / ".hydra").mkdir(parents=True)
     (sweep / "7_junk" / ".hydra" / "hydra.yaml").write_text("hydra: [not: valid: yaml\n")
-    result = run_cli("mnistlab.train", *SWEEP, f"hydra.sweep.dir={sweep}", cwd=cwd)
+    result = run_cli("mnistlab.cli.train", *SWEEP, f"hydra.sweep.dir={sweep}", cwd=cwd)
     assert result.returncode == 0, result.stderr
     return sweep, result.stdout
 
@@ -328,7 +329,7 @@ def test_sweep_exit_hook_lists_a_damaged_folder_and_ranks_the_rest(
 def test_summarize_survives_any_one_damaged_job_folder(
     sweep_with_a_damaged_folder: tuple[Path, str], tmp_path: Path, damage: str, capsys
 ) -> None:
-    from mnistlab import summary
+    from mnistlab.report import summary
 
     sweep = shutil.copytree(sweep_with_a_damaged_folder[0], tmp_path / "sweep")
     shutil.rmtree(sweep / "7_junk")
@@ -363,7 +364,7 @@ def test_a_read_only_sweep_folder_still_gets_its_table_printed(
     sweep_with_a_damaged_folder: tuple[Path, str],
 ) -> None:
     sweep = read_only_copy(sweep_with_a_damaged_folder[0])
-    command = [sys.executable, "-m", "mnistlab.summary", str(sweep)]
+    command = [sys.executable, "-m", "mnistlab.report.summary", str(sweep)]
     if os.geteuid() == 0:  # root writes anywhere: run as `nobody`, for whom it is read-only
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv: cannot make a folder read-only")

@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, compose_config
-from mnistlab import SettingError, mnist
+from mnistlab import SettingError
 from mnistlab.benchmark import job
-from mnistlab.data import build
-from mnistlab.mnist import FILES, MNIST_MIRRORS, ensure_files, idx
+from mnistlab.data import mnist
+from mnistlab.data.mnist import FILES, MNIST_MIRRORS, ensure_files, idx
+from mnistlab.data.splits import build
 
 SIZE = 100  # bytes each trickled file promises
 
@@ -74,7 +75,7 @@ def test_a_trickling_mirror_is_given_up_at_the_deadline(
     server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
 ) -> None:
     monkeypatch.setattr(mnist, "PROGRESS_EVERY_S", 0.3)  # how often a slow download reports
-    caplog.set_level(logging.INFO, logger="mnistlab.mnist")
+    caplog.set_level(logging.INFO, logger="mnistlab.data.mnist")
     root = tmp_path / "data"
     started = time.monotonic()
     with pytest.raises(SettingError, match="no mirror served them"):
@@ -101,7 +102,7 @@ def test_the_deadline_is_a_dataset_setting(server: str, tmp_path: Path) -> None:
 DOWNLOAD = """
 import sys
 from pathlib import Path
-from mnistlab.mnist import ensure_files
+from mnistlab.data.mnist import ensure_files
 ensure_files(Path(sys.argv[1]), [sys.argv[2]], {{}})
 """
 

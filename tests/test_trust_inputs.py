@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from conftest import compose_config, run_cli, write_idx_dataset
-from mnistlab import SettingError, config
-from mnistlab.run import train
+from mnistlab import SettingError
+from mnistlab.config import checks as config
+from mnistlab.run.training import train
 
 # Lines Hydra prints around every error; the error itself is what is left.
 HYDRA_FRAME = ("Error executing job with overrides", "Set the environment variable HYDRA_FULL")
@@ -64,7 +65,7 @@ CLI_CASES = [
     (
         "test-objective",
         [RANDOM, "objective=test_loss"],
-        "objective=test_loss needs a test split, but mnistlab.data.random_dataset has none",
+        "objective=test_loss needs a test split, but mnistlab.data.splits.random_dataset has none",
         True,
     ),
     ("cnn-on-features", [RANDOM, "model=cnn"], "model=cnn needs images of at least 4x4", True),
@@ -88,7 +89,7 @@ def test_bad_input_stops_in_one_line_before_training(tmp_path, overrides, says, 
         overrides = [*overrides, f"dataset.source.root={tmp_path / 'data'}"]
     run = tmp_path / "run"
     result = run_cli(
-        "mnistlab.train", *QUICK, *overrides, f"hydra.run.dir={run}", cwd=tmp_path, timeout=120
+        "mnistlab.cli.train", *QUICK, *overrides, f"hydra.run.dir={run}", cwd=tmp_path, timeout=120
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
@@ -196,7 +197,7 @@ def test_bad_combinations_stop_before_training(tmp_path, caplog, overrides, says
 
 
 def test_help_lists_only_the_groups_a_training_run_uses(tmp_path):
-    result = run_cli("mnistlab.train", "--help", cwd=tmp_path)
+    result = run_cli("mnistlab.cli.train", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     listed = {line.split(":")[0] for line in groups.splitlines() if ": " in line}

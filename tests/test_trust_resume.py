@@ -1,7 +1,7 @@
 """The resume contract: what a resuming command may change, what it may not, and run folders.
 
 The saved config is the base; the command's explicit overrides apply on top where they do not
-change what the checkpoint is (mnistlab.resume.MAY_CHANGE), and stop the run in one line where
+change what the checkpoint is (mnistlab.run.resume.MAY_CHANGE), and stop the run in one line where
 they would. A new run never replaces another run's folder unless told to.
 """
 
@@ -19,8 +19,9 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_config, run_cli, write_idx_dataset
-from mnistlab import SettingError, checkpoint
-from mnistlab.run import train
+from mnistlab import SettingError
+from mnistlab.run import checkpoint
+from mnistlab.run.training import train
 
 SMALL = (
     "device.threads=1",
@@ -127,8 +128,8 @@ def test_a_diverged_run_is_resumed_with_the_lower_rate_its_message_suggests(tmp_
 
 REFUSED = [
     ("model.hidden=64", "model.hidden", "saved 32, given 64"),
-    ("model=cnn", "model._target_", "saved mnistlab.models.MNISTClassifier"),
-    ("dataset=fake_mnist", "dataset.source._target_", "given mnistlab.data.fake_mnist"),
+    ("model=cnn", "model._target_", "saved mnistlab.parts.models.MNISTClassifier"),
+    ("dataset=fake_mnist", "dataset.source._target_", "given mnistlab.data.splits.fake_mnist"),
     ("dataset.source.seed=1", "dataset.source.seed", "saved 0, given 1"),
     ("dataset.source.num_samples=900", "dataset.source.num_samples", "saved 600, given 900"),
     ("dataset.loader.batch_size=64", "dataset.loader.batch_size", "saved 32, given 64"),
@@ -158,7 +159,7 @@ def test_a_refused_resume_through_the_cli_leaves_the_run_as_it_was(tmp_path, one
     (run / "train.log").write_text("the first part's log\n")  # as mnistlab-train leaves it
     before = outputs_of(run)
     time.sleep(2)  # what the run wrote is older than this command
-    result = run_cli("mnistlab.train", f"loop.resume={run}", "model.hidden=64", cwd=tmp_path)
+    result = run_cli("mnistlab.cli.train", f"loop.resume={run}", "model.hidden=64", cwd=tmp_path)
     assert result.returncode == 1
     assert "model.hidden cannot change when resuming (saved 32, given 64)" in result.stderr
     assert outputs_of(run) == before  # no .hydra/resumed_<time>/ left either
@@ -188,7 +189,7 @@ def test_moved_data_is_found_with_dataset_source_root_on_the_command_line(tmp_pa
     # The default composition (dataset=synthetic) has no dataset.source.root: mnistlab-train
     # still takes it, as a setting of the resumed idx run.
     result = run_cli(
-        "mnistlab.train",
+        "mnistlab.cli.train",
         f"loop.resume={run}",
         f"dataset.source.root={tmp_path / 'moved'}",
         "loop.epochs=2",
@@ -201,7 +202,7 @@ def test_moved_data_is_found_with_dataset_source_root_on_the_command_line(tmp_pa
     (record,) = (run / ".hydra").glob("resumed_*/config.yaml")  # the config it continued with
     resumed = OmegaConf.load(record)
     assert (resumed.dataset.source.root, resumed.loop.epochs) == (str(tmp_path / "moved"), 2)
-    assert resumed.dataset.source._target_ == "mnistlab.mnist.idx"
+    assert resumed.dataset.source._target_ == "mnistlab.data.mnist.idx"
     assert (
         f"resuming {run} with dataset.source.root={tmp_path / 'moved'}, loop.epochs=2"
         in result.stdout  # the log goes to the terminal's standard output
@@ -218,7 +219,7 @@ def test_the_printed_resume_command_works_when_pasted_for_a_sweep_job_folder(tmp
         [
             sys.executable,
             "-m",
-            "mnistlab.train",
+            "mnistlab.cli.train",
             f"hydra.run.dir='{run}'",
             *SMALL,
             "loop.epochs=200",
@@ -264,7 +265,7 @@ def test_a_new_run_does_not_replace_a_run_unless_told_to_overwrite(tmp_path, one
     (run / ".hydra").mkdir()
     (run / ".hydra" / "config.yaml").write_text("the first run's record\n")
     before = outputs_of(run)
-    result = run_cli("mnistlab.train", f"hydra.run.dir={run}", "dataset=random", cwd=tmp_path)
+    result = run_cli("mnistlab.cli.train", f"hydra.run.dir={run}", "dataset=random", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"hydra.run.dir={run} already holds a run: continue it with 'loop.resume=\"{run}\"', "
@@ -273,7 +274,7 @@ def test_a_new_run_does_not_replace_a_run_unless_told_to_overwrite(tmp_path, one
     assert outputs_of(run) == before
 
     again = run_cli(
-        "mnistlab.train",
+        "mnistlab.cli.train",
         f"hydra.run.dir={run}",
         "dataset=random",
         "loop.epochs=1",
@@ -290,7 +291,7 @@ def test_a_run_folder_that_is_a_file_is_refused_in_one_line(tmp_path, where):
     file = tmp_path / "notes.txt"
     file.write_text("keep me\n")
     folder = file if where == "file" else file / "run"
-    result = run_cli("mnistlab.train", f"hydra.run.dir={folder}", cwd=tmp_path, timeout=120)
+    result = run_cli("mnistlab.cli.train", f"hydra.run.dir={folder}", cwd=tmp_path, timeout=120)
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"hydra.run.dir={folder} ") and "choose a folder" in line
@@ -298,6 +299,6 @@ def test_a_run_folder_that_is_a_file_is_refused_in_one_line(tmp_path, where):
 
 
 def test_a_refused_run_leaves_no_new_folder_behind(tmp_path):
-    result = run_cli("mnistlab.train", "model.dropout=1.5", cwd=tmp_path, timeout=120)
+    result = run_cli("mnistlab.cli.train", "model.dropout=1.5", cwd=tmp_path, timeout=120)
     assert result.returncode == 1 and "model.dropout" in result.stderr
     assert list(tmp_path.iterdir()) == []  # not even outputs/

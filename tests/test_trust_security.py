@@ -13,18 +13,19 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose_config, run_cli
-from mnistlab import SettingError, checkpoint, resume
-from mnistlab.data import random_dataset
-from mnistlab.run import train
+from mnistlab import SettingError
+from mnistlab.data.splits import random_dataset
+from mnistlab.run import checkpoint, resume
+from mnistlab.run.training import train
 
 # What an attacker writes: a plain run config (as mnistlab saves one) to change.
 RUN_CONFIG = {
     "device": {"name": "cpu", "threads": 1},
     "dataset": {
-        "source": {"_target_": "mnistlab.data.random_dataset", "num_samples": 10, "seed": 0},
+        "source": {"_target_": "mnistlab.data.splits.random_dataset", "num_samples": 10, "seed": 0},
         "loader": {"batch_size": 4},
     },
-    "model": {"_target_": "mnistlab.models.MNISTClassifier", "hidden": 8},
+    "model": {"_target_": "mnistlab.parts.models.MNISTClassifier", "hidden": 8},
     "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001},
     "loop": {"epochs": 1},
     "objective": "val_loss",
@@ -48,7 +49,7 @@ def crafted(tmp_path: Path, **nodes: object) -> Path:
 
 def refused_line(tmp_path: Path, path: Path) -> str:
     """Resume `path` through the real CLI; return its one-line refusal."""
-    result = run_cli("mnistlab.train", f"loop.resume={path}", cwd=tmp_path, timeout=120)
+    result = run_cli("mnistlab.cli.train", f"loop.resume={path}", cwd=tmp_path, timeout=120)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if "refused for safety" in line]
@@ -95,7 +96,7 @@ NOT_PLAIN = [
         "nested target",
         {
             "dataset__source": {
-                "_target_": "mnistlab.data.random_dataset",
+                "_target_": "mnistlab.data.splits.random_dataset",
                 "seed": {"_target_": "os.getcwd"},
             }
         },
@@ -104,7 +105,7 @@ NOT_PLAIN = [
     ("target in a list", {"model__hidden": [{"_target_": "os.getcwd"}]}, "os.getcwd"),
     (
         "an interpolation",
-        {"dataset__source": {"_target_": "mnistlab.data.random_dataset", "seed": "${oc.env:HOME}"}},
+        {"dataset__source": {"_target_": "mnistlab.data.splits.random_dataset", "seed": "${oc.env:HOME}"}},
         "interpolation",
     ),
     ("a custom resolver", {"loop__resume": "${mnistlab.run_folder:a,b}"}, "interpolation"),

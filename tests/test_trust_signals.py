@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from conftest import ROOT
-from mnistlab.data import Splits, TensorPairs, random_dataset
-from mnistlab.models import MNISTClassifier
+from mnistlab.data.splits import Splits, TensorPairs, random_dataset
+from mnistlab.parts.models import MNISTClassifier
 
 TESTS = Path(__file__).resolve().parent
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{TESTS}"}
@@ -57,7 +57,7 @@ class SignalsDuringTest(MNISTClassifier):
 
 def cli(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "mnistlab.train", *args],
+        [sys.executable, "-m", "mnistlab.cli.train", *args],
         cwd=cwd,
         env=ENV,
         stdout=subprocess.PIPE,
@@ -177,7 +177,7 @@ STEPS_PER_EPOCH = 60000 // 2
 def torchrun(run: Path, cwd: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     return subprocess.Popen(
-        [*command, "-m", "mnistlab.train", *LONG_EPOCH, f"hydra.run.dir={run}"],
+        [*command, "-m", "mnistlab.cli.train", *LONG_EPOCH, f"hydra.run.dir={run}"],
         cwd=cwd,
         env=ENV,
         stdout=subprocess.DEVNULL,

@@ -1,5 +1,5 @@
 """mnistlab's Optuna sweeper (conf/hydra/sweeper/optuna_resumable.yaml); the logic is in
-mnistlab.optuna_sweep.
+mnistlab.sweep.optuna_sweeper.
 
 Hydra instantiates sweepers only from the `hydra_plugins` package, hence this module. It loads
 without optuna: Hydra imports every module here on each start.
@@ -18,7 +18,7 @@ if OptunaSweeper is not None:
         """Hydra's Optuna sweeper whose study resumes in its sweep folder and prunes trials."""
 
         def __init__(self, *, pruner: Any = None, **settings: Any) -> None:
-            from mnistlab.optuna_sweep import ResumableSweeperImpl
+            from mnistlab.sweep.optuna_sweeper import ResumableSweeperImpl
 
             names = ("sampler", "direction", "storage", "study_name", "n_trials", "n_jobs")
             names += ("max_failure_rate", "search_space", "custom_search_space", "params")

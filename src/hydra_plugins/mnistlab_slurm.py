@@ -1,4 +1,4 @@
-"""mnistlab's SLURM launcher (conf/hydra/launcher/slurm.yaml); the logic is in mnistlab.slurm.
+"""mnistlab's SLURM launcher (conf/hydra/launcher/slurm.yaml); the logic is in mnistlab.sweep.slurm.
 
 Hydra instantiates launchers only from the `hydra_plugins` package, hence this module.
 """
@@ -7,7 +7,7 @@ from typing import Any
 
 from hydra.types import TaskFunction
 
-from mnistlab import slurm
+from mnistlab.sweep import slurm
 
 try:
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (

@@ -24,8 +24,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import config as settings
-from mnistlab import rundir, sweeprecord
+from mnistlab.config import checks as settings
+from mnistlab.run import rundir
+from mnistlab.sweep import record
 
 # Checked configs kept for the launch at most (a few MB each at worst): a bigger batch's
 # further jobs are composed again when they start.
@@ -99,11 +100,11 @@ class BasicOnceSweeper(BasicSweeper):
                 for overrides in batch:
                     self.composed.check(self.config, overrides)
         except (Exception, SystemExit):
-            sweeprecord.forget(sweep)
+            record.forget(sweep)
             raise
         overwrite = OmegaConf.select(self.config, "loop.overwrite") is True  # mnistlab-train's
         if overwrite and not self.overwritten:
-            sweeprecord.overwrite(sweep, self.config)
+            record.overwrite(sweep, self.config)
             self.overwritten = True
 
 

@@ -11,14 +11,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_method
 from omegaconf import DictConfig
 
-from mnistlab import SettingError, config
+from mnistlab import SettingError
 from mnistlab.benchmark.settings import (
     MatmulSettings,
     TimeToAccuracySettings,
     TrainingSettings,
     register_schemas,
 )
-from mnistlab.config import DeviceSettings
+from mnistlab.config import checks
+from mnistlab.config.checks import DeviceSettings
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -27,12 +28,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         raise SettingError(
             f"benchmark.name={cfg.benchmark.name!r} is unknown: use one of {', '.join(BENCHMARKS)}"
         )
-    from mnistlab.device import configure as configure_device  # torch: only when a job runs
-    from mnistlab.device import resolve_device
+    from mnistlab.parts.device import configure as configure_device  # torch: only when a job runs
+    from mnistlab.parts.device import resolve_device
 
     kind, function = BENCHMARKS[cfg.benchmark.name]
-    settings = config.to_settings(cfg.benchmark, kind, "benchmark")
-    device_settings = config.to_settings(cfg.device, DeviceSettings, "device")
+    settings = checks.to_settings(cfg.benchmark, kind, "benchmark")
+    device_settings = checks.to_settings(cfg.device, DeviceSettings, "device")
     device = resolve_device(device_settings.name)  # device=cuda without CUDA stops here
     configure_device(device_settings)  # before any parallel work: see device.configure
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -51,7 +52,7 @@ BENCHMARKS: dict[str, tuple[type, str]] = {
 register_schemas()
 
 
-@hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="benchmark")
+@hydra.main(version_base="1.3", config_path=checks.CONF_DIR, config_name="benchmark")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: run the chosen benchmark in Hydra's output folder."""
     run(cfg, Path(HydraConfig.get().runtime.output_dir))

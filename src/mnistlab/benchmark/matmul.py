@@ -11,7 +11,7 @@ import torch
 from mnistlab import SettingError
 from mnistlab.benchmark.output import format_table, write_results, write_scalars
 from mnistlab.benchmark.settings import DTYPE_NAMES, MatmulSettings
-from mnistlab.device import cpu_model, describe
+from mnistlab.parts.device import cpu_model, describe
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 

@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mnistlab.outputs import open_atomic, write_json
+from mnistlab.files import open_atomic, write_json
 
 log = logging.getLogger(__name__)
 

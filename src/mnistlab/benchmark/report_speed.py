@@ -1,4 +1,4 @@
-"""How long report.html takes for big sweeps, on synthetic job folders.
+"""How long page.html takes for big sweeps, on synthetic job folders.
 
 python -m mnistlab.benchmark.report_speed              # 100 and 1,000 jobs
 python -m mnistlab.benchmark.report_speed --jobs 5000
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from mnistlab import report, summary
-from mnistlab.history import BATCH_TAGS, HEADER, SCALARS_FILE, TAGS
+from mnistlab.names import BATCH_TAGS, HEADER, SCALARS_FILE, TAGS
+from mnistlab.report import page, summary
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adamw")
 SEEDS = 5
@@ -85,9 +85,9 @@ def main() -> None:
             started = time.perf_counter()
             summary.write_summary(sweep)
             summarised = time.perf_counter()
-            report.write_report([sweep], sweep / report.REPORT_FILE)
+            page.write_report([sweep], sweep / page.REPORT_FILE)
             done = time.perf_counter()
-            size = (sweep / report.REPORT_FILE).stat().st_size / 1e6
+            size = (sweep / page.REPORT_FILE).stat().st_size / 1e6
             print(
                 f"{jobs:6d} jobs: summary {summarised - started:6.2f} s, "
                 f"report {done - summarised:6.2f} s ({size:.1f} MB)",

@@ -13,10 +13,12 @@ from typing import Any
 import torch
 from hydra.errors import MissingConfigException
 
-from mnistlab import SettingError, api, run
+from mnistlab import SettingError
 from mnistlab.benchmark.output import format_table, write_results
 from mnistlab.benchmark.settings import TimeToAccuracySettings
-from mnistlab.device import describe
+from mnistlab.cli import api
+from mnistlab.parts.device import describe
+from mnistlab.run import training as run
 
 
 def time_to_accuracy_benchmark(

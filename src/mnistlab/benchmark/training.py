@@ -17,13 +17,13 @@ from torch.utils.data import DataLoader
 from mnistlab import SettingError
 from mnistlab.benchmark.output import format_table, write_results, write_scalars
 from mnistlab.benchmark.settings import TrainingSettings
-from mnistlab.config import LoaderSettings
-from mnistlab.data import TensorPairs, batches, num_batches
-from mnistlab.data import build as build_data
-from mnistlab.device import denormals, describe, synchronize
-from mnistlab.loop import Progress, StepOptions, train_epoch
-from mnistlab.models import MNISTClassifier
-from mnistlab.optim import adam_config, build_optimizer
+from mnistlab.config.checks import LoaderSettings
+from mnistlab.data.splits import TensorPairs, batches, num_batches
+from mnistlab.data.splits import build as build_data
+from mnistlab.loop.fit import Progress, StepOptions, train_epoch
+from mnistlab.parts.device import denormals, describe, synchronize
+from mnistlab.parts.models import MNISTClassifier
+from mnistlab.parts.optimizers import adam_config, build_optimizer
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -79,7 +79,7 @@ def lesson_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
 
 
 def mnistlab_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
-    """(2) mnistlab's loop, called as mnistlab.train's `fit` calls it (tensor mode, logging on)."""
+    """(2) mnistlab's loop, called as mnistlab.cli.train's `fit` calls it (tensor mode, logging on)."""
     settings = work.settings
     loader = LoaderSettings(batch_size=settings.batch_size, shuffle=True, mode="tensor")
     steps_per_epoch = num_batches(len(work.on_device), loader.batch_size)
@@ -210,7 +210,7 @@ def workload_data(settings: TrainingSettings) -> TensorPairs:
     """`num_samples` MNIST-shaped random images and labels, or the first of the real ones."""
     if settings.data == "mnist":
         # Cached, else downloaded. No setting names its folder here: messages name $MNISTLAB_DATA.
-        splits = build_data({"_target_": "mnistlab.mnist.mnist", "key": None})
+        splits = build_data({"_target_": "mnistlab.data.mnist.mnist", "key": None})
         images = torch.cat([splits.train.inputs, splits.val.inputs])
         if settings.num_samples > len(images):
             raise SettingError(

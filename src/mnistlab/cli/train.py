@@ -1,0 +1,182 @@
+"""mnistlab-train: one training run, or with -m a sweep of them, composed by Hydra.
+
+mnistlab-train                                   # synthetic digits, lesson MLP, Adam, 3 epochs
+mnistlab-train optimizer=sgd optimizer.lr=0.1 loop.epochs=5
+mnistlab-train -m optimizer=sgd,adam,rmsprop optimizer.lr=0.1,0.01,0.001
+mnistlab-train loop.resume=outputs/runs/<run>    # continue an interrupted run
+
+Only Hydra loads with this module; torch and the training code (mnistlab.run.training) load when a job
+starts, so `--help` and `--cfg job` answer in a fraction of torch's own import time.
+"""
+
+import atexit
+import logging
+import os
+import re
+import sys
+import threading
+from pathlib import Path
+from typing import Any, NoReturn
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from mnistlab.cli import process as lasting
+from mnistlab.config import checks
+from mnistlab.loop import signals
+from mnistlab.run import rundir
+from mnistlab.sweep import interrupt, rerun
+
+log = logging.getLogger(__name__)
+checks.register_schemas()
+
+
+@hydra.main(version_base="1.3", config_path=checks.CONF_DIR, config_name=checks.TRAIN_CONFIG)
+def main(cfg: DictConfig) -> Any:
+    """Hydra entry point: train in Hydra's output folder, return the objective for sweepers."""
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    # Where Hydra saved this command's config: .hydra/resumed_<time>/ when resuming.
+    record = None if hydra_cfg.output_subdir is None else out_dir / hydra_cfg.output_subdir
+    sweeping = hydra_cfg.mode is RunMode.MULTIRUN
+    stopped_by_sweep = sweeping and interrupt.ours()  # not SLURM's: its jobs requeue themselves
+    try:
+        return job(cfg, hydra_cfg, record, sweeping)
+    except signals.Interrupted as stop:
+        if stopped_by_sweep:  # the sweep prints the command that continues it, this job included
+            log.warning("%s: checkpoint saved", stop)
+            interrupt.job_interrupted(stop.exit_code - 128)
+        folder = rundir.resumed_folder(cfg.loop.resume) or out_dir
+        log.warning("%s: checkpoint saved; continue with: %s", stop, rundir.resume_command(folder))
+        raise SystemExit(stop.exit_code) from None
+    except signals.NotStarted as stop:  # while torch or the data loaded
+        if stopped_by_sweep:
+            rerun.not_started(out_dir, record)
+            interrupt.job_interrupted(int(stop.code or 0) - 128, started=False)
+        raise
+    except interrupt.JobInterrupted:  # a pooled worker's job that a stopped sweep did not start
+        rerun.not_started(out_dir, record)
+        raise
+
+
+def job(cfg: DictConfig, hydra_cfg: DictConfig, record: Path | None, sweeping: bool) -> Any:
+    """Train (or, in a sweep re-run into its folder, reuse or resume) the job; its objective."""
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    if sweeping and cfg.loop.resume is None:  # not a SLURM job requeued with loop.resume
+        interrupt.job_starting()
+        if rerun.start_job(cfg, out_dir, record) == rerun.REUSE:
+            return rerun.reused_objective(out_dir, cfg.objective)
+        overrides = rerun.changeable(overrides)
+    # A signal while torch loads (a second or more) ends the job in one line, as in data loading.
+    with signals.Interrupts():
+        with lasting.lasting_imports():  # torch loads here, once a job really starts
+            import torch._dynamo  # noqa: F401  # which torch's optimizers load: frozen with it
+
+            from mnistlab.parts import distributed
+            from mnistlab.run import training as run
+        distributed.adopt_slurm()
+        if distributed.world().size > 1:
+            distributed.join()  # a SLURM task; under torchrun `cli` has joined already
+    # A resume applies the command's explicit overrides to the saved config; a saved config
+    # may call only what the config groups on this command's search path offer.
+    sources = [f"{source.schema}://{source.path}" for source in hydra_cfg.runtime.config_sources]
+    metrics = run.train(cfg, out_dir, overrides, sources, record)
+    return metrics[cfg.objective]
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """On resume, `key=value` becomes `++key=value`: the settings are the saved run's.
+
+    Hydra composes the command on the default groups, where a setting of the run's own group
+    may not exist (dataset.source.root of a dataset=mnist run); `++` adds it there, and
+    mnistlab.run.resume applies it to the saved config, or refuses it, as the contract says.
+    """
+    if not any(arg.startswith("loop.resume=") for arg in argv) or {"-m", "--multirun"} & {*argv}:
+        return argv
+    setting = re.compile(r"[A-Za-z_]\w*(\.\w+)+=.*", re.DOTALL)
+    own = ("hydra.", "loop.resume=")  # Hydra's settings, and the resume itself, stay as they are
+    return [
+        f"++{arg}" if setting.fullmatch(arg) and not arg.startswith(own) else arg for arg in argv
+    ]
+
+
+def cli() -> None:
+    """Console entry point: the command, its exit handlers, then the process ends.
+
+    Python's own exit would then also tear down every module, which takes half a second once
+    torch (and torch._dynamo, which torch's optimizers load) is in: a sweep of short runs, or a
+    script calling mnistlab-train in a loop, would pay it each time. What must happen at exit
+    is an exit handler (the sweep's summary, the continue line, logging's flush).
+    """
+    try:
+        command()
+    except SystemExit as end:
+        leave(end.code)
+    stop_idle_workers()
+    leave(0)
+
+
+def stop_idle_workers() -> None:
+    """End joblib's worker processes at once, once every job is done (the command returned).
+
+    Python's exit would ask each to end and wait while it tears its modules down (torch's
+    included), half a second or more; their jobs have all returned, so nothing is lost.
+    """
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    pool = getattr(loky, "_executor", None)  # the pool joblib's launcher used, if any
+    if pool is not None:
+        pool.shutdown(wait=True, kill_workers=True)
+
+
+def leave(code: object) -> NoReturn:
+    """Exit with `code` as `sys.exit` would, without the modules' teardown where that is safe."""
+    others = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
+    if any(not thread.daemon for thread in others):  # a pool's (joblib's): Python's exit ends it
+        sys.exit(code)
+    if code is not None and not isinstance(code, int):  # sys.exit("message"): print it, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()  # what Python's exit runs first  # noqa: SLF001
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
+def command() -> None:
+    """mnistlab-train itself. Under torchrun the ranks meet before Hydra picks the run folder."""
+    sys.argv[1:] = resume_argv(sys.argv[1:])
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # A sweep (-m, or a preset's hydra.mode) that a signal stops exits with 130 / 143
+        # and prints the command that continues it (mnistlab.sweep.interrupt).
+        if {"-m", "--multirun"} & set(sys.argv[1:]):
+            with interrupt.stopping():
+                main()  # each job handles its own signals, the sweep those between jobs
+            return
+        # From Hydra's start to the run's own handling (Hydra composes, opens train.log and
+        # writes .hydra/ first): a signal ends the command in one line, exit 130/143.
+        with interrupt.stopping(), signals.Interrupts():
+            main()
+        return
+    from mnistlab.parts import distributed
+
+    if {"-m", "--multirun"} & set(sys.argv[1:]):
+        raise SystemExit("mnistlab-train: sweeps (-m) do not run under torchrun; start one per job")
+    distributed.join()
+    if not distributed.world().is_main:
+        # Only rank 0 writes into the run folder: no .hydra/ copy and no log file here.
+        sys.argv += checks.OTHER_RANK_OVERRIDES
+    try:
+        main()
+    finally:
+        distributed.leave()
+
+
+if __name__ == "__main__":
+    # Run the imported module's entry point, not this __main__ copy: launchers that pickle the
+    # task function (joblib, submitit) can then send it by reference.
+    from mnistlab.cli.train import cli as imported_cli
+
+    imported_cli()
