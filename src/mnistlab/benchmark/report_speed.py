@@ -1,4 +1,4 @@
-"""How long page.html takes for big sweeps, on synthetic job folders.
+"""How long report.html takes for big sweeps, on synthetic job folders.
 
 python -m mnistlab.benchmark.report_speed              # 100 and 1,000 jobs
 python -m mnistlab.benchmark.report_speed --jobs 5000

@@ -1,7 +1,7 @@
 """Sweep summaries: one row per job of a multirun, ranked by the objective.
 
-mnistlab-summarize outputs/sweeps/<time>     # (re)build summary.csv, summary.md, page.html
-mnistlab-summarize <sweep> <sweep> ...       # and one page.html comparing them
+mnistlab-summarize outputs/sweeps/<time>     # (re)build summary.csv, summary.md, report.html
+mnistlab-summarize <sweep> <sweep> ...       # and one report.html comparing them
 
 The `SweepSummary` Hydra callback (`hydra.callbacks` in conf/train.yaml) does the same after
 every job and prints the table when the sweep's process exits. It cannot rely on
@@ -387,17 +387,17 @@ def print_summary(sweep_dir: Path) -> None:
     """Rebuild the summary and the report and print them, if the sweep started a job."""
     if find_jobs(sweep_dir):
         print(write_summary(sweep_dir), flush=True)
-        print_report([sweep_dir], sweep_dir / "page.html")
+        print_report([sweep_dir], sweep_dir / "report.html")
 
 
 def print_report(sweep_dirs: list[Path], out: Path, group_over: str = "loop.seed") -> None:
-    """Write page.html for `sweep_dirs`; print where it is and how to open TensorBoard."""
+    """Write report.html for `sweep_dirs`; print where it is and how to open TensorBoard."""
     from mnistlab.report import page  # matplotlib loads only here
 
     try:
         page.write_report(sweep_dirs, out, group_over)
     except OSError as error:  # a read-only sweep folder, a full disk: the table was printed
-        log.warning("page.html not written: %s", error)
+        log.warning("report.html not written: %s", error)
     else:
         print(f"report: {out}")
     for sweep_dir in sweep_dirs:  # one sweep per logdir: HParams compares like with like
@@ -405,7 +405,7 @@ def print_report(sweep_dirs: list[Path], out: Path, group_over: str = "loop.seed
 
 
 def main(argv: list[str] | None = None) -> None:
-    """mnistlab-summarize <sweep dir> [<sweep dir> ...]: rebuild summaries and page.html."""
+    """mnistlab-summarize <sweep dir> [<sweep dir> ...]: rebuild summaries and report.html."""
     parser = argparse.ArgumentParser(prog="mnistlab-summarize", description=main.__doc__)
     parser.add_argument(
         "sweep_dirs", nargs="+", type=Path, help="e.g. outputs/sweeps/2024-05-01_12-00-00_0"
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        help="where to write the report (default: page.html in the sweep folder, or beside "
+        help="where to write the report (default: report.html in the sweep folder, or beside "
         "the first sweep's folder when several are compared)",
     )
     args = parser.parse_args(argv)
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     for sweep_dir in args.sweep_dirs:
         print(write_summary(sweep_dir), flush=True)
     first = args.sweep_dirs[0]
-    default = first / "page.html" if len(args.sweep_dirs) == 1 else first.parent / "page.html"
+    default = first / "report.html" if len(args.sweep_dirs) == 1 else first.parent / "report.html"
     print_report(args.sweep_dirs, args.out or default, args.group_over)
 
 
