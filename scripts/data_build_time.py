@@ -17,6 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import mnistlab
+from mnistlab import names
 from mnistlab.config import checks
 from mnistlab.data.splits import build
 
@@ -45,7 +46,7 @@ def main() -> None:
         root.mkdir()
         for path in mnist.glob("*-ubyte*"):
             shutil.copy(path, root)
-        with initialize_config_dir(config_dir=checks.CONF_DIR, version_base="1.3"):
+        with initialize_config_dir(config_dir=names.CONF_DIR, version_base="1.3"):
             overrides = [
                 "dataset=mnist",
                 f"dataset.source.root={root}",

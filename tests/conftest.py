@@ -12,6 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from mnistlab import names
 from mnistlab.config import checks
 from mnistlab.data.mnist import FILES
 
@@ -23,7 +24,7 @@ checks.register_schemas()
 
 def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
     """The real config from conf/, with overrides, as Hydra would compose it."""
-    with initialize_config_dir(config_dir=checks.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=names.CONF_DIR, version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))
 
 

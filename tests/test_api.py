@@ -46,7 +46,9 @@ def test_config_dir_adds_the_users_options(tmp_path: Path) -> None:
         "_target_: torch.optim.SGD\nlr: 0.0001\n"
     )
     cfg = api.run_config(["optimizer=slow_sgd"], config_dir=tmp_path / "conf")
-    assert cfg.optimizer.lr == 0.0001 and cfg.model._target_ == "mnistlab.parts.models.MNISTClassifier"
+    assert (
+        cfg.optimizer.lr == 0.0001 and cfg.model._target_ == "mnistlab.parts.models.MNISTClassifier"
+    )
     with pytest.raises(SettingError, match="config_dir='nowhere' is not a folder"):
         api.run_config([], config_dir="nowhere")
 

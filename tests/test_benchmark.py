@@ -13,7 +13,7 @@ from mnistlab import SettingError
 from mnistlab.benchmark import job, matmul, training
 from mnistlab.benchmark.settings import VARIANT_NAMES, TimeToAccuracySettings
 from mnistlab.config import checks as config
-from mnistlab.names import read_scalars
+from mnistlab.run.scalars import read_scalars
 
 TINY_MATMUL = (
     "benchmark.sizes=[16,32]",

@@ -27,7 +27,12 @@ def test_single_run_writes_its_own_folder_under_outputs(tmp_path):
 @pytest.mark.slow
 def test_multirun_of_two_optimizers_by_two_learning_rates_gives_four_jobs(tmp_path):
     result = run_cli(
-        "mnistlab.cli.train", "-m", "optimizer=sgd,adam", "optimizer.lr=0.1,0.01", *TINY, cwd=tmp_path
+        "mnistlab.cli.train",
+        "-m",
+        "optimizer=sgd,adam",
+        "optimizer.lr=0.1,0.01",
+        *TINY,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()

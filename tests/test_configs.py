@@ -7,12 +7,13 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import compose_config
+from mnistlab import names
 from mnistlab.config import checks
 from mnistlab.parts.models import MNISTClassifier
 
 
 def options(group: str) -> list[str]:
-    return sorted(path.stem for path in (Path(checks.CONF_DIR) / group).glob("*.yaml"))
+    return sorted(path.stem for path in (Path(names.CONF_DIR) / group).glob("*.yaml"))
 
 
 def test_groups_have_the_options_the_readme_lists():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from mnistlab.config import checks
+from mnistlab import names
 
 # Every config file of the repository, as the wheel must hold it (experiments/ is the group).
 SHIPPED = sorted(
@@ -43,7 +43,7 @@ def configs_in(wheel: Path) -> list[str]:
 
 
 def test_the_editable_install_reads_the_checkouts_configs() -> None:
-    assert Path(checks.CONF_DIR).resolve() == ROOT / "conf"
+    assert Path(names.CONF_DIR).resolve() == ROOT / "conf"
     assert len(SHIPPED) > 20 and "mnistlab/conf/experiment/mnist_mlp.yaml" in SHIPPED
 
 
@@ -83,7 +83,7 @@ def test_the_installed_wheel_runs_from_any_folder(wheel: Path, tmp_path: Path) -
         return done.stdout
 
     where = subprocess.run(
-        [sys.executable, "-c", "from mnistlab.config import checks; print(checks.CONF_DIR)"],
+        [sys.executable, "-c", "from mnistlab import names; print(names.CONF_DIR)"],
         cwd=away,
         env=env,
         capture_output=True,
@@ -92,4 +92,6 @@ def test_the_installed_wheel_runs_from_any_folder(wheel: Path, tmp_path: Path) -
     ).stdout.strip()
     assert where == str(site / "mnistlab" / "conf")
     assert "experiment: lesson_fake_mnist, mnist_cnn, mnist_cnn_995, mnist_mlp" in cli("--help")
-    assert "_target_: mnistlab.data.splits.fake_mnist" in cli("experiment=lesson_fake_mnist", "--cfg=job")
+    assert "_target_: mnistlab.data.splits.fake_mnist" in cli(
+        "experiment=lesson_fake_mnist", "--cfg=job"
+    )

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from mnistlab.names import SCALARS_FILE, TAGS, History, read_scalars
+from mnistlab import names
+from mnistlab.names import SCALARS_FILE, SWEEP_RECORD_FILE, TAGS
 from mnistlab.report import page as report
 from mnistlab.report.summary import cell
-from mnistlab.sweep.record import RECORD_FILE
+from mnistlab.run.scalars import History, read_scalars
 
 pytestmark = pytest.mark.slow  # a real 4-job sweep
 
@@ -151,7 +152,9 @@ def test_summarize_compares_several_sweeps_in_one_report(sweep: Path, tmp_path: 
     other = tmp_path / "second_sweep"
     shutil.copytree(sweep, other)
     out = tmp_path / "both.html"
-    result = run_cli("mnistlab.report.summary", str(sweep), str(other), "--out", str(out), cwd=tmp_path)
+    result = run_cli(
+        "mnistlab.report.summary", str(sweep), str(other), "--out", str(out), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert f"report: {out}" in result.stdout
     tables = parse(out).tables
@@ -183,19 +186,19 @@ def test_a_sweep_rebuilds_its_report_at_most_every_report_every_seconds(
     sweep: Path, tmp_path: Path
 ) -> None:
     # The 4-job sweep took seconds: its report was built once, at its end, not after each job.
-    assert not (sweep / report.STAMP_FILE).exists()  # refresh writes it when it builds
+    assert not (sweep / names.REPORT_STAMP_FILE).exists()  # refresh writes it when it builds
     folder = tmp_path / "copy"
     shutil.copytree(sweep, folder)
-    page = folder / report.REPORT_FILE
+    page = folder / names.REPORT_FILE
     page.unlink()
-    (folder / RECORD_FILE).touch()  # the sweep started now, and a job ends moments later
+    (folder / SWEEP_RECORD_FILE).touch()  # the sweep started now, and a job ends moments later
     report.refresh(folder, every=60)
     assert not page.exists()
     report.refresh(folder, every=0)  # sweep.report_every=0: rebuilt after the job
     built = page.stat().st_mtime_ns
     report.refresh(folder, every=0)  # but not again within ten build-times
     assert page.stat().st_mtime_ns == built
-    (folder / report.STAMP_FILE).write_text(f"{time.time() - 61} 0.01\n")  # a minute later
+    (folder / names.REPORT_STAMP_FILE).write_text(f"{time.time() - 61} 0.01\n")  # a minute later
     report.refresh(folder, every=60)
     assert page.stat().st_mtime_ns != built
 

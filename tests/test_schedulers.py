@@ -12,9 +12,9 @@ from test_reliability import start, when_started
 from conftest import compose_config
 from mnistlab import SettingError
 from mnistlab.config import checks
-from mnistlab.names import read_scalars
 from mnistlab.parts import schedulers
 from mnistlab.run import checkpoint
+from mnistlab.run.scalars import read_scalars
 from mnistlab.run.training import train
 
 LR, TOTAL, PER_EPOCH = 0.01, 20, 5

@@ -21,7 +21,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from conftest import ROOT, compose_config, run_cli
-from mnistlab.config import checks
+from mnistlab import names
 from mnistlab.run import checkpoint
 from mnistlab.run.training import train
 
@@ -60,7 +60,7 @@ def cluster() -> None:
 def test_the_slurm_presets_name_mnistlabs_launcher_where_hydra_loads_it(preset):
     from hydra.core.plugins import Plugins
 
-    with initialize_config_dir(config_dir=checks.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=names.CONF_DIR, version_base="1.3"):
         cfg = compose("train", [f"hydra/launcher={preset}"], return_hydra_config=True)
     target = cfg.hydra.launcher._target_
     plugins = Plugins.instance()  # scans (and runs) the hydra_plugins modules, as a run does

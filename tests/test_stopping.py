@@ -5,9 +5,9 @@ import torch
 
 from conftest import compose_config, write_idx_dataset
 from mnistlab import SettingError
-from mnistlab.names import read_scalars
+from mnistlab.names import BEST_FILE
 from mnistlab.run import checkpoint
-from mnistlab.run.rundir import BEST_FILE
+from mnistlab.run.scalars import read_scalars
 from mnistlab.run.training import train
 
 QUICK = (

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run_cli
+from mnistlab import names
 from mnistlab.run import resume
 from mnistlab.sweep import record as sweeprecord
 
@@ -312,7 +313,7 @@ def test_a_grid_refused_before_any_job_leaves_no_folder_and_a_later_batch_keeps_
     assert not sweep.exists()
     later = into_the_folder(sweep, "sgd,adamm", "hydra.sweeper.max_batch_size=1")
     assert later.returncode == 1 and "Could not find 'optimizer/adamm'" in later.stderr
-    assert (sweep / sweeprecord.RECORD_FILE).exists()
+    assert (sweep / names.SWEEP_RECORD_FILE).exists()
     assert [path.parent.name for path in sweep.glob("*/metrics.json")] == ["0_sgd"]
 
 
@@ -323,12 +324,12 @@ def test_a_corrected_sweep_takes_the_folder_of_one_that_ran_no_job(tmp_path: Pat
     hydras = f"hydra.sweeper._target_={sweeprecord.BASIC_SWEEPER}"
     typo = into_the_folder(sweep, "sgd,adamm", hydras)
     assert typo.returncode == 1 and "Could not find 'optimizer/adamm'" in typo.stderr
-    assert (sweep / sweeprecord.RECORD_FILE).exists()  # recorded before Hydra's check
+    assert (sweep / names.SWEEP_RECORD_FILE).exists()  # recorded before Hydra's check
     fixed = into_the_folder(sweep, "sgd,adam")
     assert fixed.returncode == 0, fixed.stderr
     assert "its sweep ran no job (optimizer: sgd,adamm there, sgd,adam here)" in fixed.stdout
     assert len(list(sweep.glob("*/metrics.json"))) == 2
-    assert "sgd,adam\n" in (sweep / sweeprecord.RECORD_FILE).read_text()
+    assert "sgd,adam\n" in (sweep / names.SWEEP_RECORD_FILE).read_text()
 
 
 def test_overwrite_replaces_the_sweep_only_once_the_grid_passed_hydras_check(
@@ -337,11 +338,11 @@ def test_overwrite_replaces_the_sweep_only_once_the_grid_passed_hydras_check(
     """loop.overwrite=true with a typo in the grid leaves the old sweep as it was."""
     sweep = tmp_path / "sweep"
     assert into_the_folder(sweep, "sgd,adam").returncode == 0
-    record = (sweep / sweeprecord.RECORD_FILE).read_text()
+    record = (sweep / names.SWEEP_RECORD_FILE).read_text()
     typo = into_the_folder(sweep, "sgd,adamm", "loop.overwrite=true")
     assert typo.returncode == 1 and "Could not find 'optimizer/adamm'" in typo.stderr
     assert sorted(path.parent.name for path in sweep.glob("*/metrics.json")) == ["0_sgd", "1_adam"]
-    assert (sweep / sweeprecord.RECORD_FILE).read_text() == record
+    assert (sweep / names.SWEEP_RECORD_FILE).read_text() == record
     fixed = into_the_folder(sweep, "rmsprop,sgd", "loop.overwrite=true")
     assert fixed.returncode == 0, fixed.stderr
     jobs = sorted(path.parent.name for path in sweep.glob("*/metrics.json"))
@@ -376,13 +377,13 @@ def into_the_folder(sweep: Path, optimizers: str, *more: str) -> subprocess.Comp
 
 
 def no_record(sweep: Path) -> str:
-    (sweep / sweeprecord.RECORD_FILE).unlink()  # as an older mnistlab-train left it
+    (sweep / names.SWEEP_RECORD_FILE).unlink()  # as an older mnistlab-train left it
     return "holds a sweep with no sweep.yaml (an older mnistlab-train's)"
 
 
 def code_in_record(sweep: Path) -> str:
     payload = f"!!python/object/apply:os.system ['touch {sweep}/ran']"
-    (sweep / sweeprecord.RECORD_FILE).write_text(f"overrides: {payload}\n")
+    (sweep / names.SWEEP_RECORD_FILE).write_text(f"overrides: {payload}\n")
     return (
         "its sweep.yaml cannot be read: could not determine a constructor for the tag "
         "'tag:yaml.org,2002:python/object/apply:os.system'"
@@ -390,7 +391,7 @@ def code_in_record(sweep: Path) -> str:
 
 
 def nested_record(sweep: Path) -> str:
-    path = sweep / sweeprecord.RECORD_FILE
+    path = sweep / names.SWEEP_RECORD_FILE
     record = path.read_text().replace("swept:\n", "swept:\n- [1, 2]\n")  # not a key's text
     path.write_text(record + "params: {a: &x [1, *x]}\n")  # nor this: an alias loop
     return "its sweep.yaml is not a sweep's record"
@@ -453,7 +454,9 @@ def test_a_second_command_in_a_running_sweeps_folder_is_refused(tmp_path: Path) 
     first = start_sweep(tmp_path, sweep, *LONG)
     try:
         wait_until(first, training(sweep / JOBS[0]))
-        second = run_cli("mnistlab.cli.train", "-m", *LONG, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+        second = run_cli(
+            "mnistlab.cli.train", "-m", *LONG, f"hydra.sweep.dir={sweep}", cwd=tmp_path
+        )
     finally:
         os.killpg(first.pid, signal.SIGINT)
         assert first.wait(timeout=120) == 130

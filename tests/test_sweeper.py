@@ -9,7 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab.config import checks
+from mnistlab import names
 from mnistlab.sweep.record import definition
 
 # mnistlab's callbacks read the jobs' files, which these jobs do not write.
@@ -41,7 +41,7 @@ def sweep(tmp_path, monkeypatch, *overrides: str) -> tuple[list[str], int]:
         return 0.0
 
     configs: list[str] = []
-    with initialize_config_dir(config_dir=checks.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=names.CONF_DIR, version_base="1.3"):
         GlobalHydra.instance().hydra.multirun(  # type: ignore[union-attr]
             config_name="train",
             task_function=job,
@@ -63,7 +63,7 @@ def test_each_job_is_composed_once_and_gets_the_config_hydras_sweeper_gives(
 
 
 def test_a_sweep_started_with_hydras_sweeper_is_the_same_sweep_with_ours() -> None:
-    with initialize_config_dir(config_dir=checks.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=names.CONF_DIR, version_base="1.3"):
         ours = compose("train", ["optimizer.lr=0.1"], return_hydra_config=True)
         hydras = compose("train", ["optimizer.lr=0.1", HYDRAS_OWN], return_hydra_config=True)
     assert ours.hydra.sweeper._target_ != hydras.hydra.sweeper._target_
@@ -74,7 +74,7 @@ def test_a_jobs_process_gets_the_checked_config_with_it_and_composes_none(monkey
     """What joblib and submitit send to a job's process: the loader, pickled, with the configs."""
     from hydra_plugins.mnistlab_sweeper import SENT, ComposedOnce
 
-    with initialize_config_dir(config_dir=checks.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=names.CONF_DIR, version_base="1.3"):
         hydra = GlobalHydra.instance().hydra
         master = hydra.compose_config("train", ["optimizer=sgd,adam"], run_mode=RunMode.MULTIRUN)
         loader = ComposedOnce(hydra.config_loader)

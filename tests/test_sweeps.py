@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import ROOT, run_cli
+from mnistlab import names
 from mnistlab.config import checks as config
 
 SMALL = ("loop.epochs=1", "dataset.source.num_samples=2000")
@@ -91,7 +92,7 @@ def skip_without_plugin(module: str) -> None:
 
 def compose_with_hydra(*overrides: str) -> DictConfig:
     """The config with its `hydra:` node, which conftest's compose_config leaves out."""
-    with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=names.CONF_DIR, version_base="1.3"):
         return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
@@ -133,7 +134,7 @@ def test_every_preset_composes(preset: str) -> None:
     if preset in PLUGINS:
         skip_without_plugin(PLUGINS[preset])
     for name in CONFIGS.get(preset, []):
-        if not (Path(config.CONF_DIR) / name).exists():
+        if not (Path(names.CONF_DIR) / name).exists():
             pytest.skip(f"conf/{name} is not here yet: the real-MNIST branch adds it")
 
     cfg = compose_with_hydra(f"experiment={preset}")

@@ -65,7 +65,7 @@ def test_metrics_json_that_does_not_fit_leaves_the_old_one_whole(tmp_path: Path)
     old = {"status": "completed", "val_loss": 0.5}
     (tmp_path / "metrics.json").write_text(json.dumps(old))
     code = (
-        "from pathlib import Path; from mnistlab.files import write_metrics; "
+        "from pathlib import Path; from mnistlab.names import write_metrics; "
         f"write_metrics(Path({str(tmp_path)!r}), {{'status': 'completed', 'note': 'x' * 5000}})"
     )
     result = python(code, limit=1000)
@@ -196,8 +196,8 @@ def test_resume_removes_temporaries_of_killed_processes_only(tmp_path: Path) -> 
     train(compose_config(*TINY_RUN), tmp_path)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # its process id now belongs to no process: it was "killed mid-write"
-    stale = tmp_path / f".checkpoint.pt.{gone.pid}.tmp"
-    live = tmp_path / f".checkpoint.pt.{os.getpid()}.tmp"  # a process still writing
+    stale = tmp_path / f".checkpoint.pt.{gone.pid}.partial"
+    live = tmp_path / f".checkpoint.pt.{os.getpid()}.partial"  # a process still writing
     stale.write_bytes(b"half a checkpoint")
     live.write_bytes(b"being written")
 

@@ -27,6 +27,7 @@ from mnistlab.benchmark import job
 from mnistlab.data import mnist
 from mnistlab.data.mnist import FILES, MNIST_MIRRORS, ensure_files, idx
 from mnistlab.data.splits import build
+from mnistlab.files import PARTIAL_SUFFIX
 
 SIZE = 100  # bytes each trickled file promises
 
@@ -118,7 +119,7 @@ def test_a_stopped_download_leaves_no_part_file(server: str, tmp_path: Path, sig
         text=True,
     )
     deadline = time.monotonic() + 60
-    while not list(root.glob(".*.part")) and time.monotonic() < deadline:
+    while not list(root.glob(f".*{PARTIAL_SUFFIX}")) and time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read()
         time.sleep(0.02)
     process.send_signal(signum)

@@ -105,7 +105,12 @@ NOT_PLAIN = [
     ("target in a list", {"model__hidden": [{"_target_": "os.getcwd"}]}, "os.getcwd"),
     (
         "an interpolation",
-        {"dataset__source": {"_target_": "mnistlab.data.splits.random_dataset", "seed": "${oc.env:HOME}"}},
+        {
+            "dataset__source": {
+                "_target_": "mnistlab.data.splits.random_dataset",
+                "seed": "${oc.env:HOME}",
+            }
+        },
         "interpolation",
     ),
     ("a custom resolver", {"loop__resume": "${mnistlab.run_folder:a,b}"}, "interpolation"),

@@ -127,7 +127,7 @@ def test_sigterm_during_a_stalled_download_ends_the_run_and_leaves_no_partial_fi
         cwd=tmp_path,
     )
     deadline = time.monotonic() + 60
-    while not list(data.glob(".*.part")):  # the download has begun, and waits
+    while not list(data.glob(".*.partial")):  # the download has begun, and waits
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)

@@ -24,6 +24,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from mnistlab import names
 from mnistlab.config import checks as settings
 from mnistlab.run import rundir
 from mnistlab.sweep import record
@@ -58,7 +59,7 @@ class ComposedOnce:
         """Compose a job's config and check its settings (HydraException, SettingError where
         wrong: before any job trains); keep it for its launch."""
         config = self.loader.load_sweep_config(master_config, list(sweep_overrides))
-        if config.hydra.job.config_name == settings.TRAIN_CONFIG:  # not the benchmark's, say
+        if config.hydra.job.config_name == names.TRAIN_CONFIG:  # not the benchmark's, say
             settings.check_settings(config)  # what needs no import: the components' at the job
         if sum(map(len, self.checked.values())) < KEPT:  # a job given twice: two configs
             self.checked.setdefault(tuple(sweep_overrides), []).append(config)

@@ -1,8 +1,11 @@
-"""Files a run, a sweep or a benchmark writes for people and tools to read: written atomically.
+"""The one way mnistlab writes a file: atomically, and never through a link.
 
-Each file is written to a temporary name in its own folder, flushed to disk, then renamed
-over the final name. A reader (the sweep summary, a second terminal) sees the old file or the
-new one, never half of one; a full disk leaves the old file and no temporary one behind.
+Security: nothing we write follows a link out of its run or sweep folder. Each file is written
+to a new temporary name beside it (created with O_EXCL | O_NOFOLLOW: a link planted there is
+refused, not followed), flushed to disk, then renamed over the final name. A rename replaces
+a link at that name with the file itself; what the link pointed at is never touched. A reader
+(the sweep summary, a second terminal) sees the old file or the new one, never half of one;
+a full disk leaves the old file and no temporary one behind.
 Kept free of torch: `mnistlab-summarize` imports it.
 """
 
@@ -11,17 +14,25 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
-METRICS_FILE = "metrics.json"  # in every run folder: the run's status and final figures
+PARTIAL_SUFFIX = ".partial"  # .<name>.<pid>.partial: a file being written, beside <name>
+
+
+def partial_of(path: Path) -> Path:
+    """Where this process writes `path` before it is complete."""
+    return path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_SUFFIX}")
 
 
 @contextmanager
-def open_atomic(path: Path) -> Iterator[TextIO]:
-    """A text file to write that appears at `path` only once it is complete and on disk."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+def open_atomic(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
+    """A file to write that appears at `path` only once it is complete and on disk."""
+    partial = partial_of(path)
+    partial.unlink(missing_ok=True)  # one a killed process of the same pid left
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    descriptor = os.open(partial, flags, 0o644)
     try:
-        with partial.open("w", newline="") as file:
+        with os.fdopen(descriptor, "wb" if binary else "w", newline=None if binary else "") as file:
             yield file
             file.flush()
             os.fsync(file.fileno())  # the rename must not land before the data does
@@ -30,12 +41,33 @@ def open_atomic(path: Path) -> Iterator[TextIO]:
         partial.unlink(missing_ok=True)
 
 
+def write_bytes(path: Path, data: bytes | memoryview) -> None:
+    """`data` at `path`, atomically."""
+    with open_atomic(path, binary=True) as file:
+        file.write(data)
+
+
+def write_text(path: Path, text: str) -> None:
+    """`text` at `path`, atomically."""
+    with open_atomic(path) as file:
+        file.write(text)
+
+
 def write_json(path: Path, value: Any) -> None:
     """`value` as indented JSON at `path`, atomically."""
-    with open_atomic(path) as file:
-        file.write(json.dumps(value, indent=2) + "\n")
+    write_text(path, json.dumps(value, indent=2) + "\n")
 
 
-def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
-    """The run's metrics.json: its status and figures."""
-    write_json(out_dir / METRICS_FILE, metrics)
+def open_append(path: Path) -> IO[str]:
+    """`path` to append lines to (created where missing), line-buffered; never through a link."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    return os.fdopen(descriptor, "a", buffering=1, newline="")
+
+
+def stale_partials(folder: Path, name: str) -> Iterator[tuple[Path, int]]:
+    """Temporary files of `name` in `folder`, with the process id that was writing each."""
+    prefix = f".{name}."
+    for path in folder.glob(f"{prefix}*{PARTIAL_SUFFIX}"):
+        pid = path.name.removeprefix(prefix).removesuffix(PARTIAL_SUFFIX)
+        if pid.isdigit():
+            yield path, int(pid)

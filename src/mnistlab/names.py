@@ -1,31 +1,36 @@
-"""The names runs share: metrics, their TensorBoard tags and direction, run statuses, and the
-settings that say where the data lives.
+"""Every name that several modules share, and the one reader and writer of metrics.json.
 
-Every scalar a run logs is also kept in a plain `scalars.csv` in its folder. TensorBoard's
-event files need TensorBoard to read; the report (and anyone with a spreadsheet) reads
-`scalars.csv` instead: one `step,tag,value` line per point, appended as the run goes.
-Kept free of torch, so that `mnistlab-summarize` starts quickly.
+Files of a run folder and of a sweep folder, the configs, metric keys and their TensorBoard
+tags, run statuses and stop reasons: each is spelled here once. Kept free of torch, so that
+`mnistlab-summarize` and `mnistlab-train --help` start quickly.
 """
 
-import csv
-from collections import defaultdict
+import json
+import stat
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-# Where the data lives and how it is read: a resumed run or a re-run sweep may change these.
-WHERE_DATA_LIVES = (
-    "dataset.source.root",
-    "dataset.source.mirrors",
-    "dataset.source.download",
-    "dataset.source.download_deadline_s",
-    "dataset.source.checksums",
-    "dataset.source.md5",
-    "dataset.source.md5.*",
-    "dataset.loader.num_workers",
-)
+from mnistlab.files import write_json
 
-SCALARS_FILE = "scalars.csv"
-HEADER = "step,tag,value\n"
+# The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
+CONF_DIR = str(files("mnistlab") / "conf")
+TRAIN_CONFIG = "train"  # mnistlab-train's primary config, in CONF_DIR
+
+# In every run folder.
+METRICS_FILE = "metrics.json"  # the run's status and final figures (`read_metrics`)
+CHECKPOINT_FILE = "checkpoint.pt"  # loop.resume names the folder or this file
+BEST_FILE = "best.pt"  # the checkpoint of the best evaluation by the objective, beside it
+SCALARS_FILE = "scalars.csv"  # every scalar the run logged, as `step,tag,value` lines
+EVENTS_PATTERN = "events.out.tfevents.*"  # TensorBoard's event files
+# In every sweep folder.
+SWEEP_RECORD_FILE = "sweep.yaml"  # what defines the sweep (mnistlab.sweep.record)
+HYDRA_SWEEP_FILE = "multirun.yaml"  # Hydra's record of the sweep's config, beside it
+SWEEP_CONTEXT_FILE = ".sweep.json"  # what every job needs to know (mnistlab.sweep.context)
+SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
+REPORT_FILE = "report.html"
+REPORT_STAMP_FILE = ".report.time"  # during a sweep: when report.html was last built
+
 # metrics.json key -> TensorBoard tag. Accuracies are fractions in both; people see percent.
 TAGS = {
     "train_loss": "train/loss",  # the epoch's mean over all its samples
@@ -68,55 +73,34 @@ def reached(metric: str, value: float, goal: float) -> bool:
 BATCH_TAGS = {"loss": "train/batch_loss", "accuracy": "train/batch_accuracy", "lr": "train/lr"}
 
 
-class History:
-    """A SummaryWriter stand-in that passes scalars on and appends them to scalars.csv."""
-
-    def __init__(self, writer: Any, folder: Path, purge_step: int | None = None) -> None:
-        self.writer = writer
-        self.path = folder / SCALARS_FILE
-        if purge_step is not None and self.path.exists():
-            keep_before(self.path, purge_step)  # as TensorBoard purges a killed run's last events
-        elif not self.path.exists():
-            self.path.write_text(HEADER)
-        self.file = self.path.open("a", buffering=1)  # line-buffered: a crash loses no point
-
-    def add_scalar(self, tag: str, value: float, step: int) -> None:
-        # float32 in the event file (HParams reads no double-precision scalars: tried, it shows
-        # none), full precision in scalars.csv and metrics.json.
-        self.writer.add_scalar(tag, value, step)
-        self.file.write(f"{step},{tag},{value!r}\n")
-
-    def close(self) -> None:
-        self.file.close()
-        self.writer.close()
-
-    def __getattr__(self, name: str) -> Any:
-        """Everything else (add_text, add_image, file_writer) is the SummaryWriter's."""
-        return getattr(self.writer, name)
+# Why a run stopped before its last epoch (metrics.json's `stop_reason`).
+EARLY_STOPPING = "early_stopping"
+TARGET_REACHED = "target_reached"
 
 
-def keep_before(path: Path, step: int) -> None:
-    """Drop the points at `step` or later: a resumed run logs them again."""
-    with path.open(newline="") as file:
-        rows = [row for row in csv.reader(file)][1:]
-    kept = [",".join(row) for row in rows if len(row) == 3 and int(row[0]) < step]
-    path.write_text(HEADER + "".join(line + "\n" for line in kept))
+def read_metrics(folder: Path) -> dict[str, Any]:
+    """A run folder's metrics.json as plain values.
+
+    FileNotFoundError where there is none; ValueError where it is damaged: not a regular
+    file (a FIFO would block the reader), not JSON, or not an object.
+    """
+    path = folder / METRICS_FILE
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise ValueError(f"{METRICS_FILE} is not a regular file")
+    metrics = json.loads(path.read_text())
+    if not isinstance(metrics, dict):
+        raise ValueError(f"holds a {type(metrics).__name__}, not an object")
+    return metrics
 
 
-def read_scalars(folder: Path) -> dict[str, tuple[list[int], list[float]]]:
-    """tag -> (steps, values) from a run folder's scalars.csv; empty if it has none."""
-    series: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
-    path = folder / SCALARS_FILE
-    if not path.exists():
-        return {}
-    with path.open(newline="", errors="replace") as file:  # damaged bytes: a row skipped
-        reader = csv.reader(file)
-        next(reader, None)
-        for row in reader:
-            try:
-                step, tag, value = int(row[0]), row[1], float(row[2])
-            except (ValueError, IndexError):  # a line cut short by a kill
-                continue
-            series[tag][0].append(step)
-            series[tag][1].append(value)
-    return dict(series)
+def recorded_metrics(folder: Path) -> dict[str, Any] | None:
+    """`read_metrics`, or None where there is none to read (absent, half-written, damaged)."""
+    try:
+        return read_metrics(folder)
+    except (OSError, ValueError):
+        return None
+
+
+def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
+    """The run's metrics.json: its status and figures, written atomically."""
+    write_json(folder / METRICS_FILE, metrics)

@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_method
 from omegaconf import DictConfig
 
-from mnistlab import SettingError
+from mnistlab import SettingError, names
 from mnistlab.benchmark.settings import (
     MatmulSettings,
     TimeToAccuracySettings,
@@ -52,7 +52,7 @@ BENCHMARKS: dict[str, tuple[type, str]] = {
 register_schemas()
 
 
-@hydra.main(version_base="1.3", config_path=checks.CONF_DIR, config_name="benchmark")
+@hydra.main(version_base="1.3", config_path=names.CONF_DIR, config_name="benchmark")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: run the chosen benchmark in Hydra's output folder."""
     run(cfg, Path(HydraConfig.get().runtime.output_dir))

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from mnistlab.names import BATCH_TAGS, HEADER, SCALARS_FILE, TAGS
+from mnistlab import names
+from mnistlab.names import BATCH_TAGS, SCALARS_FILE, TAGS
 from mnistlab.report import page, summary
+from mnistlab.run.scalars import HEADER
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adamw")
 SEEDS = 5
@@ -85,9 +87,9 @@ def main() -> None:
             started = time.perf_counter()
             summary.write_summary(sweep)
             summarised = time.perf_counter()
-            page.write_report([sweep], sweep / page.REPORT_FILE)
+            page.write_report([sweep], sweep / names.REPORT_FILE)
             done = time.perf_counter()
-            size = (sweep / page.REPORT_FILE).stat().st_size / 1e6
+            size = (sweep / names.REPORT_FILE).stat().st_size / 1e6
             print(
                 f"{jobs:6d} jobs: summary {summarised - started:6.2f} s, "
                 f"report {done - summarised:6.2f} s ({size:.1f} MB)",

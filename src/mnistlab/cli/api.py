@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from mnistlab import SettingError
+from mnistlab import SettingError, names
 from mnistlab.cli.train import resume_argv
 from mnistlab.config import checks
 from mnistlab.run import rundir
@@ -44,9 +44,9 @@ def run_config(overrides: Sequence[str] = (), config_dir: str | Path | None = No
     checks.register_schemas()
     if GlobalHydra.instance().is_initialized():  # inside a Hydra job (mnistlab-benchmark)
         # Its search path: the same.
-        return compose(config_name=checks.TRAIN_CONFIG, overrides=overrides)
-    with initialize_config_dir(config_dir=checks.CONF_DIR, version_base="1.3"):
-        return compose(config_name=checks.TRAIN_CONFIG, overrides=overrides)
+        return compose(config_name=names.TRAIN_CONFIG, overrides=overrides)
+    with initialize_config_dir(config_dir=names.CONF_DIR, version_base="1.3"):
+        return compose(config_name=names.TRAIN_CONFIG, overrides=overrides)
 
 
 def train(
@@ -61,10 +61,7 @@ def train(
     """
     overrides = resume_argv(list(overrides))  # as the command line does for a resume
     cfg = run_config(overrides, config_dir)
-    from mnistlab.run import (
-        resume,  # torch loads here, as when a command-line job starts
-        training,
-    )
+    from mnistlab.run import resume, training
 
     sources = list(resume.DEFAULT_SOURCES)
     if config_dir is not None:  # a resumed run may call what the user's own groups offer

@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from mnistlab import names
 from mnistlab.cli import process as lasting
 from mnistlab.config import checks
 from mnistlab.loop import signals
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 checks.register_schemas()
 
 
-@hydra.main(version_base="1.3", config_path=checks.CONF_DIR, config_name=checks.TRAIN_CONFIG)
+@hydra.main(version_base="1.3", config_path=names.CONF_DIR, config_name=names.TRAIN_CONFIG)
 def main(cfg: DictConfig) -> Any:
     """Hydra entry point: train in Hydra's output folder, return the objective for sweepers."""
     hydra_cfg = HydraConfig.get()

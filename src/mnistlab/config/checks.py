@@ -20,7 +20,6 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from importlib.resources import files
 from typing import Any
 
 from hydra._internal.utils import _locate  # get_object without its error log lines
@@ -33,9 +32,6 @@ from mnistlab.run.rundir import run_folder, started
 from mnistlab.sweep import naming
 from mnistlab.sweep.rerun import config_subfolder
 
-# The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
-CONF_DIR = str(files("mnistlab") / "conf")
-TRAIN_CONFIG = "train"  # mnistlab-train's primary config, in CONF_DIR
 SECTIONS = ("device", "dataset", "model", "optimizer", "scheduler", "loop", "sweep", "objective")
 GROUPS = ("dataset", "device", "experiment", "loop", "model", "optimizer", "scheduler", "sweep")
 # Ranks other than 0 (torchrun, or the tasks of a SLURM job) leave the run folder to rank 0.

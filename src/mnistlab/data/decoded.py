@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mnistlab.files import write_bytes
+
 log = logging.getLogger(__name__)
 
 CACHE_FILE = ".mnistlab-decoded.pt"  # in the dataset folder; delete it at will
@@ -113,21 +115,13 @@ def write(root: Path, key: dict[str, str], arrays: Arrays) -> None:
     state |= {part: torch.tensor(array) for part, array in zip(PARTS, arrays, strict=True)}
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    # The process id keeps parallel jobs of a sweep from writing into each other's file.
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb") as file:
-            file.write(buffer.getbuffer())
-            file.flush()
-            os.fsync(file.fileno())  # the rename must not land before the data does
-        os.replace(temporary, path)
+        write_bytes(path, buffer.getbuffer())  # each process writes its own temporary file
     except OSError as error:  # a full disk, an unwritable cache folder: no cache
         log.warning("could not write %s: %s", path, error)
     else:
         log.info("wrote %s: later runs read it instead of decoding the files", path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def writable(root: Path) -> bool:

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from mnistlab import SettingError
 from mnistlab.data import decoded as datacache
 from mnistlab.data.splits import Splits, TensorPairs, normalize, remembered
+from mnistlab.files import open_atomic
 
 log = logging.getLogger(__name__)
 
@@ -207,22 +208,17 @@ def stoppable() -> Iterator[None]:
 
 def fetch(url: str, target: Path, md5: str | None, deadline_s: float) -> None:
     """Download `url` to `target` via a temporary file renamed only once complete and verified."""
-    # The process id keeps parallel runs (a sweep) from writing into each other's file.
-    part = target.with_name(f".{target.name}.{os.getpid()}.part")
     deadline = time.monotonic() + deadline_s
     timeout = min(DOWNLOAD_TIMEOUT_S, deadline_s)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            size = int(response.headers.get("Content-Length") or 0) or None
-            with part.open("wb") as file:
-                written, digest = stream(response, file, size, target.name, deadline)
-        if size is not None and written != size:
-            raise OSError(f"the connection closed after {written} of {size} bytes")
-        if md5 is not None and digest != md5:
-            raise ChecksumError(f"MD5 {digest}, expected {md5}")
-        os.replace(part, target)  # atomic: the final name only ever holds a whole file
-    finally:
-        part.unlink(missing_ok=True)
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        size = int(response.headers.get("Content-Length") or 0) or None
+        # The final name only ever holds a whole, verified file: an error below leaves none.
+        with open_atomic(target, binary=True) as file:
+            written, digest = stream(response, file, size, target.name, deadline)
+            if size is not None and written != size:
+                raise OSError(f"the connection closed after {written} of {size} bytes")
+            if md5 is not None and digest != md5:
+                raise ChecksumError(f"MD5 {digest}, expected {md5}")
 
 
 def stream(

@@ -22,11 +22,19 @@ from tqdm import tqdm
 from mnistlab import SettingError
 from mnistlab.data.splits import Batch
 from mnistlab.loop.signals import Interrupts, NotStarted
-from mnistlab.names import COMPLETED, INTERRUPTED, PRUNED, TAGS, better, reached
+from mnistlab.names import (
+    BEST_FILE,
+    CHECKPOINT_FILE,
+    COMPLETED,
+    INTERRUPTED,
+    PRUNED,
+    TAGS,
+    better,
+    reached,
+)
 from mnistlab.parts import precision
 from mnistlab.parts.distributed import SINGLE, World
 from mnistlab.run import board
-from mnistlab.run.rundir import BEST_FILE, CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import SettingError
-from mnistlab.config.checks import CONF_DIR
+from mnistlab.names import CONF_DIR
 
 
 def fastest_options(optimizer_class: type, device: torch.device) -> dict[str, bool]:

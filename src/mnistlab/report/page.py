@@ -20,23 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistlab.files import open_atomic
+from mnistlab.files import open_atomic, write_text
 from mnistlab.names import (
     BATCH_TAGS,
     COMPLETED,
     HIGHER_IS_BETTER,
     METRICS,
     PRUNED,
+    REPORT_FILE,
+    REPORT_STAMP_FILE,
+    SWEEP_RECORD_FILE,
     TAGS,
-    read_scalars,
 )
 from mnistlab.report.summary import Job, cell, find_jobs, objective_of, rank, swept_keys
-from mnistlab.sweep.record import RECORD_FILE
+from mnistlab.run.scalars import read_scalars
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "report.html"
-STAMP_FILE = ".report.time"  # during a sweep: when report.html was last built, and in how long
 SEED_KEY = "loop.seed"
 STYLES = ("-", "--", ":", "-.")
 
@@ -534,17 +534,17 @@ def refresh(sweep_dir: Path, every: float) -> None:
     sweep shorter than `every` draws its report once, at its end (`summary.print_summary`),
     which always rebuilds it.
     """
-    stamp = sweep_dir / STAMP_FILE
+    stamp = sweep_dir / REPORT_STAMP_FILE
     with suppress(OSError, ValueError):  # no record of either, or a damaged stamp: build
         if stamp.exists():
             built_at, took = map(float, stamp.read_text().split())
         else:
-            built_at, took = (sweep_dir / RECORD_FILE).stat().st_mtime, 0.0
+            built_at, took = (sweep_dir / SWEEP_RECORD_FILE).stat().st_mtime, 0.0
         if time.time() - built_at < max(every, 10 * took):
             return
     started = time.time()
     try:
         write_report([sweep_dir], sweep_dir / REPORT_FILE)
-        stamp.write_text(f"{started} {time.time() - started}\n")
+        write_text(stamp, f"{started} {time.time() - started}\n")
     except OSError as error:  # a read-only sweep folder, a full disk: the sweep goes on
         log.warning("report.html not written in %s: %s", sweep_dir, error)

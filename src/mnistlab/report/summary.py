@@ -13,7 +13,6 @@ Kept free of torch so that the command starts in a blink.
 import argparse
 import atexit
 import csv
-import json
 import logging
 import math
 import shlex
@@ -31,16 +30,20 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from mnistlab.files import METRICS_FILE, open_atomic, write_json
+from mnistlab.files import open_atomic
 from mnistlab.names import (
     COMPLETED,
     FAILED,
     HIGHER_IS_BETTER,
     INTERRUPTED,
     METRICS,
+    METRICS_FILE,
     PRUNED,
     UNFINISHED,
     UNREADABLE,
+    read_metrics,
+    recorded_metrics,
+    write_metrics,
 )
 from mnistlab.sweep import interrupt, naming, rerun, timeleft
 
@@ -137,7 +140,7 @@ def load_job(folder: Path) -> Job:
         text = (folder / ".hydra" / "config.yaml").read_text()
         objective = str(yaml.load(text, Loader=SafeLoader)["objective"])
     with reading(METRICS_FILE):
-        metrics = load_metrics(folder / METRICS_FILE)
+        metrics = load_metrics(folder)
     return Job(
         folder=folder,
         num=num,
@@ -147,15 +150,12 @@ def load_job(folder: Path) -> Job:
     )
 
 
-def load_metrics(path: Path) -> dict[str, Any]:
+def load_metrics(folder: Path) -> dict[str, Any]:
     """A job's metrics.json; a note that there is none yet where it does not exist."""
-    if not path.exists():
-        # No metrics.json: the job is still running, or was stopped before it could write one.
+    try:
+        return read_metrics(folder)
+    except FileNotFoundError:  # the job is still running, or was stopped before it wrote one
         return {"status": UNFINISHED, "error": "no metrics.json: still running, or killed"}
-    metrics = json.loads(path.read_text())
-    if not isinstance(metrics, dict):
-        raise ValueError(f"holds a {type(metrics).__name__}, not an object")
-    return metrics
 
 
 def read_job(folder: Path) -> Job:
@@ -309,18 +309,13 @@ def write_summary(sweep_dir: Path, jobs: list[Job] | None = None) -> str:
 
 def record_failure(out_dir: Path, error: BaseException) -> None:
     """Mark a job that raised as failed in its metrics.json, keeping whatever it had written."""
-    try:
-        metrics = load_metrics(out_dir / METRICS_FILE)
-    except (OSError, ValueError):
-        metrics = {}  # damaged beyond use: the failure is what matters now
-    if metrics.get("status") == UNFINISHED:
-        metrics = {}  # load_metrics' note for a missing file
+    metrics = recorded_metrics(out_dir) or {}  # damaged beyond use: the failure matters now
     if metrics.get("status") == FAILED and "error" in metrics:
         return  # recorded already (by the run, or by an earlier run of the sweep): untouched
     metrics["status"] = FAILED
     metrics.setdefault("error", f"{type(error).__name__}: {error}")
     try:
-        write_json(out_dir / METRICS_FILE, metrics)
+        write_metrics(out_dir, metrics)
     except OSError as write_error:
         log.error("could not mark %s failed: %s", out_dir, write_error)
 

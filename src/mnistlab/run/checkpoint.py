@@ -26,14 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch.optim.lr_scheduler import LRScheduler
 
-from mnistlab import SettingError
+from mnistlab import SettingError, names
+from mnistlab.files import stale_partials, write_bytes
 from mnistlab.loop.fit import SUMS, Progress
 from mnistlab.run import rundir
 
-FILENAME = rundir.CHECKPOINT_FILE
+FILENAME = names.CHECKPOINT_FILE
 FORMAT = "mnistlab-checkpoint/1"
-# A checkpoint being written: .checkpoint.pt.<pid>.tmp beside checkpoint.pt.
-TEMPORARY_PREFIX = f".{FILENAME}."
 
 
 class DiskFull(SettingError):
@@ -67,20 +66,12 @@ def save(
     # RuntimeError, a plain write says ENOSPC, and the size says how much room is needed.
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    temporary = path.with_name(f"{TEMPORARY_PREFIX}{os.getpid()}.tmp")
     try:
-        with open(temporary, "wb") as file:
-            file.write(buffer.getbuffer())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
+        write_bytes(path, buffer.getbuffer())  # its temporary file is gone before we measure
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
-        temporary.unlink(missing_ok=True)  # before measuring what is free
         raise disk_full(path, buffer.getbuffer().nbytes, err) from None
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def disk_full(path: Path, needed: int, err: OSError) -> DiskFull:
@@ -100,9 +91,8 @@ def megabytes(size: int) -> str:
 
 def remove_stale(folder: Path) -> None:
     """Delete temporary checkpoint files left by processes that were killed mid-write."""
-    for temporary in folder.glob(f"{TEMPORARY_PREFIX}*.tmp"):
-        pid = temporary.name.removeprefix(TEMPORARY_PREFIX).removesuffix(".tmp")
-        if pid.isdigit() and not alive(int(pid)):
+    for temporary, pid in stale_partials(folder, FILENAME):
+        if not alive(pid):
             temporary.unlink(missing_ok=True)
 
 

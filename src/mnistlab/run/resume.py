@@ -26,7 +26,6 @@ not change what the checkpoint is) is applied, logged, and recorded in metrics.j
 value. A group choice (`device=cpu`) brings that option's settings, as on a fresh command line.
 """
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,17 +40,17 @@ from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mnistlab import SettingError
+from mnistlab import SettingError, names
 from mnistlab.config import checks
-from mnistlab.files import METRICS_FILE
-from mnistlab.names import COMPLETED, PRUNED, WHERE_DATA_LIVES
+from mnistlab.config.changeable import WHERE_DATA_LIVES
+from mnistlab.names import COMPLETED, PRUNED, recorded_metrics
 from mnistlab.parts import schedulers
 from mnistlab.run import checkpoint
 
 log = logging.getLogger(__name__)
 
 # Where a Python caller's config groups live (mnistlab-train passes Hydra's own search path).
-DEFAULT_SOURCES = (f"file://{checks.CONF_DIR}", "structured://")
+DEFAULT_SOURCES = (f"file://{names.CONF_DIR}", "structured://")
 # Settings a resume may change: none changes what the checkpoint's weights and state are.
 MAY_CHANGE = (
     "objective",
@@ -307,11 +306,8 @@ def finished(folder: Path, done: int, epochs: int, stopped: bool) -> dict[str, A
     """A completed run's metrics, saying so in one line; None while there is work left."""
     if done < epochs and not stopped:
         return None
-    try:
-        metrics = json.loads((folder / METRICS_FILE).read_text())
-    except (OSError, ValueError):  # unreadable: finish the run again (its test, its metrics)
-        return None
-    if not isinstance(metrics, dict) or metrics.get("status") != COMPLETED:
+    metrics = recorded_metrics(folder)  # unreadable: finish the run again (test, metrics)
+    if metrics is None or metrics.get("status") != COMPLETED:
         return None
     if stopped:
         log.warning("%s stopped already (%s): nothing changed", folder, metrics.get("stop_reason"))

@@ -25,19 +25,16 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mnistlab import SettingError
-from mnistlab.files import METRICS_FILE
-from mnistlab.names import SCALARS_FILE
+from mnistlab.files import PARTIAL_SUFFIX
+from mnistlab.names import BEST_FILE, CHECKPOINT_FILE, EVENTS_PATTERN, METRICS_FILE, SCALARS_FILE
 
-CHECKPOINT_FILE = "checkpoint.pt"  # in every run folder; loop.resume names the folder or it
-EVENTS_PATTERN = "events.out.tfevents.*"
 # What a run writes into its folder; `loop.overwrite=true` removes these before a new run.
-BEST_FILE = "best.pt"  # the checkpoint of the best evaluation by the objective, beside it
 RUN_OUTPUTS = (
     CHECKPOINT_FILE,
     BEST_FILE,
     METRICS_FILE,
     EVENTS_PATTERN,
-    f".{CHECKPOINT_FILE}.*.tmp",
+    f".{CHECKPOINT_FILE}.*{PARTIAL_SUFFIX}",
     SCALARS_FILE,  # appended to by a run: a new run in the folder must not add to the old one's
 )
 HYDRA_OUTPUTS = (".hydra", "train.log")

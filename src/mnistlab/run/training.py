@@ -17,11 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
-from mnistlab import SettingError
+from mnistlab import SettingError, names
 from mnistlab.config import checks
 from mnistlab.data.splits import Batch, Splits, batches, check_sizes, num_batches
 from mnistlab.data.splits import build as build_data
-from mnistlab.files import write_metrics
+from mnistlab.files import write_text
 from mnistlab.loop.fit import (
     NonFiniteLoss,
     Outputs,
@@ -33,7 +33,7 @@ from mnistlab.loop.fit import (
     fit,
 )
 from mnistlab.loop.signals import Interrupted, Interrupts
-from mnistlab.names import COMPLETED, FAILED, PRUNED, History
+from mnistlab.names import COMPLETED, FAILED, PRUNED, write_metrics
 from mnistlab.parts import distributed, precision, schedulers
 from mnistlab.parts.device import configure as configure_device
 from mnistlab.parts.device import denormals, describe, resolve_device
@@ -42,6 +42,7 @@ from mnistlab.parts.models import build as build_model
 from mnistlab.parts.optimizers import build_optimizer
 from mnistlab.parts.optimizers import probe as probe_optimizer
 from mnistlab.run import board, checkpoint, resume, rundir
+from mnistlab.run.scalars import History
 from mnistlab.sweep import optuna_study, prune
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,12 @@ class Run:
     def best(self) -> dict[str, torch.Tensor]:
         """The best weights: kept since they were saved, or else (after a resume) best.pt's."""
         if self.best_weights is None:
-            self.best_weights = checkpoint.load(self.out_dir / rundir.BEST_FILE)["model"]
+            self.best_weights = checkpoint.load(self.out_dir / names.BEST_FILE)["model"]
         return self.best_weights
 
     def save_checkpoint(self, progress: Progress, name: str) -> None:
         """Write checkpoint.pt or best.pt (rank 0); a full disk is recorded in metrics.json too."""
-        if name == rundir.BEST_FILE:  # every rank keeps the best weights for loop.test_on=best
+        if name == names.BEST_FILE:  # every rank keeps the best weights for loop.test_on=best
             self.best_weights = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         if self.world.is_main:
             path = self.out_dir / name
@@ -127,7 +128,7 @@ def train(
             return resumed.finished  # nothing to do, and nothing is touched
         cfg, out_dir = resumed.cfg, resumed.folder
         if config_record is not None:
-            OmegaConf.save(cfg, config_record / "config.yaml")
+            write_text(config_record / "config.yaml", OmegaConf.to_yaml(cfg))
     with Interrupts() as stop:
         run = build(cfg, out_dir, resumed)
         stop.hold()  # the writer below must be closed cleanly: no exception from a signal
@@ -182,7 +183,7 @@ def record_run(run: Run, writer: Any, stop: Interrupts, new: bool) -> dict[str, 
 
 def say_pruned(out_dir: Path, epoch: int) -> None:
     """How to train a pruned run to the end, where it has a checkpoint to go on from."""
-    if not (out_dir / rundir.CHECKPOINT_FILE).exists():
+    if not (out_dir / names.CHECKPOINT_FILE).exists():
         log.warning("pruned before its first checkpoint: there is nothing to resume")
         return
     log.warning(

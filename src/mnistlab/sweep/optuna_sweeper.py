@@ -11,7 +11,6 @@ Loaded only by hydra_plugins.mnistlab_optuna, once the sweep starts (it imports 
 """
 
 import functools
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,8 +25,8 @@ from optuna.samplers import GridSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from mnistlab import SettingError
-from mnistlab.files import METRICS_FILE
-from mnistlab.names import HIGHER_IS_BETTER, PRUNED
+from mnistlab.files import write_text
+from mnistlab.names import HIGHER_IS_BETTER, PRUNED, recorded_metrics
 from mnistlab.run import rundir
 from mnistlab.sweep import interrupt as sweepstop
 from mnistlab.sweep import optuna_study
@@ -161,7 +160,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             log.info("Best parameters: %s", study.best_params)
             log.info("Best value: %s", study.best_value)
         path = Path(self.sweep_dir) / "optimization_results.yaml"
-        OmegaConf.save(OmegaConf.create({"name": "optuna", **best}), path)
+        write_text(path, OmegaConf.to_yaml(OmegaConf.create({"name": "optuna", **best})))
 
 
 def check_direction(objective: str, directions: list[str]) -> None:
@@ -233,8 +232,5 @@ def finish(study: optuna.Study, number: int, values: list[float] | None, state: 
 
 def job_status(ret: JobReturn) -> str | None:
     """The `status` in the job's metrics.json (read as a value), if it wrote one."""
-    path = Path(ret.hydra_cfg.hydra.runtime.output_dir) / METRICS_FILE
-    try:
-        return json.loads(path.read_text()).get("status")
-    except (OSError, ValueError):
-        return None
+    metrics = recorded_metrics(Path(ret.hydra_cfg.hydra.runtime.output_dir)) or {}
+    return metrics.get("status")

@@ -20,15 +20,13 @@ or half-written file is skipped. Under several ranks only rank 0 reads them (`lo
 makes the ranks agree). Kept free of torch.
 """
 
-import json
 import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 
 from mnistlab.config.checks import Prune
-from mnistlab.files import METRICS_FILE
-from mnistlab.names import COMPLETED, HIGHER_IS_BETTER, better
+from mnistlab.names import COMPLETED, HIGHER_IS_BETTER, better, recorded_metrics
 
 Hook = Callable[[int, dict[str, float]], str | None]
 # On MNIST's validation split 11.6% + 8.8% = 20.5%. In the 9-job sweep of docs/sweeps.md
@@ -109,22 +107,13 @@ def completed_curves(sweep: Path, folder: Path, objective: str) -> list[list[flo
     for job in sorted(sweep.iterdir()):
         if job.name.startswith(".") or job.resolve() == folder.resolve() or not job.is_dir():
             continue
-        metrics = read_metrics(job / METRICS_FILE)
+        metrics = recorded_metrics(job) or {}
         if metrics.get("status") != COMPLETED or not isinstance(metrics.get("per_epoch"), dict):
             continue
         curve = metrics["per_epoch"].get(objective)
         if isinstance(curve, list) and curve and all(finite(value) for value in curve):
             curves.append(curve)
     return curves
-
-
-def read_metrics(path: Path) -> dict:
-    """A job's metrics.json as plain values; empty where it is missing, damaged or odd."""
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):  # not written yet, or half of it by a killed writer
-        return {}
-    return metrics if isinstance(metrics, dict) else {}
 
 
 def finite(value: object) -> bool:

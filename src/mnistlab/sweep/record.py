@@ -25,13 +25,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import SettingError
-from mnistlab.names import WHERE_DATA_LIVES
+from mnistlab.config.changeable import WHERE_DATA_LIVES
+from mnistlab.files import write_text
+from mnistlab.names import HYDRA_SWEEP_FILE, SWEEP_RECORD_FILE
 from mnistlab.run import rundir
 from mnistlab.sweep import naming
 
 log = logging.getLogger(__name__)
-RECORD_FILE = "sweep.yaml"  # in the sweep folder
-HYDRA_RECORD = "multirun.yaml"  # Hydra's record of the sweep's config, beside it
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Settings a re-run may give differently: none changes a job's results, and a job's own resume
 # allows each (mnistlab.run.resume.MAY_CHANGE), so an interrupted job continues with them. Hydra's
@@ -121,10 +121,10 @@ def read(path: Path) -> dict[str, Any]:
         record = yaml.load(path.read_text(), Loader=SafeLoader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         reason = (str(error).splitlines() or [type(error).__name__])[0]  # one line
-        why = f"its {RECORD_FILE} cannot be read: {reason}"
+        why = f"its {SWEEP_RECORD_FILE} cannot be read: {reason}"
         raise SettingError(refusal(path.parent, why)) from None
     if not has_record_shape(record):
-        raise SettingError(refusal(path.parent, f"its {RECORD_FILE} is not a sweep's record"))
+        raise SettingError(refusal(path.parent, f"its {SWEEP_RECORD_FILE} is not a sweep's record"))
     return record
 
 
@@ -154,7 +154,7 @@ def write(path: Path, given: dict[str, Any]) -> None:
     )
     record = {"command": ["mnistlab-train", *sys.argv[1:]], **given}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + yaml.safe_dump(record, sort_keys=False))
+    write_text(path, header + yaml.safe_dump(record, sort_keys=False))
 
 
 def refusal(sweep: Path, reason: str, continuable: bool = False) -> str:
@@ -185,7 +185,7 @@ def single_run(sweep: Path) -> Path | None:
 
 def check(sweep: Path, config: DictConfig) -> None:
     """Before any job: continue the sweep recorded in `sweep`, refuse another, record a new one."""
-    given, path = definition(config), sweep / RECORD_FILE
+    given, path = definition(config), sweep / SWEEP_RECORD_FILE
     single = None if path.exists() else single_run(sweep)
     if single is not None:  # loop.overwrite=true would remove it: only a sweep's jobs are
         raise SettingError(
@@ -209,7 +209,7 @@ def check(sweep: Path, config: DictConfig) -> None:
         replace(sweep)
     elif holds_jobs(sweep):
         raise SettingError(
-            refusal(sweep, f"holds a sweep with no {RECORD_FILE} (an older mnistlab-train's)")
+            refusal(sweep, f"holds a sweep with no {SWEEP_RECORD_FILE} (an older mnistlab-train's)")
         )
     write(path, given)
 
@@ -218,7 +218,7 @@ def replace(sweep: Path) -> None:
     """loop.overwrite=true: remove the record and what each job wrote, in the sweep folder."""
     if not sweep.is_dir():
         return
-    (sweep / RECORD_FILE).unlink(missing_ok=True)
+    (sweep / SWEEP_RECORD_FILE).unlink(missing_ok=True)
     for job in sweep.iterdir():
         if job.is_symlink():
             continue  # what a link points at lies outside the sweep: never removed from here
@@ -229,14 +229,14 @@ def replace(sweep: Path) -> None:
 def overwrite(sweep: Path, config: DictConfig) -> None:
     """loop.overwrite=true, once the grid passed Hydra's check: this sweep takes the folder."""
     replace(sweep)
-    write(sweep / RECORD_FILE, definition(config))
+    write(sweep / SWEEP_RECORD_FILE, definition(config))
 
 
 def forget(sweep: Path) -> None:
     """Hydra refused the grid before any job ran: remove the records, and the folder if empty."""
     if holds_jobs(sweep):
         return  # an earlier batch's jobs ran: the sweep stays continuable
-    for name in (RECORD_FILE, HYDRA_RECORD):
+    for name in (SWEEP_RECORD_FILE, HYDRA_SWEEP_FILE):
         (sweep / name).unlink(missing_ok=True)
     if sweep.is_dir() and not any(sweep.iterdir()):
         sweep.rmdir()

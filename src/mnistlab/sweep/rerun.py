@@ -20,7 +20,6 @@ Kept free of torch: a job decides before it imports torch.
 """
 
 import fcntl
-import json
 import math
 import os
 import shutil
@@ -34,15 +33,14 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import SettingError
-from mnistlab import names as history
-from mnistlab.files import METRICS_FILE
+from mnistlab import SettingError, names
+from mnistlab.names import METRICS_FILE, recorded_metrics
 from mnistlab.run import rundir
 from mnistlab.sweep import interrupt
 from mnistlab.sweep import record as sweeprecord
 
 REUSE, RESUME, FRESH, FAILED = "reuse", "resume", "fresh", "failed"
-FINISHED = (history.COMPLETED, history.PRUNED)  # a re-run does not train these again
+FINISHED = (names.COMPLETED, names.PRUNED)  # a re-run does not train these again
 NOTES = {REUSE: "reused", RESUME: "resumed", FAILED: "not retried"}  # for the progress line
 _decided: dict[Path, str] = {}  # job folder -> what its job did, in this process
 
@@ -51,23 +49,14 @@ class FailedBefore(CompactHydraException):
     """A job that failed in an earlier run of the sweep, and is not retried."""
 
 
-def recorded(folder: Path) -> dict[str, Any] | None:
-    """A job folder's metrics.json, or None where there is none to read."""
-    try:
-        metrics = json.loads((folder / METRICS_FILE).read_text())
-    except (OSError, ValueError):  # absent, or damaged: the checkpoint says more
-        return None
-    return metrics if isinstance(metrics, dict) else None
-
-
 def decide(folder: Path, retry_failed: bool) -> str:
     """What a sweep's job does with what an earlier run left in its folder."""
-    status = (recorded(folder) or {}).get("status")
+    status = (recorded_metrics(folder) or {}).get("status")
     if status in FINISHED:
         return REUSE
-    if status == history.FAILED:
+    if status == names.FAILED:
         return FRESH if retry_failed else FAILED
-    return RESUME if (folder / rundir.CHECKPOINT_FILE).is_file() else FRESH
+    return RESUME if (folder / names.CHECKPOINT_FILE).is_file() else FRESH
 
 
 def config_subfolder(resume: str | None, retry_failed: bool = False) -> str:
@@ -93,7 +82,7 @@ def start_job(cfg: DictConfig, out_dir: Path, record: Path | None) -> str:
     if action == REUSE:
         check_objective(out_dir, cfg.objective)
     if action == FAILED:
-        error = str((recorded(out_dir) or {}).get("error", "no error recorded"))
+        error = str((recorded_metrics(out_dir) or {}).get("error", "no error recorded"))
         raise FailedBefore(
             f"{out_dir.name} failed in an earlier run of this sweep ({error.splitlines()[0][:160]}"
             "): not trained again; re-run with sweep.retry_failed=true to train it again"
@@ -117,8 +106,8 @@ def check_objective(out_dir: Path, objective: str) -> None:
 
 def reused_objective(out_dir: Path, objective: str) -> Any:
     """What a reused job returns to the sweeper: the objective its metrics.json recorded."""
-    metrics = recorded(out_dir) or {}
-    if metrics.get("status") == history.PRUNED and metrics.get(objective) is None:
+    metrics = recorded_metrics(out_dir) or {}
+    if metrics.get("status") == names.PRUNED and metrics.get(objective) is None:
         return math.nan  # pruned before its first validation: as it returned then (run.train)
     return metrics.get(objective)  # None where it recorded none
 

@@ -1,0 +1,70 @@
+"""scalars.csv: every scalar a run logs, in a plain file beside TensorBoard's events.
+
+TensorBoard's event files need TensorBoard to read; the report (and anyone with a
+spreadsheet) reads `scalars.csv` instead: one `step,tag,value` line per point, appended as the
+run goes. `History` is its one writer, `read_scalars` its one reader. Kept free of torch.
+"""
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from mnistlab.files import open_append, write_text
+from mnistlab.names import SCALARS_FILE
+
+HEADER = "step,tag,value\n"
+
+
+class History:
+    """A SummaryWriter stand-in that passes scalars on and appends them to scalars.csv."""
+
+    def __init__(self, writer: Any, folder: Path, purge_step: int | None = None) -> None:
+        self.writer = writer
+        self.path = folder / SCALARS_FILE
+        if purge_step is not None and self.path.exists():
+            keep_before(self.path, purge_step)  # as TensorBoard purges a killed run's last events
+        elif not self.path.exists():
+            write_text(self.path, HEADER)
+        self.file = open_append(self.path)  # line-buffered: a crash loses no point
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        # float32 in the event file (HParams reads no double-precision scalars: tried, it shows
+        # none), full precision in scalars.csv and metrics.json.
+        self.writer.add_scalar(tag, value, step)
+        self.file.write(f"{step},{tag},{value!r}\n")
+
+    def close(self) -> None:
+        self.file.close()
+        self.writer.close()
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything else (add_text, add_image, file_writer) is the SummaryWriter's."""
+        return getattr(self.writer, name)
+
+
+def keep_before(path: Path, step: int) -> None:
+    """Drop the points at `step` or later: a resumed run logs them again."""
+    with path.open(newline="") as file:
+        rows = [row for row in csv.reader(file)][1:]
+    kept = [",".join(row) for row in rows if len(row) == 3 and int(row[0]) < step]
+    write_text(path, HEADER + "".join(line + "\n" for line in kept))
+
+
+def read_scalars(folder: Path) -> dict[str, tuple[list[int], list[float]]]:
+    """tag -> (steps, values) from a run folder's scalars.csv; empty if it has none."""
+    series: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    path = folder / SCALARS_FILE
+    if not path.exists():
+        return {}
+    with path.open(newline="", errors="replace") as file:  # damaged bytes: a row skipped
+        reader = csv.reader(file)
+        next(reader, None)
+        for row in reader:
+            try:
+                step, tag, value = int(row[0]), row[1], float(row[2])
+            except (ValueError, IndexError):  # a line cut short by a kill
+                continue
+            series[tag][0].append(step)
+            series[tag][1].append(value)
+    return dict(series)
