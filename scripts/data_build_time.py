@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 
 import mnistlab
 from mnistlab import names
-from mnistlab.config import checks
+from mnistlab.cli import resolvers
 from mnistlab.data.splits import build
 
 CACHE_FILE = ".mnistlab-decoded.pt"  # mnistlab.data.decoded.CACHE_FILE, named here for old code
@@ -37,7 +37,7 @@ def timed(source, root: Path, repeats: int, cold: bool) -> list[float]:
 
 
 def main() -> None:
-    checks.register_schemas()  # the configs use them
+    resolvers.register_schemas()  # the configs use them
     mnist = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/mnist")
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)  # device.threads

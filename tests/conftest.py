@@ -13,13 +13,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from mnistlab import names
-from mnistlab.config import checks
+from mnistlab.cli import resolvers
 from mnistlab.data.mnist import FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 
-checks.register_schemas()
+resolvers.register_schemas()
 
 
 def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:

@@ -45,7 +45,7 @@ def test_dataset_options_build_splits(name, tmp_path):
 @pytest.mark.parametrize("name", options("optimizer"))
 def test_optimizer_options_instantiate_at_the_call_site(name):
     cfg = compose_config(f"optimizer={name}")
-    model = MNISTClassifier((28, 28), 10)
+    model = MNISTClassifier((28, 28), 10, hidden=128, dropout=0.0)
     optimizer = instantiate(cfg.optimizer, params=model.parameters())
     assert isinstance(optimizer, torch.optim.Optimizer)
     assert optimizer.param_groups[0]["lr"] == cfg.optimizer.lr
@@ -59,7 +59,7 @@ def test_model_options_follow_the_data_shape(name):
 
 
 def test_mlp_is_the_lesson_architecture():
-    model = MNISTClassifier((28, 28), 10)
+    model = MNISTClassifier((28, 28), 10, hidden=128, dropout=0.0)
     layers = [type(m).__name__ for m in model.children()]
     assert layers == ["Flatten", "Linear", "ReLU", "Identity", "Linear"]
     assert (model.fc1.in_features, model.fc1.out_features) == (784, 128)

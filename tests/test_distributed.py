@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT, compose_config
-from mnistlab.config.checks import LoaderSettings
+from mnistlab.config.schemas import LoaderSettings
 from mnistlab.data.splits import TensorPairs, batches
 from mnistlab.run.training import train
 
@@ -27,7 +27,7 @@ RUN = (
 @pytest.mark.parametrize("mode", ["tensor", "dataloader"])
 def test_ranks_see_disjoint_shards_and_a_new_split_every_epoch(mode):
     data = TensorPairs(torch.arange(1000).float()[:, None], torch.arange(1000))
-    loader = LoaderSettings(batch_size=32, mode=mode)
+    loader = LoaderSettings(batch_size=32, shuffle=True, mode=mode, num_workers=0)
 
     def seen(rank, epoch):
         return [

@@ -113,7 +113,16 @@ def test_missing_files_name_the_folder_and_all_four_files(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("input_shape", [(12, 10), (1, 12, 10), (3, 8, 8)])
 def test_cnn_takes_images_with_or_without_a_channel(input_shape: tuple[int, ...]) -> None:
-    model = ConvNet(input_shape, num_classes=3, dropout=0.5)
+    model = ConvNet(
+        input_shape,
+        3,
+        channels=(16, 32),
+        hidden=128,
+        dropout=0.5,
+        kernel_sizes=(3, 3),
+        padding="same",
+        shift=0,
+    )
     batch = torch.randn(4, *input_shape)
     assert model(batch).shape == (4, 3)
 

@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 
 from conftest import compose_config
 from mnistlab import SettingError
-from mnistlab.loop.fit import Progress, StepOptions, train_epoch
+from mnistlab.loop.progress import Progress
+from mnistlab.loop.step import StepOptions, train_epoch
 from mnistlab.parts.models import build
 from mnistlab.run import checkpoint
 from mnistlab.run.training import train
@@ -94,7 +95,14 @@ def test_label_smoothing_reaches_the_training_loss(smoothing):
         Progress.on(torch.device("cpu")),
         total=1,
         log=lambda step, values: logged.append(values["loss"]),
-        options=StepOptions(log_every=1, label_smoothing=smoothing),
+        options=StepOptions(
+            log_every=1,
+            grad_clip_norm=None,
+            skip_nonfinite=False,
+            precision="32",
+            label_smoothing=smoothing,
+            channels_last=False,
+        ),
     )
     assert logged == [pytest.approx(expected, rel=1e-6)]
 

@@ -13,7 +13,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 
 from conftest import compose_config, run_cli, write_idx_dataset
 from mnistlab import SettingError
-from mnistlab.config import checks
+from mnistlab.config import checks, schemas
 from mnistlab.run import checkpoint
 from mnistlab.run.training import train
 from mnistlab.sweep import prune
@@ -123,7 +123,7 @@ def test_the_median_rule_compares_best_values_with_completed_jobs_after_grace(tm
     write_job(tmp_path, "3_d", "completed", [1.0])  # too short for epoch 2
     (write_job(tmp_path, "4_e", "completed", []) / "metrics.json").write_text('{"stat')  # cut
     own = write_job(tmp_path, "5_own", "completed", [0.1, 0.1])  # its own old file: ignored
-    settings = checks.Prune(median=True, grace_epochs=1, min_jobs=2)
+    settings = schemas.Prune(median=True, diverged=False, grace_epochs=1, min_jobs=2)
     history: dict[str, list[float]] = {"val_loss": [5.0]}  # fit adds each epoch's values
     hook = prune.rules(settings, "val_loss", history, 0.1, tmp_path, own)
     values = {"val_accuracy": 0.9}
@@ -140,7 +140,7 @@ def test_the_median_rule_compares_best_values_with_completed_jobs_after_grace(tm
     assert hook(3, values) == (
         "best val_loss by epoch 3 0.6 is worse than the median 0.55 of 2 completed jobs"
     )
-    three = checks.Prune(median=True, min_jobs=3)
+    three = schemas.Prune(median=True, diverged=False, grace_epochs=1, min_jobs=3)
     assert prune.rules(three, "val_loss", history, 0.1, tmp_path, own)(3, values) is None
     alone = prune.rules(settings, "val_loss", history, 0.1, None, own)  # a single run
     assert alone(3, values) is None

@@ -18,7 +18,7 @@ from mnistlab import SettingError
 from mnistlab.config import checks
 from mnistlab.data.splits import batches
 from mnistlab.data.synthetic import synthetic_digits
-from mnistlab.loop.fit import NonFiniteLoss
+from mnistlab.loop.step import NonFiniteLoss
 from mnistlab.run import checkpoint
 from mnistlab.run.training import train
 

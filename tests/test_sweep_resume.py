@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import torch
 
 from conftest import ROOT, run_cli
 from mnistlab import names
-from mnistlab.run import resume
+from mnistlab.config import changeable
 from mnistlab.sweep import record as sweeprecord
 
 # 3 jobs: 2 of about 0.5 s (2 epochs of 63 steps, a checkpoint every 10 steps), and one whose
@@ -420,9 +419,9 @@ def test_a_sweep_folder_whose_record_is_missing_or_unsafe_is_refused_in_one_line
 
 def test_what_a_sweep_re_run_may_change_a_resumed_job_may_change_too() -> None:
     # Else a job interrupted before the change could not continue with it.
-    for key in sweeprecord.MAY_DIFFER:
+    for key in changeable.RERUN_MAY_DIFFER:
         probe = "device.name" if key == "device" else key.replace("*", "name")
-        assert any(fnmatchcase(probe, pattern) for pattern in resume.MAY_CHANGE), key
+        assert changeable.matches(probe, changeable.RESUME_MAY_CHANGE), key
 
 
 def start_sweep(cwd: Path, sweep: Path, *args: str) -> subprocess.Popen:

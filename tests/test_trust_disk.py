@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from conftest import ROOT, compose_config, run_cli
 from mnistlab import SettingError
 from mnistlab.benchmark import job
-from mnistlab.loop.fit import Progress
+from mnistlab.loop.progress import Progress
 from mnistlab.run import checkpoint
 from mnistlab.run.training import train
 

@@ -1,7 +1,7 @@
 """The resume contract: what a resuming command may change, what it may not, and run folders.
 
 The saved config is the base; the command's explicit overrides apply on top where they do not
-change what the checkpoint is (mnistlab.run.resume.MAY_CHANGE), and stop the run in one line where
+change what the checkpoint is (mnistlab.config.changeable.RESUME_MAY_CHANGE), and stop the run in one line where
 they would. A new run never replaces another run's folder unless told to.
 """
 

@@ -16,6 +16,8 @@ from mnistlab.files import write_json
 # The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
 CONF_DIR = str(files("mnistlab") / "conf")
 TRAIN_CONFIG = "train"  # mnistlab-train's primary config, in CONF_DIR
+# Ranks other than 0 (torchrun, or the tasks of a SLURM job) leave the run folder to rank 0.
+OTHER_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=disabled")
 
 # In every run folder.
 METRICS_FILE = "metrics.json"  # the run's status and final figures (`read_metrics`)

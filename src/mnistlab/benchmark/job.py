@@ -19,7 +19,7 @@ from mnistlab.benchmark.settings import (
     register_schemas,
 )
 from mnistlab.config import checks
-from mnistlab.config.checks import DeviceSettings
+from mnistlab.config.schemas import DeviceSettings
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:

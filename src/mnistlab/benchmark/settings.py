@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 
 from mnistlab import SettingError
-from mnistlab.config import checks
+from mnistlab.cli import resolvers
 
 DTYPE_NAMES = ("float32", "float64", "bfloat16", "float16")  # torch dtypes the matmul can time
 # The training benchmark's variants, in the table's order (mnistlab.benchmark.training.VARIANTS).
@@ -90,7 +90,7 @@ class TimeToAccuracySettings:
 
 def register_schemas() -> None:
     """Make the benchmark schemas available to conf/benchmark/*.yaml, beside the device one."""
-    checks.register_schemas()
+    resolvers.register_schemas()
     store = ConfigStore.instance()
     store.store(group="schema", name="benchmark_matmul", node=MatmulSettings)
     store.store(group="schema", name="benchmark_training", node=TrainingSettings)

@@ -17,10 +17,11 @@ from torch.utils.data import DataLoader
 from mnistlab import SettingError
 from mnistlab.benchmark.output import format_table, write_results, write_scalars
 from mnistlab.benchmark.settings import TrainingSettings
-from mnistlab.config.checks import LoaderSettings
+from mnistlab.config.schemas import LoaderSettings
 from mnistlab.data.splits import TensorPairs, batches, num_batches
 from mnistlab.data.splits import build as build_data
-from mnistlab.loop.fit import Progress, StepOptions, train_epoch
+from mnistlab.loop.progress import Progress
+from mnistlab.loop.step import StepOptions, train_epoch
 from mnistlab.parts.device import denormals, describe, synchronize
 from mnistlab.parts.models import MNISTClassifier
 from mnistlab.parts.optimizers import adam_config, build_optimizer
@@ -59,6 +60,18 @@ class Trainee:
 EpochFn = Callable[[Trainee, Workload, int], int]
 
 
+def plain_step(log_every: int) -> StepOptions:
+    """The lesson's step, as mnistlab's loop takes it: float32, no clipping, no smoothing."""
+    return StepOptions(
+        log_every=log_every,
+        grad_clip_norm=None,
+        skip_nonfinite=False,
+        precision="32",
+        label_smoothing=0.0,
+        channels_last=False,
+    )
+
+
 def lesson_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
     """(1) The lesson's loop: a Dataset of single samples, a shuffling DataLoader, five steps."""
     model, optimizer, criterion = trainee.model, trainee.optimizer, nn.CrossEntropyLoss()
@@ -81,7 +94,9 @@ def lesson_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
 def mnistlab_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
     """(2) mnistlab's loop, called as mnistlab.cli.train's `fit` calls it (tensor mode, logging on)."""
     settings = work.settings
-    loader = LoaderSettings(batch_size=settings.batch_size, shuffle=True, mode="tensor")
+    loader = LoaderSettings(
+        batch_size=settings.batch_size, shuffle=True, mode="tensor", num_workers=0
+    )
     steps_per_epoch = num_batches(len(work.on_device), loader.batch_size)
     progress = Progress.on(work.device, step=epoch * steps_per_epoch)
     train_epoch(
@@ -91,7 +106,7 @@ def mnistlab_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
         progress,
         total=steps_per_epoch,
         log=lambda step, values: work.writer.add_scalar("train/batch_loss", values["loss"], step),
-        options=StepOptions(log_every=settings.log_every_n_batches),
+        options=plain_step(settings.log_every_n_batches),
         description=f"mnistlab loop, epoch {epoch}",
     )
     return progress.epoch_samples
@@ -199,7 +214,9 @@ RATIOS = {  # key: (top variant, bottom variant, label, what it shows)
 def make_trainee(variant: Variant, settings: TrainingSettings, device: torch.device) -> Trainee:
     """The lesson's MLP, initialised alike for every variant, and the variant's own Adam."""
     torch.manual_seed(settings.seed)
-    model = MNISTClassifier(input_shape=(28, 28), num_classes=10).to(device)
+    model = MNISTClassifier(input_shape=(28, 28), num_classes=10, hidden=128, dropout=0.0).to(
+        device
+    )
     return Trainee(model, variant.optimizer(model.parameters(), settings, device))
 
 

@@ -19,8 +19,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from mnistlab import SettingError, names
+from mnistlab.cli import resolvers
 from mnistlab.cli.train import resume_argv
-from mnistlab.config import checks
 from mnistlab.run import rundir
 
 
@@ -41,7 +41,7 @@ def run_config(overrides: Sequence[str] = (), config_dir: str | Path | None = No
             raise SettingError(f"config_dir={str(config_dir)!r} is not a folder")
         # Like --config-dir: the folder's options join the shipped groups.
         overrides.append(f"hydra.searchpath=[file://{folder}]")
-    checks.register_schemas()
+    resolvers.register_schemas()
     if GlobalHydra.instance().is_initialized():  # inside a Hydra job (mnistlab-benchmark)
         # Its search path: the same.
         return compose(config_name=names.TRAIN_CONFIG, overrides=overrides)

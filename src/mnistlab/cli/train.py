@@ -25,13 +25,13 @@ from omegaconf import DictConfig
 
 from mnistlab import names
 from mnistlab.cli import process as lasting
-from mnistlab.config import checks
+from mnistlab.cli import resolvers
 from mnistlab.loop import signals
 from mnistlab.run import rundir
 from mnistlab.sweep import interrupt, rerun
 
 log = logging.getLogger(__name__)
-checks.register_schemas()
+resolvers.register_schemas()
 
 
 @hydra.main(version_base="1.3", config_path=names.CONF_DIR, config_name=names.TRAIN_CONFIG)
@@ -168,7 +168,7 @@ def command() -> None:
     distributed.join()
     if not distributed.world().is_main:
         # Only rank 0 writes into the run folder: no .hydra/ copy and no log file here.
-        sys.argv += checks.OTHER_RANK_OVERRIDES
+        sys.argv += names.OTHER_RANK_OVERRIDES
     try:
         main()
     finally:

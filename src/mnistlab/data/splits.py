@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from mnistlab import SettingError
-from mnistlab.config.checks import LoaderSettings
+from mnistlab.config.schemas import LoaderSettings
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

@@ -7,22 +7,22 @@ step) with the bookkeeping that makes a run resumable. `Progress` changes only h
 """
 
 import logging
-import math
 import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
-from tqdm import tqdm
 
-from mnistlab import SettingError
 from mnistlab.data.splits import Batch
+from mnistlab.loop.progress import Progress
 from mnistlab.loop.signals import Interrupts, NotStarted
+from mnistlab.loop.step import NonFiniteLoss, StepOptions, check_finite, evaluate, train_epoch
 from mnistlab.names import (
+    BATCH_TAGS,
     BEST_FILE,
     CHECKPOINT_FILE,
     COMPLETED,
@@ -32,243 +32,9 @@ from mnistlab.names import (
     better,
     reached,
 )
-from mnistlab.parts import precision
 from mnistlab.parts.distributed import SINGLE, World
-from mnistlab.run import board
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Progress:
-    """Where training stands. Checkpoints save it, so a resumed run continues exactly."""
-
-    epoch: int = 0  # epochs finished
-    step: int = 0  # optimizer steps taken (the global batch index)
-    epoch_step: int = 0  # batches done in the current epoch
-    epoch_samples: int = 0
-    samples: int = 0  # samples trained on, all epochs
-    seconds: float = 0.0  # time spent training, all epochs
-    skipped: int = 0  # batches dropped for a non-finite loss (nan_policy=skip)
-    window_steps: int = 0  # batches since the last logging point
-    window_samples: int = 0
-    # Running sums stay on the device; they are read only at logging points.
-    epoch_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
-    window_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
-    epoch_correct: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
-    window_correct: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
-    val: dict[str, float] = field(default_factory=dict)  # the last validation metrics
-    wall_seconds: float = 0.0  # wall-clock time in `fit`, all the run's parts up to now
-    resumes: list[dict] = field(default_factory=list)  # each resume's step and overrides
-    best: float | None = None  # the objective's best value so far, and the step it came at
-    best_step: int | None = None
-    stale: int = 0  # evaluations since the objective last improved (for early stopping)
-    target_step: int | None = None  # when loop.target was first reached
-    target_seconds: float | None = None  # wall-clock seconds of the run by then
-    stop_reason: str | None = None  # early_stopping, target_reached or pruned, once decided
-    prune_reason: str | None = None  # why `Plan.prune` stopped the run
-    per_epoch: dict[str, list[float]] = field(default_factory=dict)  # each epoch end's values
-
-    @classmethod
-    def on(cls, device: torch.device, step: int = 0) -> "Progress":
-        """A fresh start at `step`, with the running sums on `device`."""
-        # Separate tensors: the loop adds to each in place.
-        sums = {name: torch.zeros((), device=device) for name in SUMS}
-        return cls(step=step, **sums)
-
-    def start_epoch(self) -> None:
-        self.epoch_step, self.epoch_samples = 0, 0
-        self.epoch_loss = torch.zeros((), device=self.epoch_loss.device)
-        self.epoch_correct = torch.zeros((), device=self.epoch_loss.device)
-
-    def advance(self, samples: int) -> None:
-        """One batch of `samples` done: the step, epoch and logging-window counts move on."""
-        self.step += 1
-        self.epoch_step += 1
-        self.epoch_samples += samples
-        self.window_steps += 1
-        self.window_samples += samples
-
-
-# The running sums of `Progress` that live on the device (checkpoint.restore moves them).
-SUMS = ("epoch_loss", "window_loss", "epoch_correct", "window_correct")
-
-
-class NonFiniteLoss(SettingError):
-    """The loss became NaN or infinite: the run stops as failed."""
-
-
-@dataclass(frozen=True)
-class StepOptions:
-    """How `train_epoch` takes each step: the loop settings it needs, and no more."""
-
-    log_every: int = 100  # read the running sums and log their means every this many steps
-    grad_clip_norm: float | None = None
-    skip_nonfinite: bool = False  # drop a batch whose loss is NaN/Inf (a device sync per step)
-    precision: str = "32"  # the forward pass's: 32, bf16 or 16-mixed (mnistlab.parts.precision)
-    label_smoothing: float = 0.0
-    channels_last: bool = False  # 4-D input batches in channels-last memory order
-
-
-def train_epoch(
-    model: nn.Module,
-    batches: Iterable[Batch],
-    optimizer: torch.optim.Optimizer,
-    progress: Progress,
-    *,
-    total: int,
-    log: Callable[[int, dict[str, float]], None],
-    options: StepOptions = StepOptions(),
-    scheduler: LRScheduler | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    after_step: Callable[[], bool] = lambda: False,
-    description: str = "",
-    world: World = SINGLE,
-) -> bool:
-    """Train over `batches`, updating `progress`; return False if `after_step` asked to stop.
-
-    Losses and correct counts stay on the device and are only read every `options.log_every`
-    steps (and at the epoch's end), so the loop never waits for the device on ordinary
-    steps. `log(step, {"loss", "accuracy", "lr"})` gets each window's means. `scheduler`,
-    if any, is stepped after every optimizer step.
-    """
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=options.label_smoothing)
-    step = Step(optimizer, loss_fn, options, scheduler, scaler)
-    model.train()
-    with tqdm(
-        total=total,
-        initial=progress.epoch_step,
-        desc=description,
-        disable=None if world.is_main else True,  # one progress bar: rank 0's
-        leave=False,
-        mininterval=0.5,
-    ) as bar:
-        for inputs, targets in batches:
-            train_step(model, inputs, targets, progress, step)
-            progress.advance(len(targets))
-            bar.update()
-            if progress.step % options.log_every == 0:
-                window = log_window(progress, optimizer, log, world)
-                bar.set_postfix(loss=f"{window:.4f}", refresh=False)
-            if after_step():
-                return False
-    if progress.window_steps:  # the epoch's last, partial window reaches the curve too
-        log_window(progress, optimizer, log, world)
-    return True
-
-
-class Step(NamedTuple):
-    """What one training step works with besides the model and the batch."""
-
-    optimizer: torch.optim.Optimizer
-    loss_fn: nn.Module
-    options: StepOptions
-    scheduler: LRScheduler | None
-    scaler: torch.amp.GradScaler | None
-
-
-def train_step(
-    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, progress: Progress, step: Step
-) -> None:
-    """The lesson's five steps on one batch; a non-finite loss skips it where options say so."""
-    device, options = progress.epoch_loss.device, step.options
-    inputs = to_device(inputs, device, options.channels_last)
-    targets = targets.to(device, non_blocking=True)
-    with precision.autocast(options.precision, device):
-        logits = model(inputs)  # 1. forward
-    loss = step.loss_fn(logits.float(), targets)  # 2. loss
-    if options.skip_nonfinite and not torch.isfinite(loss):  # a device sync
-        progress.skipped += 1
-        return
-    step.optimizer.zero_grad(set_to_none=True)  # 3. clear old gradients
-    update(model, step.optimizer, loss, step.scaler, options.grad_clip_norm)  # 4. and 5.
-    if step.scheduler is not None:
-        step.scheduler.step()
-    count(progress, loss.detach(), logits.detach(), targets)
-
-
-def to_device(inputs: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """A batch of inputs on the device, images in channels-last order where asked."""
-    inputs = inputs.to(device, non_blocking=True)
-    if channels_last and inputs.dim() == 4:
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-    return inputs
-
-
-def update(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loss: torch.Tensor,
-    scaler: torch.amp.GradScaler | None,
-    clip: float | None,
-) -> None:
-    """Backward and optimizer step; with a float16 loss scaler, scaled and unscaled around it."""
-    if scaler is None:
-        loss.backward()
-        if clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        return
-    scaler.scale(loss).backward()
-    if clip is not None:
-        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        nn.utils.clip_grad_norm_(model.parameters(), clip)
-    scaler.step(optimizer)  # skipped where the scaled gradients overflowed
-    scaler.update()
-
-
-def count(progress: Progress, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor):
-    """Add a step's loss and correct predictions to the running sums, on the device."""
-    progress.epoch_loss.add_(loss, alpha=len(targets))  # in place: one small kernel
-    progress.window_loss.add_(loss)
-    # Counted per window only (the epoch's count gathers them at logging points): about 1% of
-    # a lesson-MLP step on CPU.
-    progress.window_correct.add_((logits.argmax(dim=1) == targets).sum())
-
-
-def log_window(progress: Progress, optimizer, log: Callable, world: World) -> float:
-    """Read the window's sums (one device sync), log their means, start a new window."""
-    first, steps = progress.step - progress.window_steps + 1, progress.window_steps
-    where = f"steps {first}-{progress.step}" if steps > 1 else f"step {progress.step}"
-    loss = world.mean(progress.window_loss).item() / steps
-    accuracy = world.mean(progress.window_correct).item() / progress.window_samples
-    progress.epoch_correct.add_(progress.window_correct)
-    log(progress.step, {"loss": loss, "accuracy": accuracy, "lr": optimizer.param_groups[0]["lr"]})
-    check_finite(loss, f"training loss at {where}")  # after logging: the curve shows it
-    device = progress.window_loss.device
-    progress.window_loss = torch.zeros((), device=device)
-    progress.window_correct = torch.zeros((), device=device)
-    progress.window_steps, progress.window_samples = 0, 0
-    return loss
-
-
-def check_finite(value: float, what: str) -> float:
-    """Return `value`, or raise NonFiniteLoss saying which loss went bad, and where."""
-    if not math.isfinite(value):
-        raise NonFiniteLoss(f"the {what} became {value}")
-    return value
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    batches: Iterable[Batch],
-    device: torch.device,
-    options: StepOptions = StepOptions(),
-) -> tuple[float, float]:
-    """Mean loss and accuracy of `model` over `batches`, in the precision it trains in."""
-    model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    count = 0
-    for inputs, targets in batches:
-        inputs, targets = to_device(inputs, device, options.channels_last), targets.to(device)
-        with precision.autocast(options.precision, device):
-            logits = model(inputs).float()
-        loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
-        correct += (logits.argmax(dim=1) == targets).sum()
-        count += len(targets)
-    return loss_sum.item() / count, correct.item() / count
 
 
 @dataclass
@@ -304,15 +70,16 @@ class Plan:
 
     epochs: int
     options: StepOptions
-    checkpoint_every: int | None = None  # steps; besides the checkpoint at each epoch's end
-    objective: str = "val_loss"  # what best.pt and early stopping go by (history.HIGHER_IS_BETTER)
-    patience: int | None = None  # evaluations without improvement before stopping; None: never
-    min_delta: float = 0.0
-    target: tuple[str, float] | None = None  # (metric, value): stop once reached
-    eval_every: int | None = None  # steps; also evaluate mid-epoch
-    test_on: str = "final"  # or "best"
-    # After each epoch's validation but the last: (epochs done, that epoch's values) -> a
-    # reason to stop the run as pruned, or None (mnistlab.sweep.prune). Every rank calls it.
+    checkpoint_every: int | None  # steps; besides the checkpoint at each epoch's end
+    objective: str  # what best.pt and early stopping go by (names.HIGHER_IS_BETTER)
+    patience: int | None  # evaluations without improvement before stopping; None: never
+    min_delta: float
+    target: tuple[str, float] | None  # (metric, value): stop once reached
+    eval_every: int | None  # steps; also evaluate mid-epoch
+    test_on: str  # "final" or "best"
+    # Set by a sweep, not by the loop settings. After each epoch's validation but the last:
+    # (epochs done, that epoch's values) -> a reason to stop the run as pruned, or None
+    # (mnistlab.sweep.prune). Every rank calls it.
     prune: Callable[[int, dict[str, float]], str | None] | None = None
     prune_nonfinite: bool = False  # a NaN/Inf loss prunes the run instead of failing it
 
@@ -430,6 +197,12 @@ class Fitting:
         self.out.save(self.progress, name)
 
 
+def log_batch(writer: Any, step: int, values: dict[str, float]) -> None:
+    """One logging point of the training loop: window loss and accuracy, and the lr."""
+    for key, value in values.items():
+        writer.add_scalar(BATCH_TAGS[key], value, step)
+
+
 def final_test(
     trainee: Trainee,
     batches: Callable[[], Iterable[Batch]],
@@ -464,7 +237,7 @@ def run_epoch(
         trainee.optimizer,
         progress,
         total=source.steps_per_epoch,
-        log=lambda step, values: board.log_batch(writer, step, values),
+        log=lambda step, values: log_batch(writer, step, values),
         options=plan.options,
         scheduler=trainee.scheduler,
         scaler=trainee.scaler,

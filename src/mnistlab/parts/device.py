@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from mnistlab import SettingError
-from mnistlab.config.checks import DeviceSettings
+from mnistlab.config.schemas import DeviceSettings
 
 
 def resolve_device(name: str) -> torch.device:

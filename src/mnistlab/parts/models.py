@@ -45,7 +45,7 @@ class MNISTClassifier(nn.Module):
     """The lesson's MLP: Flatten -> Linear(784, 128) -> ReLU -> Linear(128, 10), raw logits."""
 
     def __init__(
-        self, input_shape: Sequence[int], num_classes: int, hidden: int = 128, dropout: float = 0.0
+        self, input_shape: Sequence[int], num_classes: int, hidden: int, dropout: float
     ) -> None:
         super().__init__()
         self.flatten = nn.Flatten()
@@ -74,12 +74,12 @@ class ConvNet(nn.Module):
         self,
         input_shape: Sequence[int],
         num_classes: int,
-        channels: tuple[int, int] = (32, 64),
-        hidden: int = 128,
-        dropout: float = 0.0,
-        kernel_sizes: tuple[int, int] = (3, 3),
-        padding: str = "same",
-        shift: int = 0,
+        channels: tuple[int, int],
+        hidden: int,
+        dropout: float,
+        kernel_sizes: tuple[int, int],
+        padding: str,
+        shift: int,
     ) -> None:
         super().__init__()
         self.shift = RandomShift(shift)
@@ -143,7 +143,7 @@ class RandomShift(nn.Module):
     images' device, so checkpoints (which save every RNG state) resume it exactly.
     """
 
-    def __init__(self, pixels: int = 0) -> None:
+    def __init__(self, pixels: int) -> None:
         super().__init__()
         if pixels < 0:
             raise SettingError(f"model.shift={pixels} must be >= 0 (0: no shifts)")

@@ -6,16 +6,15 @@ torch's fused kernels do the same update in one pass. We ask for `fused=True`, f
 """
 
 import inspect
-from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mnistlab import SettingError
-from mnistlab.names import CONF_DIR
+from mnistlab.config import shipped
 
 
 def fastest_options(optimizer_class: type, device: torch.device) -> dict[str, bool]:
@@ -61,6 +60,6 @@ def probe(node: DictConfig) -> None:
 
 def adam_config(lr: float) -> DictConfig:
     """conf/optimizer/adam.yaml with `lr`: the optimizer config mnistlab-train would use."""
-    node = OmegaConf.load(Path(CONF_DIR) / "optimizer" / "adam.yaml")
+    node = shipped.option("optimizer", "adam")
     node.lr = lr
     return node

@@ -5,7 +5,7 @@ steps_per_epoch=...)` and steps it after every optimizer step, so every schedule
 written in steps; epoch-based settings (warm-up, step size) are converted with
 `steps_per_epoch`. A builder may return None: no schedule, the optimizer's lr throughout.
 The ranges of their settings (pct_start, gamma...) are checked with every component's, by
-parameter name, in `mnistlab.config.checks.RANGES`, before a run starts.
+parameter name, in `mnistlab.config.targets.RANGES`, before a run starts.
 """
 
 import math

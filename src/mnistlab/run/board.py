@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-from mnistlab.names import BATCH_TAGS, COMPLETED, FAILED, INTERRUPTED, PRUNED, TAGS
+from mnistlab.names import COMPLETED, FAILED, INTERRUPTED, PRUNED, TAGS
 
 # An interrupted or pruned run writes no end: TensorBoard keeps the first end status a run
 # writes (its reader keeps a tag's first metadata, which holds the status, and no purge drops
@@ -149,12 +149,6 @@ def grid(images: list[torch.Tensor], columns: int = 8) -> np.ndarray:
         top, left = (n // columns) * (height + 2) + 1, (n % columns) * (width + 2) + 1
         canvas[top : top + height, left : left + width] = 255 * (pixels - pixels.min()) / span
     return canvas[None]
-
-
-def log_batch(writer: Any, step: int, values: dict[str, float]) -> None:
-    """One logging point of the training loop: window loss and accuracy, and the lr."""
-    for key, value in values.items():
-        writer.add_scalar(BATCH_TAGS[key], value, step)
 
 
 def write_end(writer: Any, metrics: dict[str, Any], step: int) -> None:

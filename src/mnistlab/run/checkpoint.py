@@ -28,7 +28,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from mnistlab import SettingError, names
 from mnistlab.files import stale_partials, write_bytes
-from mnistlab.loop.fit import SUMS, Progress
+from mnistlab.loop.progress import SUMS, Progress
 from mnistlab.run import rundir
 
 FILENAME = names.CHECKPOINT_FILE

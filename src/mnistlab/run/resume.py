@@ -20,7 +20,7 @@ list is needed either way, and with it the saved config stays the exact record o
 
 Contract. The saved config is the base. The resuming command's explicit overrides (Hydra's
 `overrides.task` less `loop.resume`; from Python, the `overrides` argument) apply on top,
-compared leaf by leaf with the saved values. A change to a setting in `MAY_CHANGE` (it does
+compared leaf by leaf with the saved values. A change to a setting in `changeable.RESUME_MAY_CHANGE` (it does
 not change what the checkpoint is) is applied, logged, and recorded in metrics.json's
 `resumes`; any other change stops the run in one line naming the key, the saved and the new
 value. A group choice (`device=cpu`) brings that option's settings, as on a fresh command line.
@@ -29,7 +29,6 @@ value. A group choice (`device=cpu`) brings that option's settings, as on a fres
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +40,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnistlab import SettingError, names
-from mnistlab.config import checks
-from mnistlab.config.changeable import WHERE_DATA_LIVES
+from mnistlab.config import changeable, checks, shipped
 from mnistlab.names import COMPLETED, PRUNED, recorded_metrics
 from mnistlab.parts import schedulers
 from mnistlab.run import checkpoint
@@ -51,32 +49,6 @@ log = logging.getLogger(__name__)
 
 # Where a Python caller's config groups live (mnistlab-train passes Hydra's own search path).
 DEFAULT_SOURCES = (f"file://{names.CONF_DIR}", "structured://")
-# Settings a resume may change: none changes what the checkpoint's weights and state are.
-MAY_CHANGE = (
-    "objective",
-    "loop.epochs",
-    "loop.log_every_n_batches",
-    "loop.checkpoint_every_n_steps",
-    "loop.grad_clip_norm",
-    "loop.nan_policy",
-    "loop.overwrite",
-    "loop.early_stopping.*",
-    "loop.target.*",
-    "loop.eval_every_n_steps",
-    "loop.test_on",
-    "loop.compile",
-    "sweep.*",  # how a sweep treats the job: retrying, pruning
-    "device.*",
-    *WHERE_DATA_LIVES,
-    "optimizer.lr",
-    "optimizer.weight_decay",
-    "optimizer.betas",
-    "optimizer.eps",
-    "optimizer.alpha",
-    "optimizer.momentum",
-    "optimizer.dampening",
-    "optimizer.nesterov",
-)
 # A schedule over the whole run (schedulers.WHOLE_RUN) is made from these.
 SET_BY_SCHEDULE = ("loop.epochs", "optimizer.lr")
 # Switching these on from 0 needs optimizer state (a momentum buffer) the checkpoint lacks.
@@ -128,8 +100,8 @@ def prepare(cfg: DictConfig, overrides: Sequence[str], sources: Sequence[str]) -
     saved = checkpoint.config_of(state, path)
     if "scheduler" not in saved:  # saved before schedules existed: it trained without one
         saved.scheduler = schedulers.NONE
-    if "sweep" not in saved:  # saved before the sweep settings existed: their defaults
-        saved.sweep = OmegaConf.structured(checks.SweepSettings)
+    if "sweep" not in saved:  # saved before the sweep settings existed: the shipped ones
+        saved.sweep = shipped.option("sweep", "default")
     refuse_code(saved, f"loop.resume: {path}")
     check_targets(saved, offered_targets(sources, cfg), f"loop.resume: {path}")
     keys = explicit_keys(overrides)
@@ -281,7 +253,7 @@ def check_allowed(change: Change, scheduler: str) -> None:
             f"{saved}, given {new}): its schedule follows from both. Resume without it, or "
             "start a new run"
         )
-    if not any(fnmatchcase(change.key, pattern) for pattern in MAY_CHANGE):
+    if not changeable.matches(change.key, changeable.RESUME_MAY_CHANGE):
         raise SettingError(
             f"{change.key} cannot change when resuming (saved {saved}, given {new}): the "
             "checkpoint holds a run made with the saved value. Resume without it, or start a "

@@ -18,21 +18,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
 from mnistlab import SettingError, names
-from mnistlab.config import checks
+from mnistlab.config import checks, schemas
 from mnistlab.data.splits import Batch, Splits, batches, check_sizes, num_batches
 from mnistlab.data.splits import build as build_data
 from mnistlab.files import write_text
-from mnistlab.loop.fit import (
-    NonFiniteLoss,
-    Outputs,
-    Plan,
-    Progress,
-    Source,
-    StepOptions,
-    Trainee,
-    fit,
-)
+from mnistlab.loop.fit import Outputs, Plan, Source, Trainee, fit
+from mnistlab.loop.progress import Progress
 from mnistlab.loop.signals import Interrupted, Interrupts
+from mnistlab.loop.step import NonFiniteLoss, StepOptions
 from mnistlab.names import COMPLETED, FAILED, PRUNED, write_metrics
 from mnistlab.parts import distributed, precision, schedulers
 from mnistlab.parts.device import configure as configure_device
@@ -53,7 +46,7 @@ class Run:
     """The parts of one training run, built from its config."""
 
     cfg: DictConfig
-    settings: checks.Settings
+    settings: schemas.Settings
     device: torch.device
     data: Splits
     model: torch.nn.Module
@@ -250,7 +243,7 @@ def build(cfg: DictConfig, out_dir: Path, resumed: resume.Resume | None) -> Run:
 
 
 def load_data(
-    cfg: DictConfig, settings: checks.Settings, device: torch.device, layout: World
+    cfg: DictConfig, settings: schemas.Settings, device: torch.device, layout: World
 ) -> Splits:
     """The dataset, checked against the settings, on the device in tensor mode."""
     data = build_data(cfg.dataset.source)
@@ -268,7 +261,7 @@ def load_data(
 
 
 def build_net(
-    cfg: DictConfig, settings: checks.Settings, data: Splits, device: torch.device, layout: World
+    cfg: DictConfig, settings: schemas.Settings, data: Splits, device: torch.device, layout: World
 ) -> torch.nn.Module:
     """The model on the device: channels-last, compiled, wrapped for torchrun, as set."""
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
@@ -362,7 +355,7 @@ def source(run: Run) -> Source:
     )
 
 
-def plan(loop: checks.LoopSettings, objective: str) -> Plan:
+def plan(loop: schemas.LoopSettings, objective: str) -> Plan:
     """What `fit` needs of the loop settings."""
     options = StepOptions(
         log_every=loop.log_every_n_batches,

@@ -25,7 +25,7 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-from mnistlab.config.checks import Prune
+from mnistlab.config.schemas import Prune
 from mnistlab.names import COMPLETED, HIGHER_IS_BETTER, better, recorded_metrics
 
 Hook = Callable[[int, dict[str, float]], str | None]

@@ -1,7 +1,7 @@
 """What defines a sweep, recorded in its folder, so that a re-run there continues that sweep only.
 
 When a sweep starts in a folder that holds no sweep, `sweep.yaml` is written there: the
-overrides that define it (the command line's, in the order given, less MAY_DIFFER), a preset's
+overrides that define it (the command line's, in the order given, less mnistlab.config.changeable.RERUN_MAY_DIFFER), a preset's
 `hydra.sweeper.params`, the sweeper and its `n_trials`. Re-running into the folder
 (`hydra.sweep.dir=<it>`) compares the command with the record before any job starts: the same
 sweep continues (mnistlab.sweep.rerun), any other is refused in one line naming what differs.
@@ -15,7 +15,6 @@ Kept free of torch: it runs in the sweep's process before any job.
 
 import logging
 import sys
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import SettingError
-from mnistlab.config.changeable import WHERE_DATA_LIVES
+from mnistlab.config import changeable
 from mnistlab.files import write_text
 from mnistlab.names import HYDRA_SWEEP_FILE, SWEEP_RECORD_FILE
 from mnistlab.run import rundir
@@ -33,19 +32,6 @@ from mnistlab.sweep import naming
 
 log = logging.getLogger(__name__)
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-# Settings a re-run may give differently: none changes a job's results, and a job's own resume
-# allows each (mnistlab.run.resume.MAY_CHANGE), so an interrupted job continues with them. Hydra's
-# own settings (hydra.sweep.dir, hydra/launcher, hydra.launcher.*) are not task overrides: only
-# the sweeper's (below) define a sweep.
-MAY_DIFFER = (
-    "sweep.retry_failed",
-    "loop.overwrite",
-    "loop.log_every_n_batches",
-    "loop.checkpoint_every_n_steps",
-    "device",
-    "device.*",
-    *WHERE_DATA_LIVES,
-)
 UNSET = "unset"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 # mnistlab's default sweeper (hydra_plugins/mnistlab_sweeper.py): Hydra's basic sweeper,
@@ -63,7 +49,7 @@ def sweeper_of(config: DictConfig) -> str:
 
 def may_differ(key: str) -> bool:
     """Whether a re-run of a sweep may give the setting `key` another value."""
-    return any(fnmatchcase(key.lstrip("+~"), pattern) for pattern in MAY_DIFFER)
+    return changeable.matches(key, changeable.RERUN_MAY_DIFFER)
 
 
 def definition(config: DictConfig) -> dict[str, Any]:

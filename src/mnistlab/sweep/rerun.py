@@ -10,7 +10,7 @@ folder, and `decide` says what it does with it:
   makes it FRESH.
 - RESUME, a checkpoint.pt (interrupted, or killed after a checkpoint): continued as
   `loop.resume=<its folder>` continues a run (mnistlab.run.resume), bit for bit, with the settings
-  a re-run may change (sweeprecord.MAY_DIFFER).
+  a re-run may change (mnistlab.config.changeable.RERUN_MAY_DIFFER).
 - FRESH, nothing to go on from (a new job, one killed before its first checkpoint, a failed
   one retried): its old outputs are removed and it trains from the start.
 Hydra saves a job's config into its folder before the job runs: `config_subfolder` sends a

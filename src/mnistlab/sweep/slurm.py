@@ -22,7 +22,7 @@ from hydra.core.override_parser.types import Quote, QuotedString
 from hydra.types import TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab.config import checks
+from mnistlab import names
 from mnistlab.run import rundir
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,9 @@ def task_overrides() -> list[str]:
     """Extra overrides for this task of the job: tasks other than 0 leave the folder to task 0."""
     import submitit
 
-    return [] if submitit.JobEnvironment().global_rank == 0 else list(checks.OTHER_RANK_OVERRIDES)
+    return (
+        [] if submitit.JobEnvironment().global_rank == 0 else list(names.OTHER_RANK_OVERRIDES)
+    )
 
 
 def requeued_overrides(sweep_overrides: list[str], job_num: int) -> list[str]:

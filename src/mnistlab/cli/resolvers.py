@@ -1,0 +1,40 @@
+"""What mnistlab's configs need from Python before Hydra composes them: schemas and resolvers.
+
+`register()` stores the settings schemas in Hydra's ConfigStore and makes the `${mnistlab.*:...}`
+resolvers of conf/train.yaml available: run and sweep folder names, where a job's config is
+saved, the groups `--help` lists. Every entry point calls it before composing. No torch.
+"""
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from mnistlab.config.schemas import DeviceSettings, LoaderSettings, LoopSettings, SweepSettings
+from mnistlab.run.rundir import run_folder, started
+from mnistlab.sweep import naming
+from mnistlab.sweep.rerun import config_subfolder
+
+GROUPS = ("dataset", "device", "experiment", "loop", "model", "optimizer", "scheduler", "sweep")
+
+
+def register_schemas() -> None:
+    """Make the schemas available to the YAML files as `/schema/<name>@_here_`."""
+    store = ConfigStore.instance()
+    store.store(group="schema", name="device", node=DeviceSettings)
+    store.store(group="schema", name="loop", node=LoopSettings)
+    store.store(group="schema", name="loader", node=LoaderSettings)
+    store.store(group="schema", name="sweep", node=SweepSettings)
+    # ${mnistlab.started:...} names run folders: one time for all ranks under torchrun;
+    # cached in the config (like Hydra's ${now:}) so launcher workers see the same value.
+    OmegaConf.register_new_resolver("mnistlab.started", started, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("mnistlab.run_folder", run_folder, replace=True)
+    OmegaConf.register_new_resolver("mnistlab.config_subfolder", config_subfolder, replace=True)
+    OmegaConf.register_new_resolver("mnistlab.help_groups", help_groups, replace=True)
+    naming.register()  # ${mnistlab.job_name:...}, ${mnistlab.run_name:...}
+
+
+def help_groups() -> str:
+    """The config groups a training run can choose from, with their options, for --help."""
+    from hydra.core.global_hydra import GlobalHydra  # initialised: Hydra is showing the help
+
+    loader = GlobalHydra.instance().config_loader()
+    return "\n".join(f"{g}: {', '.join(sorted(loader.get_group_options(g)))}" for g in GROUPS)
