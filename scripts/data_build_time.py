@@ -37,7 +37,7 @@ def timed(source, root: Path, repeats: int, cold: bool) -> list[float]:
 
 
 def main() -> None:
-    resolvers.register_schemas()  # the configs use them
+    resolvers.register()  # the configs use them
     mnist = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/mnist")
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)  # device.threads

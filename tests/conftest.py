@@ -19,7 +19,7 @@ from mnistlab.data.mnist import FILES
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 
-resolvers.register_schemas()
+resolvers.register()
 
 
 def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:

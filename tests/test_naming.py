@@ -12,39 +12,35 @@ from mnistlab.sweep import naming
 
 
 def sweep_config(*overrides: str, params: dict | None = None):
-    """The parts of a sweep's config that `remember_swept` reads."""
+    """The parts of a sweep's config that `swept_keys` reads."""
     return OmegaConf.create(
         {"hydra": {"overrides": {"task": list(overrides)}, "sweeper": {"params": params}}}
     )
 
 
-@pytest.fixture
-def swept(monkeypatch: pytest.MonkeyPatch):
-    """Run `remember_swept` with the environment restored afterwards."""
-    monkeypatch.setenv(naming.SWEPT_ENV, "[]")
-
-    def remember(*overrides: str, params: dict | None = None) -> None:
-        naming.remember_swept(sweep_config(*overrides, params=params))
-
-    return remember
+def swept(*overrides: str, params: dict | None = None) -> list[str]:
+    """The keys a sweep of `overrides` (and a preset's `params`) varies."""
+    return naming.swept_keys(sweep_config(*overrides, params=params))
 
 
-def test_swept_keys_come_first_in_the_given_order_and_constants_are_left_out(swept) -> None:
-    swept("optimizer.lr=0.1,0.01", "loop.epochs=2", "optimizer=sgd,adam", "loop.seed=0,1")
+def test_swept_keys_come_first_in_the_given_order_and_constants_are_left_out() -> None:
+    keys = swept("optimizer.lr=0.1,0.01", "loop.epochs=2", "optimizer=sgd,adam", "loop.seed=0,1")
     job = ["optimizer.lr=0.01", "loop.epochs=2", "optimizer=adam", "loop.seed=1"]
-    assert naming.job_name(job) == "lr:0.01+adam+seed:1"
+    assert naming.job_name(keys, job) == "lr:0.01+adam+seed:1"
 
 
-def test_a_presets_sweeper_params_count_as_swept(swept) -> None:
-    swept("experiment=optimizer_lr_sweep", params={"optimizer": "sgd,adam", "loop.epochs": 3})
-    assert naming.job_name(["experiment=optimizer_lr_sweep", "optimizer=sgd"]) == "sgd"
+def test_a_presets_sweeper_params_count_as_swept() -> None:
+    keys = swept(
+        "experiment=optimizer_lr_sweep", params={"optimizer": "sgd,adam", "loop.epochs": 3}
+    )
+    assert naming.job_name(keys, ["experiment=optimizer_lr_sweep", "optimizer=sgd"]) == "sgd"
 
 
-def test_clashing_short_keys_stay_whole(swept) -> None:
-    swept("model.hidden=8,16", "dataset.source.seed=1,2")
-    assert naming.job_name(["model.hidden=8", "dataset.source.seed=2"]) == "hidden:8+seed:2"
-    swept("loop.seed=0,1", "dataset.source.seed=1,2")
-    name = naming.job_name(["loop.seed=0", "dataset.source.seed=2"])
+def test_clashing_short_keys_stay_whole() -> None:
+    keys = swept("model.hidden=8,16", "dataset.source.seed=1,2")
+    assert naming.job_name(keys, ["model.hidden=8", "dataset.source.seed=2"]) == "hidden:8+seed:2"
+    keys = swept("loop.seed=0,1", "dataset.source.seed=1,2")
+    name = naming.job_name(keys, ["loop.seed=0", "dataset.source.seed=2"])
     assert name == "loop.seed:0+dataset.source.seed:2"
 
 

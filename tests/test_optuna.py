@@ -155,5 +155,9 @@ def test_a_study_trial_outside_the_search_space_is_refused_before_any_job(tmp_pa
     line = result.stderr.strip().splitlines()[-1]  # after Optuna's "Using an existing study"
     assert "trial 0 of study mnistlab has {'optimizer.lr': " in line
     assert "outside this sweep's search space ['optimizer.lr']" in line
-    assert sorted(path.name for path in folder.iterdir()) == ["optuna.db", "sweep.yaml"]
+    assert sorted(path.name for path in folder.iterdir()) == [
+        ".sweep.json",
+        "optuna.db",
+        "sweep.yaml",
+    ]
     assert study.trials[0].state == optuna.trial.TrialState.RUNNING

@@ -14,9 +14,9 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 from conftest import compose_config, run_cli, write_idx_dataset
 from mnistlab import SettingError
 from mnistlab.config import checks, schemas
+from mnistlab.loop import prune
 from mnistlab.run import checkpoint
 from mnistlab.run.training import train
-from mnistlab.sweep import prune
 
 pytestmark = pytest.mark.slow  # real sweeps
 

@@ -153,7 +153,7 @@ def test_summarize_compares_several_sweeps_in_one_report(sweep: Path, tmp_path: 
     shutil.copytree(sweep, other)
     out = tmp_path / "both.html"
     result = run_cli(
-        "mnistlab.report.summary", str(sweep), str(other), "--out", str(out), cwd=tmp_path
+        "mnistlab.cli.summarize", str(sweep), str(other), "--out", str(out), cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert f"report: {out}" in result.stdout

@@ -13,8 +13,7 @@ from mnistlab import names
 from mnistlab.sweep.record import definition
 
 # mnistlab's callbacks read the jobs' files, which these jobs do not write.
-NO_CALLBACKS = ("~hydra.callbacks.run_folder", "~hydra.callbacks.sweep_resume")
-NO_CALLBACKS += ("~hydra.callbacks.sweep_summary",)
+NO_CALLBACKS = ("~hydra.callbacks.run_folder", "~hydra.callbacks.sweep")
 HYDRAS_OWN = "hydra.sweeper._target_=hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 

@@ -216,7 +216,7 @@ def test_summarize_rebuilds_the_summary_of_any_sweep(
     (sweep / "summary.md").unlink()
     (job_folders(sweep)[0] / "metrics.json").unlink()  # as if the job had been killed
 
-    result = run_cli("mnistlab.report.summary", str(sweep), cwd=tmp_path)
+    result = run_cli("mnistlab.cli.summarize", str(sweep), cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert [(row["job"], row["status"]) for row in read_summary(sweep)] == [
@@ -224,7 +224,7 @@ def test_summarize_rebuilds_the_summary_of_any_sweep(
         ("1", "failed"),
     ]
     assert (sweep / "summary.md").read_text().strip() in result.stdout
-    missing = run_cli("mnistlab.report.summary", str(tmp_path / "nope"), cwd=tmp_path)
+    missing = run_cli("mnistlab.cli.summarize", str(tmp_path / "nope"), cwd=tmp_path)
     assert missing.returncode == 2 and "is not a folder" in missing.stderr
 
 

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from conftest import ROOT, compose_config, run_cli
 from mnistlab import SettingError
 from mnistlab.benchmark import job
+from mnistlab.cli import summarize
 from mnistlab.loop.progress import Progress
 from mnistlab.run import checkpoint
 from mnistlab.run.training import train
@@ -329,7 +330,6 @@ def test_sweep_exit_hook_lists_a_damaged_folder_and_ranks_the_rest(
 def test_summarize_survives_any_one_damaged_job_folder(
     sweep_with_a_damaged_folder: tuple[Path, str], tmp_path: Path, damage: str, capsys
 ) -> None:
-    from mnistlab.report import summary
 
     sweep = shutil.copytree(sweep_with_a_damaged_folder[0], tmp_path / "sweep")
     shutil.rmtree(sweep / "7_junk")
@@ -338,7 +338,7 @@ def test_summarize_survives_any_one_damaged_job_folder(
     make_damage, reason = DAMAGES[damage]
     make_damage(damaged)
 
-    summary.main([str(sweep)])
+    summarize.main([str(sweep)])
 
     rows = summary_rows(sweep)
     assert rows[damaged.name]["status"] == "unreadable"
@@ -364,7 +364,7 @@ def test_a_read_only_sweep_folder_still_gets_its_table_printed(
     sweep_with_a_damaged_folder: tuple[Path, str],
 ) -> None:
     sweep = read_only_copy(sweep_with_a_damaged_folder[0])
-    command = [sys.executable, "-m", "mnistlab.report.summary", str(sweep)]
+    command = [sys.executable, "-m", "mnistlab.cli.summarize", str(sweep)]
     if os.geteuid() == 0:  # root writes anywhere: run as `nobody`, for whom it is read-only
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv: cannot make a folder read-only")

@@ -16,7 +16,7 @@ from mnistlab.benchmark.settings import (
     MatmulSettings,
     TimeToAccuracySettings,
     TrainingSettings,
-    register_schemas,
+    register,
 )
 from mnistlab.config import checks
 from mnistlab.config.schemas import DeviceSettings
@@ -49,7 +49,7 @@ BENCHMARKS: dict[str, tuple[type, str]] = {
         "mnistlab.benchmark.time_to_accuracy.time_to_accuracy_benchmark",
     ),
 }
-register_schemas()
+register()
 
 
 @hydra.main(version_base="1.3", config_path=names.CONF_DIR, config_name="benchmark")

@@ -88,9 +88,9 @@ class TimeToAccuracySettings:
             raise SettingError("benchmark.experiment is empty: name a preset, e.g. mnist_speedrun")
 
 
-def register_schemas() -> None:
+def register() -> None:
     """Make the benchmark schemas available to conf/benchmark/*.yaml, beside the device one."""
-    resolvers.register_schemas()
+    resolvers.register()
     store = ConfigStore.instance()
     store.store(group="schema", name="benchmark_matmul", node=MatmulSettings)
     store.store(group="schema", name="benchmark_training", node=TrainingSettings)

@@ -41,7 +41,7 @@ def run_config(overrides: Sequence[str] = (), config_dir: str | Path | None = No
             raise SettingError(f"config_dir={str(config_dir)!r} is not a folder")
         # Like --config-dir: the folder's options join the shipped groups.
         overrides.append(f"hydra.searchpath=[file://{folder}]")
-    resolvers.register_schemas()
+    resolvers.register()
     if GlobalHydra.instance().is_initialized():  # inside a Hydra job (mnistlab-benchmark)
         # Its search path: the same.
         return compose(config_name=names.TRAIN_CONFIG, overrides=overrides)

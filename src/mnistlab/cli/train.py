@@ -5,18 +5,18 @@ mnistlab-train optimizer=sgd optimizer.lr=0.1 loop.epochs=5
 mnistlab-train -m optimizer=sgd,adam,rmsprop optimizer.lr=0.1,0.01,0.001
 mnistlab-train loop.resume=outputs/runs/<run>    # continue an interrupted run
 
-Only Hydra loads with this module; torch and the training code (mnistlab.run.training) load when a job
-starts, so `--help` and `--cfg job` answer in a fraction of torch's own import time.
+Only Hydra loads with this module; torch and the training code (mnistlab.run.training) load
+when a job starts, so `--help` and `--cfg job` answer in a fraction of torch's own import time.
+`main` does only Hydra's part (the folder, the sweep's context, the objective to return);
+`mnistlab.run.training.train` is plain Python.
 """
 
-import atexit
 import logging
 import os
 import re
 import sys
-import threading
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -24,14 +24,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnistlab import names
-from mnistlab.cli import process as lasting
-from mnistlab.cli import resolvers
+from mnistlab.cli import process, resolvers
 from mnistlab.loop import signals
 from mnistlab.run import rundir
-from mnistlab.sweep import interrupt, rerun
+from mnistlab.sweep import context, interrupt, optuna_study, rerun
+from mnistlab.sweep.context import SweepContext
 
 log = logging.getLogger(__name__)
-resolvers.register_schemas()
+resolvers.register()
 
 
 @hydra.main(version_base="1.3", config_path=names.CONF_DIR, config_name=names.TRAIN_CONFIG)
@@ -42,9 +42,10 @@ def main(cfg: DictConfig) -> Any:
     # Where Hydra saved this command's config: .hydra/resumed_<time>/ when resuming.
     record = None if hydra_cfg.output_subdir is None else out_dir / hydra_cfg.output_subdir
     sweeping = hydra_cfg.mode is RunMode.MULTIRUN
-    stopped_by_sweep = sweeping and interrupt.ours()  # not SLURM's: its jobs requeue themselves
+    sweep = context.read(hydra_cfg.sweep.dir) if sweeping else None
+    stopped_by_sweep = sweep is not None and sweep.stoppable()  # SLURM's jobs requeue instead
     try:
-        return job(cfg, hydra_cfg, record, sweeping)
+        return job(cfg, hydra_cfg, record, sweeping, sweep)
     except signals.Interrupted as stop:
         if stopped_by_sweep:  # the sweep prints the command that continues it, this job included
             log.warning("%s: checkpoint saved", stop)
@@ -62,29 +63,39 @@ def main(cfg: DictConfig) -> Any:
         raise
 
 
-def job(cfg: DictConfig, hydra_cfg: DictConfig, record: Path | None, sweeping: bool) -> Any:
+def job(
+    cfg: DictConfig,
+    hydra_cfg: DictConfig,
+    record: Path | None,
+    sweeping: bool,
+    sweep: SweepContext | None,
+) -> Any:
     """Train (or, in a sweep re-run into its folder, reuse or resume) the job; its objective."""
     out_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     if sweeping and cfg.loop.resume is None:  # not a SLURM job requeued with loop.resume
-        interrupt.job_starting()
+        if sweep is not None:
+            interrupt.job_starting(sweep)
         if rerun.start_job(cfg, out_dir, record) == rerun.REUSE:
             return rerun.reused_objective(out_dir, cfg.objective)
         overrides = rerun.changeable(overrides)
     # A signal while torch loads (a second or more) ends the job in one line, as in data loading.
     with signals.Interrupts():
-        with lasting.lasting_imports():  # torch loads here, once a job really starts
+        with process.lasting_imports():  # torch loads here, once a job really starts
             import torch._dynamo  # noqa: F401  # which torch's optimizers load: frozen with it
 
             from mnistlab.parts import distributed
-            from mnistlab.run import training as run
+            from mnistlab.run import training
         distributed.adopt_slurm()
         if distributed.world().size > 1:
-            distributed.join()  # a SLURM task; under torchrun `cli` has joined already
+            rundir.set_started(distributed.join())  # a SLURM task; torchrun's joined in `cli`
     # A resume applies the command's explicit overrides to the saved config; a saved config
     # may call only what the config groups on this command's search path offer.
     sources = [f"{source.schema}://{source.path}" for source in hydra_cfg.runtime.config_sources]
-    metrics = run.train(cfg, out_dir, overrides, sources, record)
+    in_sweep = None
+    if sweeping:
+        in_sweep = training.InSweep(Path(hydra_cfg.sweep.dir), optuna_study.trial_hook)
+    metrics = training.train(cfg, out_dir, overrides, sources, record, in_sweep)
     return metrics[cfg.objective]
 
 
@@ -105,45 +116,13 @@ def resume_argv(argv: list[str]) -> list[str]:
 
 
 def cli() -> None:
-    """Console entry point: the command, its exit handlers, then the process ends.
-
-    Python's own exit would then also tear down every module, which takes half a second once
-    torch (and torch._dynamo, which torch's optimizers load) is in: a sweep of short runs, or a
-    script calling mnistlab-train in a loop, would pay it each time. What must happen at exit
-    is an exit handler (the sweep's summary, the continue line, logging's flush).
-    """
+    """Console entry point: the command, its exit handlers, then the process ends."""
     try:
         command()
     except SystemExit as end:
-        leave(end.code)
-    stop_idle_workers()
-    leave(0)
-
-
-def stop_idle_workers() -> None:
-    """End joblib's worker processes at once, once every job is done (the command returned).
-
-    Python's exit would ask each to end and wait while it tears its modules down (torch's
-    included), half a second or more; their jobs have all returned, so nothing is lost.
-    """
-    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
-    pool = getattr(loky, "_executor", None)  # the pool joblib's launcher used, if any
-    if pool is not None:
-        pool.shutdown(wait=True, kill_workers=True)
-
-
-def leave(code: object) -> NoReturn:
-    """Exit with `code` as `sys.exit` would, without the modules' teardown where that is safe."""
-    others = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
-    if any(not thread.daemon for thread in others):  # a pool's (joblib's): Python's exit ends it
-        sys.exit(code)
-    if code is not None and not isinstance(code, int):  # sys.exit("message"): print it, status 1
-        print(code, file=sys.stderr)
-        code = 1
-    atexit._run_exitfuncs()  # what Python's exit runs first  # noqa: SLF001
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code or 0)
+        process.leave(end.code)
+    process.stop_idle_workers()
+    process.leave(0)
 
 
 def command() -> None:
@@ -165,7 +144,7 @@ def command() -> None:
 
     if {"-m", "--multirun"} & set(sys.argv[1:]):
         raise SystemExit("mnistlab-train: sweeps (-m) do not run under torchrun; start one per job")
-    distributed.join()
+    rundir.set_started(distributed.join())  # rank 0's clock names the run folder
     if not distributed.world().is_main:
         # Only rank 0 writes into the run folder: no .hydra/ copy and no log file here.
         sys.argv += names.OTHER_RANK_OVERRIDES

@@ -8,6 +8,7 @@ from the YAML files alone: no field has a default here. No torch.
 import math
 from dataclasses import dataclass
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from mnistlab import SettingError
@@ -152,7 +153,7 @@ class LoopSettings:
 
 @dataclass
 class Prune:
-    """`sweep.prune`: stop a sweep's hopeless jobs at an epoch's end (mnistlab.sweep.prune)."""
+    """`sweep.prune`: stop a sweep's hopeless jobs at an epoch's end (mnistlab.loop.prune)."""
 
     median: bool = MISSING  # worse than the median of the sweep's completed jobs at that epoch
     diverged: bool = MISSING  # chance-level accuracy, or a non-finite loss
@@ -210,3 +211,12 @@ class Settings:
     loader: LoaderSettings
     loop: LoopSettings
     sweep: SweepSettings
+
+
+def store() -> None:
+    """Make the schemas available to the YAML files as `/schema/<name>@_here_`."""
+    config_store = ConfigStore.instance()
+    config_store.store(group="schema", name="device", node=DeviceSettings)
+    config_store.store(group="schema", name="loop", node=LoopSettings)
+    config_store.store(group="schema", name="loader", node=LoaderSettings)
+    config_store.store(group="schema", name="sweep", node=SweepSettings)

@@ -79,7 +79,7 @@ class Plan:
     test_on: str  # "final" or "best"
     # Set by a sweep, not by the loop settings. After each epoch's validation but the last:
     # (epochs done, that epoch's values) -> a reason to stop the run as pruned, or None
-    # (mnistlab.sweep.prune). Every rank calls it.
+    # (mnistlab.loop.prune). Every rank calls it.
     prune: Callable[[int, dict[str, float]], str | None] | None = None
     prune_nonfinite: bool = False  # a NaN/Inf loss prunes the run instead of failing it
 
@@ -357,7 +357,7 @@ def summary(
         "wall_time_s": time.perf_counter() - clock,  # all the run's parts
         "tested_on": "best" if tested_best else "final",
         **{key: value for key, value in optional.items() if value is not None},
-        "per_epoch": progress.per_epoch,  # what other jobs' median rule reads (mnistlab.sweep.prune)
+        "per_epoch": progress.per_epoch,  # what other jobs' median rule reads (mnistlab.loop.prune)
     }
 
 

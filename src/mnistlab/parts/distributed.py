@@ -14,7 +14,6 @@ import torch
 import torch.distributed as dist
 
 from mnistlab import SettingError
-from mnistlab.run import rundir
 
 
 @dataclass(frozen=True)
@@ -75,15 +74,18 @@ def adopt_slurm() -> None:
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
-def join() -> None:
-    """Join the process group (gloo on CPU, nccl for CUDA tensors) and share rank 0's clock."""
+def join() -> datetime.datetime | None:
+    """Join the process group (gloo on CPU, nccl for CUDA tensors); rank 0's clock, shared.
+
+    None where this process has joined already (torchrun's ranks join in `mnistlab.cli.train`).
+    """
     if dist.is_initialized():
-        return  # torchrun ranks joined in `cli`, before Hydra started
+        return None
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend)
     stamp = [datetime.datetime.now()]
     dist.broadcast_object_list(stamp, src=0)
-    rundir.set_started(stamp[0])
+    return stamp[0]
 
 
 def leave() -> None:

@@ -32,7 +32,8 @@ from mnistlab.names import (
     SWEEP_RECORD_FILE,
     TAGS,
 )
-from mnistlab.report.summary import Job, cell, find_jobs, objective_of, rank, swept_keys
+from mnistlab.report.jobs import Job, find_jobs, objective_of, rank, swept_keys
+from mnistlab.report.summary import cell
 from mnistlab.run.scalars import read_scalars
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from mnistlab import SettingError
 from mnistlab.files import PARTIAL_SUFFIX
 from mnistlab.names import BEST_FILE, CHECKPOINT_FILE, EVENTS_PATTERN, METRICS_FILE, SCALARS_FILE
+from mnistlab.private import hydra as hydra_private
 
 # What a run writes into its folder; `loop.overwrite=true` removes these before a new run.
 RUN_OUTPUTS = (
@@ -83,10 +84,11 @@ def started(pattern: str) -> str:
     return _started.strftime(pattern)
 
 
-def set_started(moment: datetime.datetime) -> None:
-    """Use `moment` as the start time (torchrun ranks take rank 0's)."""
+def set_started(moment: datetime.datetime | None) -> None:
+    """Use `moment` as the start time (torchrun ranks take rank 0's); None changes nothing."""
     global _started
-    _started = moment
+    if moment is not None:
+        _started = moment
 
 
 def resume_override(folder: Path) -> str:
@@ -205,14 +207,9 @@ class RunFolder(Callback):
         self.first_new = missing[-1] if missing else None
         self.started_at = time.time()
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """A sweep folder must be one; what it may hold is mnistlab.sweep.record's to say."""
-        with refusal():
-            check_folder(Path(config.hydra.sweep.dir).absolute(), "hydra.sweep.dir")
-
     def on_run_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """A run refused before training leaves no new folder (or resumed_<time>/) behind."""
-        error = job_return._return_value  # `return_value` would raise it
+        error = hydra_private.returned(job_return)
         if job_return.status is not JobStatus.FAILED or not isinstance(error, SettingError):
             return
         folder = Path(config.hydra.runtime.output_dir)

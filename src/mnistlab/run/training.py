@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from mnistlab.config import checks, schemas
 from mnistlab.data.splits import Batch, Splits, batches, check_sizes, num_batches
 from mnistlab.data.splits import build as build_data
 from mnistlab.files import write_text
+from mnistlab.loop import prune
 from mnistlab.loop.fit import Outputs, Plan, Source, Trainee, fit
 from mnistlab.loop.progress import Progress
 from mnistlab.loop.signals import Interrupted, Interrupts
@@ -36,9 +37,17 @@ from mnistlab.parts.optimizers import build_optimizer
 from mnistlab.parts.optimizers import probe as probe_optimizer
 from mnistlab.run import board, checkpoint, resume, rundir
 from mnistlab.run.scalars import History
-from mnistlab.sweep import optuna_study, prune
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class InSweep:
+    """What a sweep's job hands its run (mnistlab.cli.train builds it; None for a single run)."""
+
+    folder: Path  # the sweep folder, whose other jobs the median rule reads
+    # objective -> a hook that reports each epoch to the job's Optuna trial, or None
+    trial: Callable[[str], prune.Hook | None] | None = None
 
 
 @dataclasses.dataclass
@@ -58,6 +67,7 @@ class Run:
     clock: float = dataclasses.field(init=False)  # perf_counter() when the run's time was 0
     best_weights: dict[str, torch.Tensor] | None = None  # as saved in best.pt by this process
     scaler: torch.amp.GradScaler | None = None  # loop.precision=16-mixed only
+    sweep: InSweep | None = None  # a sweep's job: what the sweep hands it
 
     def __post_init__(self) -> None:
         # A resumed run's clock goes on from the time its earlier parts took.
@@ -106,6 +116,7 @@ def train(
     overrides: Sequence[str] = (),
     config_sources: Sequence[str] = resume.DEFAULT_SOURCES,
     config_record: Path | None = None,
+    sweep: InSweep | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate as `cfg` says; write TensorBoard events and metrics.json to out_dir.
 
@@ -113,6 +124,7 @@ def train(
     those of `overrides` (the command's explicit ones) that a resume allows (mnistlab.run.resume),
     and writes the config it continues with to `config_record`/config.yaml.
     `config_sources` are where the config groups live: what a saved config may call.
+    `sweep`: in a sweep's job, the sweep folder (and Optuna trial) its pruning reads.
     """
     resumed = None
     if cfg.loop.resume is not None:
@@ -123,7 +135,7 @@ def train(
         if config_record is not None:
             write_text(config_record / "config.yaml", OmegaConf.to_yaml(cfg))
     with Interrupts() as stop:
-        run = build(cfg, out_dir, resumed)
+        run = build(cfg, out_dir, resumed, sweep)
         stop.hold()  # the writer below must be closed cleanly: no exception from a signal
         with closing(open_writer(run, resumed is not None)) as writer:
             metrics = record_run(run, writer, stop, resumed is None)
@@ -204,7 +216,9 @@ def diverged(run: Run, writer: Any, err: NonFiniteLoss) -> NonFiniteLoss:
     return NonFiniteLoss(message)
 
 
-def build(cfg: DictConfig, out_dir: Path, resumed: resume.Resume | None) -> Run:
+def build(
+    cfg: DictConfig, out_dir: Path, resumed: resume.Resume | None, sweep: InSweep | None
+) -> Run:
     """Check the config, then build data, model, optimizer and schedule (or restore them).
 
     Every check that can fail comes before training: the settings alone first (before any
@@ -239,7 +253,9 @@ def build(cfg: DictConfig, out_dir: Path, resumed: resume.Resume | None) -> Run:
     else:
         progress = Progress.on(device)
     parts = (model, optimizer, scheduler)
-    return Run(cfg, settings, device, data, *parts, out_dir, progress, layout, scaler=scaler)
+    return Run(
+        cfg, settings, device, data, *parts, out_dir, progress, layout, scaler=scaler, sweep=sweep
+    )
 
 
 def load_data(
@@ -315,14 +331,14 @@ def fit_run(run: Run, writer: Any, stop: Interrupts) -> dict[str, Any]:
 
 
 def prune_hook(run: Run) -> prune.Hook | None:
-    """The sweep.prune rules for this run (mnistlab.sweep.prune); rank 0 alone reads other jobs."""
+    """The sweep.prune rules for this run (mnistlab.loop.prune); rank 0 alone reads other jobs."""
     targets = run.data.val.targets
     chance = torch.bincount(targets).max().item() / len(targets)  # always the commonest class
-    sweep = prune.sweep_folder() if run.world.is_main else None
+    in_sweep = run.sweep if run.world.is_main else None
     settings, objective = run.settings.sweep.prune, run.cfg.objective
+    sweep = None if in_sweep is None else in_sweep.folder
     rules = prune.rules(settings, objective, run.progress.per_epoch, chance, sweep, run.out_dir)
-    # Under mnistlab's Optuna sweeper: report to the job's trial, ask Optuna's pruner too.
-    trial = optuna_study.trial_hook(objective) if run.world.is_main else None
+    trial = None if in_sweep is None or in_sweep.trial is None else in_sweep.trial(objective)
     return prune.either(rules, trial)
 
 

@@ -12,6 +12,7 @@ Kept free of torch: it is read before a job imports torch.
 """
 
 import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -48,6 +49,10 @@ class SweepContext:
     def in_pool(self) -> bool:
         """Whether this process is a worker of a pooled sweep (the joblib launcher's)."""
         return self.launcher == POOLED and self.pid != os.getpid()
+
+    def progress(self) -> tuple[int | None, float, int]:
+        """What the progress line needs: the total, the start, and the jobs done before it."""
+        return self.total, self.started, self.done_before
 
     def stoppable(self) -> bool:
         """Whether a signal to the sweep reaches its jobs, so that the sweep stops them."""
@@ -94,10 +99,14 @@ def read(folder: Path | str) -> SweepContext | None:
 
 def read_values(path: Path) -> dict[str, Any]:
     """The file's values, checked to be of the types `SweepContext` has."""
-    import json
-
     values = json.loads(path.read_text())
-    kinds = {"folder": str, "started": float, "done_before": int, "pid": int, "launcher": str}
+    kinds = {
+        "folder": str,
+        "started": (int, float),
+        "done_before": int,
+        "pid": int,
+        "launcher": str,
+    }
     if not isinstance(values, dict) or not all(
         isinstance(values.get(key), kind) for key, kind in kinds.items()
     ):

@@ -13,11 +13,11 @@ Jobs run in one of two ways, and a signal to the process group stops each cleanl
 Other launchers (submitit: SLURM's processes, not this process group) are left as they were.
 The sweep then exits with 128 + the signal's number, and its last line is the command that
 continues it (mnistlab.sweep.rerun): the same arguments, and hydra.sweep.dir=<this sweep>.
+How the jobs run comes from the sweep's context (mnistlab.sweep.context). What this module
+keeps is its process's own signal state (`_state`): the signal that stopped the sweep.
 Kept free of torch: it runs in the sweep's process.
 """
 
-import atexit
-import json
 import multiprocessing
 import os
 import shlex
@@ -25,6 +25,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -32,15 +33,22 @@ from hydra.errors import CompactHydraException
 
 from mnistlab.loop import signals
 from mnistlab.run import rundir
+from mnistlab.sweep.context import IN_PROCESS, SweepContext
 
-SWEEP_ENV = "MNISTLAB_SWEEP"  # {"pid": the sweep's process, "pooled": bool}; workers inherit it
-IN_PROCESS = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
-POOLED = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-_signum: int | None = None  # the signal that stops the sweep, once one came (in this process)
-_sweep: Path | None = None  # the sweep folder, where this process runs a sweep we can stop
-_listening = False  # whether a pooled worker notes signals between its jobs
+
+@dataclass
+class ProcessState:
+    """This process's part in stopping a sweep."""
+
+    signum: int | None = None  # the signal that stops the sweep, once one came
+    sweep: Path | None = None  # the sweep folder, where this process runs a sweep it stops
+    context: SweepContext | None = None  # the sweep whose jobs this process runs
+    listening: bool = False  # whether a pooled worker notes signals between its jobs
+
+
+_state = ProcessState()
 
 
 class JobInterrupted(CompactHydraException):
@@ -69,33 +77,28 @@ def stopping() -> Iterator[None]:
     except SystemExit as end:
         if isinstance(end, signals.NotStarted):  # while the job loaded torch or its data
             note(int(end.code or 0) - 128)
-        if _signum is None:
+        if _state.signum is None:
             raise
     finally:
-        if _sweep is not None and _signum is None:
+        if _state.sweep is not None and _state.signum is None:
             ended()  # the jobs are over: a late signal must not cut the summary short
-    if _signum is not None:
-        raise SystemExit(128 + _signum)
+    if _state.signum is not None:
+        raise SystemExit(128 + _state.signum)
 
 
-def start(sweep: Path, launcher: str) -> None:
-    """When the sweep starts (on_multirun_start): how its jobs run, so how a signal stops it."""
-    global _sweep
-    pooled = launcher == POOLED
-    os.environ[SWEEP_ENV] = json.dumps({"pid": os.getpid(), "pooled": pooled})
-    if launcher not in (IN_PROCESS, POOLED):
+def start(context: SweepContext) -> None:
+    """When the sweep starts (on_multirun_start): take the signals that stop its jobs."""
+    if not context.stoppable():
         return  # the jobs run elsewhere (SLURM): a signal ends this process as it always did
-    _sweep = sweep
-    listen(immediate=not pooled)
-    # Registered before the summary's exit hook (a later callback), so it runs after it.
-    atexit.register(print_continue, sys.argv[1:])
+    _state.sweep, _state.context = Path(context.folder), context
+    listen(immediate=context.launcher == IN_PROCESS)
 
 
 def listen(immediate: bool) -> None:
     """Note SIGINT/SIGTERM; `immediate`: and end this process at once (no job runs in it now)."""
 
     def handle(signum: int, frame: object) -> None:
-        if _signum is not None:
+        if _state.signum is not None:
             return  # a second Ctrl-C: the first one is being handled
         note(signum)
         if immediate:
@@ -105,6 +108,11 @@ def listen(immediate: bool) -> None:
 
     for signum in SIGNALS:
         signal.signal(signum, handle)
+
+
+def in_pool() -> bool:
+    """Whether this process is a worker of a pooled sweep (the joblib launcher's)."""
+    return _state.context is not None and _state.context.in_pool()
 
 
 def forward(signum: int) -> None:
@@ -131,31 +139,19 @@ def ended() -> None:
 
 def note(signum: int) -> None:
     """Remember the first signal that stops the sweep."""
-    global _signum
-    _signum = _signum or signum
+    _state.signum = _state.signum or signum
 
 
-def in_pool() -> bool:
-    """Whether this process is a worker of a pooled sweep (the joblib launcher's)."""
-    sweep = json.loads(os.environ.get(SWEEP_ENV, "{}"))
-    return bool(sweep.get("pooled")) and sweep.get("pid") != os.getpid()
-
-
-def ours() -> bool:
-    """Whether this process runs jobs of a sweep this module stops (basic or joblib launcher)."""
-    return _sweep is not None or in_pool()
-
-
-def job_starting() -> None:
+def job_starting(context: SweepContext) -> None:
     """Before a sweep's job: a pooled worker notes signals from now on; after one, no job starts."""
-    global _listening
-    if not in_pool():
+    _state.context = context
+    if not context.in_pool():
         return
-    if not _listening:
+    if not _state.listening:
         listen(immediate=False)  # a job's own handler takes over while it runs
-        _listening = True
-    if _signum is not None:
-        raise JobInterrupted(_signum, started=False)
+        _state.listening = True
+    if _state.signum is not None:
+        raise JobInterrupted(_state.signum, started=False)
 
 
 def job_interrupted(signum: int, started: bool = True) -> NoReturn:
@@ -176,9 +172,9 @@ def continue_command(argv: list[str], sweep: Path) -> str:
     return shlex.join(["mnistlab-train", "-m", *kept]) + f" {folder}"
 
 
-def print_continue(argv: list[str]) -> None:
+def print_continue(argv: list[str], sweep: Path) -> None:
     """After a sweep a signal stopped: the command that continues it."""
-    if _signum is not None and _sweep is not None:
-        name = signal.Signals(_signum).name
-        print(f"sweep interrupted by {name}; continue it with: {continue_command(argv, _sweep)}")
+    if _state.signum is not None and _state.sweep is not None:
+        name = signal.Signals(_state.signum).name
+        print(f"sweep interrupted by {name}; continue it with: {continue_command(argv, sweep)}")
         sys.stdout.flush()

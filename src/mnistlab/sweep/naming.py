@@ -7,25 +7,16 @@ Names hold no `/` (a path value would nest folders), and no `=` or `,`, which Hy
 override grammar reads specially: a folder stays a valid `loop.resume=<folder>` argument.
 """
 
-import json
-import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-SWEPT_ENV = "MNISTLAB_SWEPT_KEYS"  # set by the sweep's process, read where jobs are named
 HIDDEN = ("experiment", "loop.resume")  # what picks the run, not what it trains with
 MAX_LENGTH = 120  # well under the file systems' 255 bytes
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def register() -> None:
-    """Make ${mnistlab.job_name:...} and ${mnistlab.run_name:...} available to the configs."""
-    OmegaConf.register_new_resolver("mnistlab.job_name", job_name, replace=True)
-    OmegaConf.register_new_resolver("mnistlab.run_name", run_name, replace=True)
 
 
 def parse(overrides: Iterable[str]) -> list[tuple[str, str]]:
@@ -64,11 +55,10 @@ def word(key: str, value: str, setting: bool) -> str:
     return f"{key}:{value}" if setting else value
 
 
-def job_name(overrides: Any) -> str:
-    """A sweep job's folder name after its number: the swept keys, in the user's order."""
+def job_name(swept: Sequence[str], overrides: Any) -> str:
+    """A sweep job's folder name after its number: the `swept` keys, in the user's order."""
     pairs = parse(overrides)
-    # Unknown (a launcher that lost the environment) or nothing swept: every override.
-    swept = json.loads(os.environ.get(SWEPT_ENV, "[]"))
+    # Unknown (no sweep context to read) or nothing swept: every override.
     values = dict(pairs)
     if any(key in values for key in swept):
         pairs = [(key, values[key]) for key in swept if key in values]
@@ -81,15 +71,15 @@ def run_name(overrides: Any) -> str:
     return f"_{text}" if text else ""
 
 
-def remember_swept(config: DictConfig) -> None:
-    """Note which keys this sweep varies, for the jobs' folder names (run before they start)."""
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys the sweep `config` starts varies, in the user's order (the jobs' folder names)."""
     overrides = [*config.hydra.overrides.task, *preset_params(config)]
     keys: list[str] = []
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.get_key_element().lstrip("+~")
         if override.is_sweep_override() and key not in keys:
             keys.append(key)
-    os.environ[SWEPT_ENV] = json.dumps(keys)
+    return keys
 
 
 def preset_params(config: DictConfig) -> list[str]:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnistlab import SettingError
 from mnistlab.config import changeable
 from mnistlab.files import write_text
-from mnistlab.names import HYDRA_SWEEP_FILE, SWEEP_RECORD_FILE
+from mnistlab.names import HYDRA_SWEEP_FILE, SWEEP_CONTEXT_FILE, SWEEP_RECORD_FILE
 from mnistlab.run import rundir
 from mnistlab.sweep import naming
 
@@ -222,7 +222,7 @@ def forget(sweep: Path) -> None:
     """Hydra refused the grid before any job ran: remove the records, and the folder if empty."""
     if holds_jobs(sweep):
         return  # an earlier batch's jobs ran: the sweep stays continuable
-    for name in (SWEEP_RECORD_FILE, HYDRA_SWEEP_FILE):
+    for name in (SWEEP_RECORD_FILE, HYDRA_SWEEP_FILE, SWEEP_CONTEXT_FILE):
         (sweep / name).unlink(missing_ok=True)
     if sweep.is_dir() and not any(sweep.iterdir()):
         sweep.rmdir()

@@ -29,20 +29,18 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import SettingError, names
 from mnistlab.names import METRICS_FILE, recorded_metrics
 from mnistlab.run import rundir
-from mnistlab.sweep import interrupt
 from mnistlab.sweep import record as sweeprecord
 
 REUSE, RESUME, FRESH, FAILED = "reuse", "resume", "fresh", "failed"
 FINISHED = (names.COMPLETED, names.PRUNED)  # a re-run does not train these again
 NOTES = {REUSE: "reused", RESUME: "resumed", FAILED: "not retried"}  # for the progress line
-_decided: dict[Path, str] = {}  # job folder -> what its job did, in this process
+_decided: dict[Path, str] = {}  # job folder -> what its job does, for the job's lifetime
 
 
 class FailedBefore(CompactHydraException):
@@ -59,13 +57,29 @@ def decide(folder: Path, retry_failed: bool) -> str:
     return RESUME if (folder / names.CHECKPOINT_FILE).is_file() else FRESH
 
 
+def decided(folder: Path, retry_failed: bool) -> str:
+    """What the job in `folder` does, decided once per job: the first to ask decides.
+
+    Hydra asks first (`config_subfolder`, before it writes the job's `.hydra/`), then the job
+    (`start_job`), then the progress line (`note_of`); `forget` ends it with the job.
+    """
+    if folder not in _decided:
+        _decided[folder] = decide(folder, retry_failed)
+    return _decided[folder]
+
+
+def forget(folder: Path) -> None:
+    """The job in `folder` has ended: a later job there decides afresh."""
+    _decided.pop(folder, None)
+
+
 def config_subfolder(resume: str | None, retry_failed: bool = False) -> str:
     """Where Hydra saves a job's config: `.hydra/`, or beside it for a run to go on from."""
     if resume is None and HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         folder = OmegaConf.select(hydra_cfg, "runtime.output_dir", default=None)
         sweeping = hydra_cfg.mode is RunMode.MULTIRUN and isinstance(folder, str)
-        if sweeping and decide(Path(folder), retry_failed) != FRESH:
+        if sweeping and decided(Path(folder), retry_failed) != FRESH:
             return rundir.resumed_subfolder()
     return rundir.config_subfolder(resume)
 
@@ -76,7 +90,7 @@ def start_job(cfg: DictConfig, out_dir: Path, record: Path | None) -> str:
     REUSE: return `reused_objective` instead of training. RESUME: `cfg.loop.resume` now names
     the folder. FRESH: the folder holds nothing of an earlier run. FAILED raises FailedBefore.
     """
-    action = _decided[out_dir] = decide(out_dir, cfg.sweep.retry_failed)
+    action = decided(out_dir, cfg.sweep.retry_failed)
     if action in (REUSE, FAILED):
         drop(record)  # the config Hydra saved for a job that does not run
     if action == REUSE:
@@ -148,23 +162,16 @@ def note_of(folder: Path) -> str:
     return NOTES.get(_decided.get(folder, FRESH), "")
 
 
-class SweepResume(Callback):
-    """Hydra callback: before any job, continue the sweep recorded in the folder, or refuse."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep = Path(config.hydra.sweep.dir).absolute()
-        # Hydra only warns when a callback raises: anything wrong here must end the command.
-        with rundir.refusal():
-            try:
-                hold(sweep)
-                sweeprecord.check(sweep, config)
-            except (OSError, ValueError) as error:
-                raise SettingError(
-                    f"hydra.sweep.dir={sweep} could not be checked ({type(error).__name__}: "
-                    f"{error}): repair or remove what it names, or choose another "
-                    "hydra.sweep.dir"
-                ) from None
-        interrupt.start(sweep, str(OmegaConf.select(config, "hydra.launcher._target_")))
+def begin(sweep: Path, config: DictConfig) -> None:
+    """Before any job: hold the sweep folder, and continue the sweep recorded there or refuse."""
+    try:
+        hold(sweep)
+        sweeprecord.check(sweep, config)
+    except (OSError, ValueError) as error:
+        raise SettingError(
+            f"hydra.sweep.dir={sweep} could not be checked ({type(error).__name__}: "
+            f"{error}): repair or remove what it names, or choose another hydra.sweep.dir"
+        ) from None
 
 
 _lock: int | None = None  # the sweep folder, open and locked; the system unlocks it at exit

@@ -54,9 +54,7 @@ def task_overrides() -> list[str]:
     """Extra overrides for this task of the job: tasks other than 0 leave the folder to task 0."""
     import submitit
 
-    return (
-        [] if submitit.JobEnvironment().global_rank == 0 else list(names.OTHER_RANK_OVERRIDES)
-    )
+    return [] if submitit.JobEnvironment().global_rank == 0 else list(names.OTHER_RANK_OVERRIDES)
 
 
 def requeued_overrides(sweep_overrides: list[str], job_num: int) -> list[str]:

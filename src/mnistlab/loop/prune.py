@@ -1,6 +1,6 @@
 """Stop a sweep's hopeless jobs early (`sweep.prune`): the median rule and the divergence rule.
 
-`rules` builds the hook that `loop.fit` calls after each epoch's validation (`Plan.prune`):
+`rules` builds the hook that `mnistlab.loop.fit` calls after each epoch's validation (`Plan.prune`):
 `(epochs done, that epoch's values) -> a reason, or None`. With a reason the run stops
 there as `pruned`: checkpoint saved, `metrics.json` saying when and why. It can be resumed
 to completion like an interrupted run. The rules look at epoch k = grace_epochs + 1 and later,
@@ -118,14 +118,3 @@ def completed_curves(sweep: Path, folder: Path, objective: str) -> list[list[flo
 
 def finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def sweep_folder() -> Path | None:
-    """The folder of the sweep this job belongs to; None in a single run or outside Hydra."""
-    # Hydra's global state, read here at the edge: `run.train` stays callable without Hydra.
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode is not RunMode.MULTIRUN:
-        return None
-    return Path(HydraConfig.get().sweep.dir)

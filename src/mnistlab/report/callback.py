@@ -1,0 +1,94 @@
+"""The sweep's Hydra callback: what happens before the first job, after each, and at the end.
+
+The order is stated here, in code: before the first job, the sweep folder is checked and
+locked, the sweep recorded or continued (mnistlab.sweep.rerun), its context decided and
+written (mnistlab.sweep.context), its signals taken (mnistlab.sweep.interrupt), and one exit
+hook registered; after each job, in the job's own process, a failure is recorded and the
+summary, the progress line and report.html are brought up to date; at the process's exit, the
+ranked table, then the command that continues a stopped sweep. Hydra's on_multirun_end is
+not used: Hydra never calls it once a job has raised, nor after Ctrl-C.
+"""
+
+import atexit
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from mnistlab.private import hydra as hydra_private
+from mnistlab.report.jobs import find_jobs
+from mnistlab.report.summary import progress_line, record_failure, write_summary
+from mnistlab.run import rundir
+from mnistlab.sweep import context, interrupt, rerun
+
+log = logging.getLogger(__name__)
+
+
+class SweepCallback(Callback):
+    """Hydra callback (conf/train.yaml): a sweep's steps before its first job and after each."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Before any job: check, lock and record the folder; decide the sweep's context."""
+        sweep = Path(config.hydra.sweep.dir).absolute()
+        with rundir.refusal():  # Hydra only warns when a callback raises: end the command
+            rundir.check_folder(sweep, "hydra.sweep.dir")
+            rerun.begin(sweep, config)  # continues the sweep recorded there, or refuses
+        sweep_context = context.start(config)  # before any job folder is named
+        interrupt.start(sweep_context)
+        # Hydra skips on_multirun_end once a job has failed, and Ctrl-C skips it too; an exit
+        # hook runs whether the sweep succeeded, failed or was stopped (after Hydra's error).
+        atexit.register(end_of_sweep, Path(config.hydra.sweep.dir), sys.argv[1:])
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """In the job's own process, whichever launcher started it: the sweep's files, and a line."""
+        if config.hydra.mode is not RunMode.MULTIRUN:
+            return  # a single run reports its own failure on the terminal
+        sweep, out_dir = Path(config.hydra.sweep.dir), Path(config.hydra.runtime.output_dir)
+        error = hydra_private.returned(job_return)
+        stopped = isinstance(error, interrupt.JobInterrupted)  # metrics.json says so already
+        if stopped and not error.started:
+            return  # the sweep stopped before this job began: nothing of it to summarise
+        if job_return.status is JobStatus.FAILED and not stopped:
+            log.error("job failed: %s: %s", type(error).__name__, error)
+            record_failure(out_dir, error)
+        jobs = find_jobs(sweep)
+        write_summary(sweep, jobs)
+        line = progress_line(jobs, out_dir.name, rerun.note_of(out_dir), context.read(sweep))
+        print(line, flush=True)
+        rerun.forget(out_dir)
+        from mnistlab.report import page  # matplotlib loads only where a report is drawn
+
+        page.refresh(sweep, config.sweep.report_every)
+
+
+def end_of_sweep(sweep: Path, argv: list[str]) -> None:
+    """At the sweep process's exit: the ranked table and report, then how to continue."""
+    print_summary(sweep)
+    interrupt.print_continue(argv, sweep)
+
+
+def print_summary(sweep_dir: Path) -> None:
+    """Rebuild the summary and the report and print them, if the sweep started a job."""
+    if find_jobs(sweep_dir):
+        print(write_summary(sweep_dir), flush=True)
+        print_report([sweep_dir], sweep_dir / "report.html")
+
+
+def print_report(sweep_dirs: list[Path], out: Path, group_over: str = "loop.seed") -> None:
+    """Write report.html for `sweep_dirs`; print where it is and how to open TensorBoard."""
+    from mnistlab.report import page  # matplotlib loads only here
+
+    try:
+        page.write_report(sweep_dirs, out, group_over)
+    except OSError as error:  # a read-only sweep folder, a full disk: the table was printed
+        log.warning("report.html not written: %s", error)
+    else:
+        print(f"report: {out}")
+    for sweep_dir in sweep_dirs:  # one sweep per logdir: HParams compares like with like
+        print(f"TensorBoard: tensorboard --logdir {shlex.quote(str(sweep_dir))}", flush=True)
