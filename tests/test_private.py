@@ -1,0 +1,113 @@
+"""Each private API of another library that mnistlab uses still exists and does what we rely on.
+
+An upgrade that removes or changes one fails here, naming it, rather than deep inside a run.
+"""
+
+import atexit
+import subprocess
+import sys
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from mnistlab import names
+from mnistlab.private import hydra as hydra_private
+from mnistlab.private import interpreter, require
+from mnistlab.private import joblib as joblib_private
+from mnistlab.private import matplotlib as matplotlib_private
+from mnistlab.private import omegaconf as omegaconf_private
+
+
+def test_a_missing_private_api_is_one_clear_import_error() -> None:
+    with pytest.raises(ImportError, match=r"mnistlab uses atexit\._gone, which python"):
+        require(atexit, "_gone", "python")
+
+
+def test_hydra_locates_a_dotted_path() -> None:
+    assert hydra_private.locate("mnistlab.names.read_metrics") is names.read_metrics
+    with pytest.raises(ImportError):
+        hydra_private.locate("mnistlab.names.no_such_thing")
+
+
+def test_hydra_class_paths_name_the_classes_hydra_uses() -> None:
+    for path in (hydra_private.BASIC_SWEEPER, hydra_private.BASIC_LAUNCHER):
+        assert hydra_private.locate(path).__name__ == path.rsplit(".", 1)[1]
+    assert hydra_private.BasicSweeper is hydra_private.locate(hydra_private.BASIC_SWEEPER)
+
+
+def test_hydra_splits_a_grid_into_one_batch_of_jobs() -> None:
+    overrides = OverridesParser.create().parse_overrides(["a=1,2", "b=x,y,z"])
+    (batch,) = hydra_private.split_arguments(overrides)
+    assert len(batch) == 6 and ["a=1", "b=x"] in batch
+
+
+def test_hydra_config_repository_lists_the_shipped_groups() -> None:
+    repository = hydra_private.config_repository_of([f"file://{names.CONF_DIR}"])
+    from hydra.core.object_type import ObjectType
+
+    assert "adam" in repository.get_group_options("optimizer", ObjectType.CONFIG)
+
+
+def test_hydra_job_return_keeps_a_failed_jobs_error_without_raising_it() -> None:
+    error = ValueError("boom")
+    job_return = JobReturn(status=JobStatus.FAILED, _return_value=error)
+    assert hydra_private.returned(job_return) is error
+
+
+def test_omegaconf_gives_a_child_node_unresolved() -> None:
+    node = OmegaConf.create({"a": "${b}", "b": 1})
+    assert omegaconf_private.child(node, "a")._is_interpolation()
+
+
+def test_joblib_pool_is_found_where_joblib_made_one() -> None:
+    code = (
+        "from joblib import Parallel, delayed\n"
+        "from mnistlab.private import joblib\n"
+        "assert joblib.idle_pool() is None\n"
+        "Parallel(n_jobs=2, backend='loky')(delayed(abs)(i) for i in range(2))\n"
+        "pool = joblib.idle_pool()\n"
+        "pool.shutdown(wait=True, kill_workers=True)\n"
+        "print(type(pool).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "_ReusablePoolExecutor"
+
+
+def test_python_runs_the_exit_handlers_on_request() -> None:
+    code = (
+        "import atexit, os\n"
+        "from mnistlab.private import interpreter\n"
+        "atexit.register(print, 'handler ran')\n"
+        "interpreter.run_exit_handlers()\n"
+        "os._exit(0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout == "handler ran\n", done.stderr
+    assert callable(interpreter.run_exit_handlers)
+
+
+def test_matplotlib_sets_a_log_scale_without_pyplot() -> None:
+    from matplotlib.figure import Figure
+
+    axes = Figure().add_subplot()
+    matplotlib_private.log_scale(axes.xaxis)
+    assert axes.get_xscale() == "log"
+
+
+def test_optuna_internals_where_the_extra_is_installed() -> None:
+    pytest.importorskip("optuna")
+    from optuna.distributions import CategoricalDistribution, LogUniformDistribution
+
+    from mnistlab.private import optuna as optuna_private
+
+    rates = LogUniformDistribution(1e-4, 1e-1)
+    assert optuna_private.contains(rates, 0.01)
+    assert not optuna_private.contains(rates, 0.5)
+    assert optuna_private.contains(CategoricalDistribution(["sgd", "adam"]), "adam")
+    params, fixed = optuna_private.create_params_from_overrides(["optimizer=sgd,adam", "x=1"])
+    assert list(params) == ["optimizer"] and fixed == {"x": "1"}
+    assert optuna_private.OptunaSweeperImpl.__name__ == "OptunaSweeperImpl"
