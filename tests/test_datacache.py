@@ -13,7 +13,8 @@ import torch
 from conftest import idx_bytes, run_cli, write_idx, write_idx_dataset
 from mnistlab.data import splits as datasets
 from mnistlab.data.decoded import CACHE_FILE
-from mnistlab.data.mnist import FILES, idx, read_pair, split_order, to_pairs
+from mnistlab.data.idx import read_pair
+from mnistlab.data.mnist import FILES, idx, split_order, to_pairs
 from mnistlab.data.splits import Splits
 from mnistlab.data.synthetic import synthetic_digits
 

@@ -10,7 +10,8 @@ import torch
 
 from conftest import compose_config, idx_bytes, write_idx, write_idx_dataset
 from mnistlab import SettingError
-from mnistlab.data.mnist import FILES, idx, parse_idx, read_idx, read_pair
+from mnistlab.data.idx import parse_idx, read_idx, read_pair
+from mnistlab.data.mnist import FILES, idx
 from mnistlab.parts.models import ConvNet
 from mnistlab.run.training import train
 

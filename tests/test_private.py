@@ -16,7 +16,6 @@ from conftest import ROOT
 from mnistlab import names
 from mnistlab.private import hydra as hydra_private
 from mnistlab.private import interpreter, require
-from mnistlab.private import joblib as joblib_private
 from mnistlab.private import matplotlib as matplotlib_private
 from mnistlab.private import omegaconf as omegaconf_private
 
@@ -35,7 +34,7 @@ def test_hydra_locates_a_dotted_path() -> None:
 def test_hydra_class_paths_name_the_classes_hydra_uses() -> None:
     for path in (hydra_private.BASIC_SWEEPER, hydra_private.BASIC_LAUNCHER):
         assert hydra_private.locate(path).__name__ == path.rsplit(".", 1)[1]
-    assert hydra_private.BasicSweeper is hydra_private.locate(hydra_private.BASIC_SWEEPER)
+    assert hydra_private.basic_sweeper() is hydra_private.locate(hydra_private.BASIC_SWEEPER)
 
 
 def test_hydra_splits_a_grid_into_one_batch_of_jobs() -> None:
@@ -70,11 +69,11 @@ def test_joblib_pool_is_found_where_joblib_made_one() -> None:
         "Parallel(n_jobs=2, backend='loky')(delayed(abs)(i) for i in range(2))\n"
         "pool = joblib.idle_pool()\n"
         "pool.shutdown(wait=True, kill_workers=True)\n"
-        "print(type(pool).__name__)\n"
+        "print(sorted(c.__name__ for c in type(pool).__mro__))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "_ReusablePoolExecutor"
+    assert "_ReusablePoolExecutor" in done.stdout
 
 
 def test_python_runs_the_exit_handlers_on_request() -> None:

@@ -24,7 +24,7 @@ import pytest
 from conftest import ROOT, compose_config
 from mnistlab import SettingError
 from mnistlab.benchmark import job
-from mnistlab.data import mnist
+from mnistlab.data import download, mnist
 from mnistlab.data.mnist import FILES, MNIST_MIRRORS, ensure_files, idx
 from mnistlab.data.splits import build
 from mnistlab.files import PARTIAL_SUFFIX
@@ -75,8 +75,8 @@ def server(tmp_path: Path) -> Iterator[str]:
 def test_a_trickling_mirror_is_given_up_at_the_deadline(
     server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
 ) -> None:
-    monkeypatch.setattr(mnist, "PROGRESS_EVERY_S", 0.3)  # how often a slow download reports
-    caplog.set_level(logging.INFO, logger="mnistlab.data.mnist")
+    monkeypatch.setattr(download, "PROGRESS_EVERY_S", 0.3)  # how often a slow download reports
+    caplog.set_level(logging.INFO, logger="mnistlab.data.download")
     root = tmp_path / "data"
     started = time.monotonic()
     with pytest.raises(SettingError, match="no mirror served them"):

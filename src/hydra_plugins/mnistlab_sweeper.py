@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
@@ -26,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import names
 from mnistlab.config import checks as settings
+from mnistlab.private import hydra as hydra_private
 from mnistlab.run import rundir
 from mnistlab.sweep import record
 
@@ -76,7 +76,7 @@ class ComposedOnce:
         return config
 
 
-class BasicOnceSweeper(BasicSweeper):
+class BasicOnceSweeper(hydra_private.basic_sweeper()):
     """Hydra's BasicSweeper, whose launcher gets the configs that its check composed."""
 
     composed: ComposedOnce

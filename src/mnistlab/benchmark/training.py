@@ -92,7 +92,7 @@ def lesson_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
 
 
 def mnistlab_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
-    """(2) mnistlab's loop, called as mnistlab.cli.train's `fit` calls it (tensor mode, logging on)."""
+    """(2) mnistlab's loop, called as a run calls `fit` (tensor mode, logging on)."""
     settings = work.settings
     loader = LoaderSettings(
         batch_size=settings.batch_size, shuffle=True, mode="tensor", num_workers=0

@@ -39,8 +39,6 @@ class DeviceSettings:
 
 
 NAN_POLICIES = ("stop", "skip")
-
-
 PRECISIONS = ("32", "bf16", "16-mixed")  # loop.precision (mnistlab.parts.precision)
 
 

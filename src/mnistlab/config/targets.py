@@ -14,10 +14,10 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from hydra._internal.utils import _locate  # get_object without its error log lines
 from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import SettingError
+from mnistlab.private import hydra as hydra_private
 
 
 def check_finite(value: Any, name: str) -> None:
@@ -64,7 +64,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
 def load_target(path: str, name: str) -> Any:
     """What `_target_` names, or one line saying why it cannot be imported and how to fix it."""
     try:
-        target = _locate(path)
+        target = hydra_private.locate(path)
     except (ImportError, ValueError) as err:
         reason = str(err).splitlines()[-2 if "\n" in str(err) else -1].strip()
         raise SettingError(
@@ -130,8 +130,6 @@ PLAIN_TYPES = {
 
 
 UNIONS = (typing.Union, types.UnionType)
-
-
 SEQUENCES = (list, tuple, collections.abc.Sequence)
 
 

@@ -8,30 +8,20 @@ arrays are kept beside the files (mnistlab.data.decoded), so the next run skips 
 Parsing is plain numpy: an IDX file is a big-endian header followed by raw uint8 values.
 """
 
-import gzip
-import hashlib
-import http.client
 import logging
 import os
-import signal
-import threading
-import time
-import urllib.request
-import zlib
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from mnistlab import SettingError
 from mnistlab.data import decoded as datacache
+from mnistlab.data.download import DOWNLOAD_DEADLINE_S, download
+from mnistlab.data.idx import DamagedFile, find, read_pair, verify
 from mnistlab.data.splits import Splits, TensorPairs, normalize, remembered
-from mnistlab.files import open_atomic
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +45,6 @@ MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
-IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049  # 0x08 (uint8), then the number of dimensions
-DOWNLOAD_TIMEOUT_S = 30  # for the connection and each read; the deadline bounds the whole file
-DOWNLOAD_DEADLINE_S = 600.0  # per file (dataset.source.download_deadline_s)
-PROGRESS_EVERY_S = 10.0  # a slow download logs how far it got this often (and shows a bar)
-
-
-class ChecksumError(Exception):
-    """A downloaded file whose MD5 is not the known one."""
-
-
-class DamagedFile(SettingError):
-    """A dataset file that is not what it should be; the caller adds how to replace it."""
 
 
 @dataclass(frozen=True)
@@ -108,162 +86,6 @@ def default_root() -> Path:
         return Path(os.environ[ENV_VAR]).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "mnistlab" / "mnist"
-
-
-def parse_idx(raw: bytes, name: str, magic: int) -> np.ndarray:
-    """The uint8 array in an IDX file's bytes; SettingError naming `name` if it is not one."""
-    if len(raw) < 4 or int.from_bytes(raw[:4], "big") != magic:
-        found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else "nothing"
-        raise DamagedFile(f"{name} is not an IDX file: magic number {found}, expected {magic}")
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DamagedFile(f"{name} is truncated: its header needs {header} bytes")
-    shape = tuple(int(n) for n in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape))
-    if len(raw) != expected:
-        raise DamagedFile(
-            f"{name} has {len(raw)} bytes but its header {shape} says {expected}: "
-            "the file is truncated or damaged"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
-
-
-def read_idx(path: Path, magic: int) -> np.ndarray:
-    """Read and parse one IDX file, gzipped or not."""
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as error:
-            raise DamagedFile(f"{path} is not a complete gzip file ({error})") from error
-    return parse_idx(raw, str(path), magic)
-
-
-def read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, H, W) and labels (N,) whose counts must agree."""
-    images = read_idx(images_path, IMAGES_MAGIC)
-    labels = read_idx(labels_path, LABELS_MAGIC)
-    if len(images) != len(labels):
-        raise SettingError(
-            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
-        )
-    if len(images) == 0:  # an empty split: nothing to train on or to measure
-        raise SettingError(f"{images_path} holds no images: every split needs at least one")
-    return images, labels
-
-
-def md5sum(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def find(root: Path, name: str) -> Path | None:
-    """The file `name` in `root`, gzipped or not; None where neither is there."""
-    for candidate in (root / f"{name}.gz", root / name):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def verify(path: Path, checksums: Mapping[str, str]) -> str:
-    """The file's MD5; refused where it is known and differs (a damaged or different download)."""
-    found = md5sum(path)
-    expected = checksums.get(path.name)
-    if expected is not None and found != expected:
-        raise DamagedFile(f"{path} has MD5 {found}, expected {expected}")
-    return found
-
-
-class Stopped(BaseException):
-    """SIGINT or SIGTERM arrived during a download."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextmanager
-def stoppable() -> Iterator[None]:
-    """SIGINT/SIGTERM raise inside the block, so its clean-up runs; then they go on as before."""
-    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
-        yield
-        return
-
-    def stop(signum: int, frame: object) -> None:
-        raise Stopped(signum)
-
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
-    pending = None
-    try:
-        yield
-    except Stopped as stopped:
-        pending = stopped.signum
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if pending is not None:
-        signal.raise_signal(pending)  # what the program does on it: die, raise, or take note
-        raise SystemExit(128 + pending)  # it only took note: the download stops all the same
-
-
-def fetch(url: str, target: Path, md5: str | None, deadline_s: float) -> None:
-    """Download `url` to `target` via a temporary file renamed only once complete and verified."""
-    deadline = time.monotonic() + deadline_s
-    timeout = min(DOWNLOAD_TIMEOUT_S, deadline_s)
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        size = int(response.headers.get("Content-Length") or 0) or None
-        # The final name only ever holds a whole, verified file: an error below leaves none.
-        with open_atomic(target, binary=True) as file:
-            written, digest = stream(response, file, size, target.name, deadline)
-            if size is not None and written != size:
-                raise OSError(f"the connection closed after {written} of {size} bytes")
-            if md5 is not None and digest != md5:
-                raise ChecksumError(f"MD5 {digest}, expected {md5}")
-
-
-def stream(
-    response: http.client.HTTPResponse, file: BinaryIO, size: int | None, name: str, deadline: float
-) -> tuple[int, str]:
-    """Copy a response into `file`, showing progress once slow; return the byte count and MD5."""
-    digest, written = hashlib.md5(), 0
-    started = last_report = time.monotonic()
-    total = f" of {size}" if size else ""
-    # `delay`: the bar appears only for a download that takes a while (and only on a terminal).
-    with tqdm(total=size, desc=name, unit="B", unit_scale=True, disable=None, delay=2) as bar:
-        # read1 returns what has arrived: a trickling server cannot hold one call forever.
-        while chunk := response.read1(1 << 20):
-            file.write(chunk)
-            digest.update(chunk)
-            written += len(chunk)
-            bar.update(len(chunk))
-            now = time.monotonic()
-            if now > deadline:
-                raise TimeoutError(
-                    f"past the download deadline: {written}{total} bytes in {now - started:.1f} s"
-                )
-            if now - last_report >= PROGRESS_EVERY_S:  # for logs, where there is no bar
-                seconds = now - started
-                log.info("downloading %s: %d%s bytes after %.0f s", name, written, total, seconds)
-                last_report = now
-    return written, digest.hexdigest()
-
-
-def download(
-    name: str, root: Path, mirrors: Sequence[str], md5: Mapping[str, str], deadline_s: float
-) -> bool:
-    """Fetch `name`.gz from the first mirror that serves it intact; False if none does."""
-    filename = f"{name}.gz"
-    for mirror in mirrors:
-        url = f"{mirror.rstrip('/')}/{filename}"
-        log.info("downloading %s", url)
-        try:
-            with stoppable():
-                fetch(url, root / filename, md5.get(filename), deadline_s)
-            return True
-        except (OSError, http.client.HTTPException, ChecksumError) as error:
-            # URLError, HTTPError and timeouts are OSErrors: try the next mirror.
-            log.warning("could not download %s: %s", url, error)
-    return False
 
 
 def missing_error(root: Path, advice: Advice) -> SettingError:

@@ -1,9 +1,8 @@
-"""The training loop, all of it: epochs, the five-step batch loop, validation, test, `Progress`.
+"""`fit`: the epochs of a run, with validation, checkpoints, early stopping, target and test.
 
-`fit` trains what `mnistlab.run.training` built (a `Trainee`, a batch `Source`, a `Plan`) and reports
-through `Outputs`; `train_epoch` is the plain five steps (forward, loss, zero_grad, backward,
-step) with the bookkeeping that makes a run resumable. `Progress` changes only here and in
-`mnistlab.run.checkpoint.restore`.
+`fit` trains what `mnistlab.run.training` built (a `Trainee`, a batch `Source`, a `Plan`) and
+reports through `Outputs`; each epoch's steps are `mnistlab.loop.step.train_epoch`, the plain
+five steps with the bookkeeping that makes a run resumable.
 """
 
 import logging

@@ -46,7 +46,7 @@ class SweepCallback(Callback):
         atexit.register(end_of_sweep, Path(config.hydra.sweep.dir), sys.argv[1:])
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        """In the job's own process, whichever launcher started it: the sweep's files, and a line."""
+        """In the job's own process, whichever launcher ran it: the sweep's files, and a line."""
         if config.hydra.mode is not RunMode.MULTIRUN:
             return  # a single run reports its own failure on the terminal
         sweep, out_dir = Path(config.hydra.sweep.dir), Path(config.hydra.runtime.output_dir)

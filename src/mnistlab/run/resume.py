@@ -20,10 +20,11 @@ list is needed either way, and with it the saved config stays the exact record o
 
 Contract. The saved config is the base. The resuming command's explicit overrides (Hydra's
 `overrides.task` less `loop.resume`; from Python, the `overrides` argument) apply on top,
-compared leaf by leaf with the saved values. A change to a setting in `changeable.RESUME_MAY_CHANGE` (it does
-not change what the checkpoint is) is applied, logged, and recorded in metrics.json's
-`resumes`; any other change stops the run in one line naming the key, the saved and the new
-value. A group choice (`device=cpu`) brings that option's settings, as on a fresh command line.
+compared leaf by leaf with the saved values. A change to a setting in
+`mnistlab.config.changeable.RESUME_MAY_CHANGE` (it does not change what the checkpoint is) is
+applied, logged, and recorded in metrics.json's `resumes`; any other change stops the run in
+one line naming the key, the saved and the new value. A group choice (`device=cpu`) brings that
+option's settings, as on a fresh command line.
 """
 
 import logging
@@ -33,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra._internal.config_repository import ConfigRepository
-from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -43,6 +42,8 @@ from mnistlab import SettingError, names
 from mnistlab.config import changeable, checks, shipped
 from mnistlab.names import COMPLETED, PRUNED, recorded_metrics
 from mnistlab.parts import schedulers
+from mnistlab.private import hydra as hydra_private
+from mnistlab.private import omegaconf as omegaconf_private
 from mnistlab.run import checkpoint
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def refuse_code(node: DictConfig | ListConfig, source: str, path: str = "") -> N
                 f"{source}: its config sets {where}, which mnistlab never writes into a run's "
                 "config; refused for safety, nothing was run"
             )
-        child = node._get_node(key)
+        child = omegaconf_private.child(node, key)
         if isinstance(child, DictConfig | ListConfig):
             refuse_code(child, source, where)
     if not path:
@@ -184,10 +185,7 @@ def targets_in(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 def offered_targets(sources: Sequence[str], cfg: DictConfig) -> set[str]:
     """Every `_target_` of every option in the config groups on `sources`, and of `cfg`."""
-    search_path = ConfigSearchPathImpl()
-    for source in sources:
-        search_path.append("mnistlab", source)
-    repository = ConfigRepository(search_path)
+    repository = hydra_private.config_repository_of(sources)
     offered = {target for _, target in targets_in(OmegaConf.to_container(cfg))}
     for option in options(repository, ""):
         loaded = repository.load_config(option)
@@ -199,7 +197,7 @@ def offered_targets(sources: Sequence[str], cfg: DictConfig) -> set[str]:
     return {target for target in offered if isinstance(target, str)}
 
 
-def options(repository: ConfigRepository, group: str) -> Iterator[str]:
+def options(repository: Any, group: str) -> Iterator[str]:
     """Every config under `group` ("model/cnn", "train", ...), Hydra's own groups left out."""
     for name in repository.get_group_options(group, ObjectType.CONFIG):
         yield f"{group}/{name}".lstrip("/")

@@ -14,6 +14,7 @@ from mnistlab.files import open_append, write_text
 from mnistlab.names import SCALARS_FILE
 
 HEADER = "step,tag,value\n"
+Series = tuple[list[int], list[float]]  # one tag's steps and values
 
 
 class History:
@@ -51,9 +52,9 @@ def keep_before(path: Path, step: int) -> None:
     write_text(path, HEADER + "".join(line + "\n" for line in kept))
 
 
-def read_scalars(folder: Path) -> dict[str, tuple[list[int], list[float]]]:
+def read_scalars(folder: Path) -> dict[str, Series]:
     """tag -> (steps, values) from a run folder's scalars.csv; empty if it has none."""
-    series: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    series: dict[str, Series] = defaultdict(lambda: ([], []))
     path = folder / SCALARS_FILE
     if not path.exists():
         return {}

@@ -1,9 +1,9 @@
 """Where an Optuna sweep keeps its study, and how a job finds its own trial there.
 
-The sweeper (mnistlab.sweep.optuna_sweeper) and each job agree on the storage through the job's Hydra
-config: `hydra.sweeper.storage`, or by default `optuna.db` in the sweep folder. A job's trial
-is the one whose number is the job's (`hydra.job.num`). Only the current config chooses what is
-built (the pruner); the study database is read as values.
+The sweeper (mnistlab.sweep.optuna_sweeper) and each job agree on the storage through the job's
+Hydra config: `hydra.sweeper.storage`, or by default `optuna.db` in the sweep folder. A job's
+trial is the one whose number is the job's (`hydra.job.num`). Only the current config chooses
+what is built (the pruner); the study database is read as values.
 Kept free of torch; optuna loads only in sweeps that use this sweeper.
 """
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from omegaconf import OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.samplers import GridSampler
@@ -27,6 +26,9 @@ from optuna.trial import FrozenTrial, TrialState
 from mnistlab import SettingError
 from mnistlab.files import write_text
 from mnistlab.names import HIGHER_IS_BETTER, PRUNED, recorded_metrics
+from mnistlab.private import hydra as hydra_private
+from mnistlab.private import optuna as optuna_private
+from mnistlab.private.optuna import OptunaSweeperImpl, create_params_from_overrides
 from mnistlab.run import rundir
 from mnistlab.sweep import interrupt as sweepstop
 from mnistlab.sweep import optuna_study
@@ -134,7 +136,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
     def tell_all(self, study: optuna.Study, batch: list[Job], returns: Sequence[JobReturn]):
         """Tell each job's result; stop the sweep after a signal, or past max_failure_rate."""
         ended = [(number, ret) for (number, _), ret in zip(batch, returns, strict=True)]
-        stopped = [ret._return_value for _, ret in ended if signalled(ret)]
+        stopped = [hydra_private.returned(ret) for _, ret in ended if signalled(ret)]
         ended = [(number, ret) for number, ret in ended if not signalled(ret)]
         failures = [ret for number, ret in ended if not tell(study, number, ret)]
         if stopped:  # their trials stay running, to be continued by a re-run
@@ -182,7 +184,7 @@ def overrides(params: dict[str, Any], space: dict, fixed: dict) -> tuple[str, ..
 def within(distribution: BaseDistribution, value: Any) -> bool:
     """Whether `value` is one that `distribution` can give."""
     try:
-        return distribution._contains(distribution.to_internal_repr(value))
+        return optuna_private.contains(distribution, value)
     except (TypeError, ValueError):  # e.g. a choice that is not among the choices
         return False
 
@@ -198,13 +200,14 @@ def in_a_row(jobs: list[Job]) -> Iterator[list[Job]]:
 
 def signalled(ret: JobReturn) -> bool:
     """Whether a job of a pooled sweep (joblib) stopped on a signal rather than failing."""
-    return ret.status == JobStatus.FAILED and isinstance(ret._return_value, JobInterrupted)
+    error = hydra_private.returned(ret)
+    return ret.status == JobStatus.FAILED and isinstance(error, JobInterrupted)
 
 
 def tell(study: optuna.Study, number: int, ret: JobReturn) -> bool:
     """Tell the study how trial `number` ended (PRUNED per metrics.json); False: it failed."""
     if ret.status == JobStatus.FAILED:
-        log.warning("trial %d failed: %s", number, ret._return_value)
+        log.warning("trial %d failed: %s", number, hydra_private.returned(ret))
         finish(study, number, None, TrialState.FAIL)
         return False
     if job_status(ret) == PRUNED:

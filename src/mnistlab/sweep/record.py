@@ -1,12 +1,13 @@
 """What defines a sweep, recorded in its folder, so that a re-run there continues that sweep only.
 
 When a sweep starts in a folder that holds no sweep, `sweep.yaml` is written there: the
-overrides that define it (the command line's, in the order given, less mnistlab.config.changeable.RERUN_MAY_DIFFER), a preset's
-`hydra.sweeper.params`, the sweeper and its `n_trials`. Re-running into the folder
-(`hydra.sweep.dir=<it>`) compares the command with the record before any job starts: the same
-sweep continues (mnistlab.sweep.rerun), any other is refused in one line naming what differs.
-A folder whose jobs hold runs but that has no record (a sweep of an older mnistlab-train) is
-refused the same way. `loop.overwrite=true` replaces whatever the folder holds.
+overrides that define it (the command line's, in the order given, less
+mnistlab.config.changeable.RERUN_MAY_DIFFER), a preset's `hydra.sweeper.params`, the sweeper
+and its `n_trials`. Re-running into the folder (`hydra.sweep.dir=<it>`) compares the command
+with the record before any job starts: the same sweep continues (mnistlab.sweep.rerun), any
+other is refused in one line naming what differs. A folder whose jobs hold runs but that has no
+record (a sweep of an older mnistlab-train) is refused the same way. `loop.overwrite=true`
+replaces whatever the folder holds.
 
 Security: the record is data. It is read with a safe YAML loader and only compared with the
 command's own definition; nothing in it is run, instantiated or handed to Hydra.
@@ -27,13 +28,14 @@ from mnistlab import SettingError
 from mnistlab.config import changeable
 from mnistlab.files import write_text
 from mnistlab.names import HYDRA_SWEEP_FILE, SWEEP_CONTEXT_FILE, SWEEP_RECORD_FILE
+from mnistlab.private import hydra as hydra_private
 from mnistlab.run import rundir
 from mnistlab.sweep import naming
 
 log = logging.getLogger(__name__)
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 UNSET = "unset"
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+BASIC_SWEEPER = hydra_private.BASIC_SWEEPER
 # mnistlab's default sweeper (hydra_plugins/mnistlab_sweeper.py): Hydra's basic sweeper,
 # composing less, and replacing a folder (loop.overwrite=true) only once Hydra's check of the
 # grid has passed (`overwrite`), so that a typo in the grid leaves the old sweep as it was.

@@ -1,0 +1,274 @@
+"""report.html's figures: the curves of every configuration, and the objective against each
+swept number. Drawn on matplotlib's Agg canvas without pyplot, inlined as PNG data.
+"""
+
+import base64
+import html
+import io
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from mnistlab.names import BATCH_TAGS, HIGHER_IS_BETTER, PRUNED, TAGS
+from mnistlab.private import matplotlib as matplotlib_private
+from mnistlab.report.groups import Group, Sweep
+from mnistlab.run.scalars import Series
+
+STYLES = ("-", "--", ":", "-.")
+DPI = 80  # of the PNGs: a 15-inch figure is 1200 pixels wide
+
+
+def figure_of(width: float, height: float, columns: int = 1) -> tuple[Any, Any]:
+    """A figure (not pyplot's: nothing keeps it) and its `columns` axes side by side."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(1, columns, squeeze=False)[0]
+
+
+def fit(figure: Any, legend: Any = None) -> None:
+    """Margins for the tick labels, axis labels and titles; on the right, room for `legend`.
+
+    Set in inches, where matplotlib's constrained layout would measure every tick label first
+    (half of a report's drawing time): only the legend and what sits left of each axes (its y
+    axis's labels: long ones like 0.97005 too) are measured, once.
+    """
+    width, height = figure.get_size_inches()
+    figure.subplots_adjust(bottom=0.6 / height, top=1 - 0.4 / height)  # this sets the y ticks
+    renderer = figure.canvas.get_renderer()
+    right = width - 0.25
+    if legend is not None:  # placed in the figure's top right corner, outside the plots
+        right -= legend.get_window_extent(renderer).width / figure.dpi
+    reach = max(left_of(axes, renderer) for axes in figure.axes)
+    left, gap = max(0.8, reach + 0.1), max(0.75, reach + 0.25)  # inches; gap: axes side by side
+    columns = len(figure.axes)
+    each = (right - left - (columns - 1) * gap) / columns
+    # wspace as matplotlib has it: a fraction of an axes' width
+    figure.subplots_adjust(left=left / width, right=right / width, wspace=gap / each)
+
+
+def left_of(axes: Any, renderer: Any) -> float:
+    """How far (in inches) the y axis's tick labels and label reach out left of `axes`."""
+    reach = axes.get_window_extent(renderer).x0 - axes.yaxis.get_tightbbox(renderer).x0
+    return reach / axes.get_figure().dpi
+
+
+def png(figure: Any) -> str:
+    """A matplotlib figure as an inline <img> (base64 PNG)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="plot" src="data:image/png;base64,{data}">'
+
+
+def styles(groups: list[Group], keys: list[str]) -> dict[int, tuple[Any, str]]:
+    """Colour by the first swept key, line style by the second: id(group) -> (colour, style)."""
+    import matplotlib
+
+    def values(key: str | None) -> list[str]:
+        return list(dict.fromkeys(group.config.get(key, "") for group in groups)) if key else [""]
+
+    colour_key, style_key = (keys + [None, None])[:2]
+    colours, lines = values(colour_key), values(style_key)
+    palette = matplotlib.colormaps["tab10" if len(colours) <= 10 else "viridis"]
+    spread_of = max(len(colours) - 1, 1)
+
+    def colour(n: int) -> Any:
+        return palette(n) if len(colours) <= 10 else palette(n / spread_of)
+
+    return {
+        id(group): (
+            colour(colours.index(group.config.get(colour_key, "") if colour_key else "")),
+            STYLES[lines.index(group.config.get(style_key, "") if style_key else "") % 4],
+        )
+        for group in groups
+    }
+
+
+def group_curve(group: Group, tag: str, scalars: dict[Path, dict[str, Series]]):
+    """(steps, mean, low, high) of `tag` over the group's jobs, at the steps all of them have."""
+    jobs = group.completed or group.jobs
+    series = [scalars[job.folder][tag] for job in jobs if tag in scalars[job.folder]]
+    if not series:
+        return None
+    common = set(series[0][0]).intersection(*(set(steps) for steps, _ in series[1:]))
+    steps = sorted(common)
+    columns = [[dict(zip(s, v, strict=True))[step] for step in steps] for s, v in series]
+    rows = list(zip(*columns, strict=True))
+    means = [statistics.fmean(row) for row in rows]
+    return steps, means, [min(row) for row in rows], [max(row) for row in rows]
+
+
+def limits(curves: list[list[float]]) -> tuple[float, float, bool]:
+    """(bottom, top, log): top leaves out curves far above the typical one (diverged runs)."""
+    finite = [[v for v in curve if math.isfinite(v)] for curve in curves]
+    finite = [curve for curve in finite if curve]
+    if not finite:
+        return 0.0, 1.0, False
+    peaks = sorted(max(curve) for curve in finite)
+    # A slow run peaks a few times higher than the rest; a diverged one by orders of magnitude.
+    top = min(peaks[-1], 10 * statistics.median(peaks))
+    bottom = min(min(curve) for curve in finite)
+    log = bottom > 0 and top / bottom > 10
+    margin = (top / bottom) ** 0.05 if log else 0.05 * (top - bottom or 1.0)
+    if log:
+        return bottom / margin, top * margin, True
+    return bottom - margin, top + margin, False
+
+
+def draw_curves(axes: Any, groups, look, tag: str, scalars) -> list[str]:
+    """Every group's curve of `tag` on `axes`, clipped so that diverged runs squash nothing.
+
+    Returns the labels of the curves that leave the top (or hold inf or nan)."""
+    drawn = [(group, group_curve(group, tag, scalars)) for group in groups]
+    drawn = [(group, curve) for group, curve in drawn if curve is not None]
+    if not drawn:
+        axes.text(0.5, 0.5, f"no job logged {tag}", ha="center", transform=axes.transAxes)
+        return []
+    percent = 100 if tag.endswith("accuracy") else 1  # for people: accuracies in %
+    for group, (steps, mean, low, high) in drawn:
+        mean, low, high = ([percent * v for v in series] for series in (mean, low, high))
+        colour, style = look[id(group)]
+        dot = "o" if len(steps) == 1 else None  # one epoch: a lone point draws no line
+        axes.plot(steps, mean, color=colour, linestyle=style, linewidth=1.2, marker=dot)
+        if group.pruned:  # where the rule stopped it: a cross at the curve's end
+            axes.plot(steps[-1:], mean[-1:], color=colour, marker="X", markersize=9)
+        if len(group.completed) > 1:
+            axes.fill_between(steps, low, high, color=colour, alpha=0.15, linewidth=0)
+    bottom, top, log = limits([[percent * v for v in curve[1]] for _, curve in drawn])
+    if log:
+        log_scale(axes.yaxis)
+    axes.set_ylim(bottom, top)
+    above = [g.label for g, c in drawn if any(not math.isfinite(v) or v > top for v in c[1])]
+    title = tag + (" (%)" if percent == 100 else "")
+    axes.set_title(title + (" (some curves leave the top)" if above else ""))
+    axes.set_xlabel("step")
+    axes.grid(alpha=0.3)
+    return above
+
+
+def legend(figure: Any, groups: list[Group], keys: list[str], look) -> Any:
+    """One entry per colour and per line style, not per line."""
+    from matplotlib.lines import Line2D
+
+    handles, seen = [], set()
+    for position, key in enumerate(keys[:2]):
+        for group in groups:
+            value = group.config.get(key, "")
+            if (key, value) in seen:
+                continue
+            seen.add((key, value))
+            colour, style = look[id(group)]
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color=colour if position == 0 else "black",
+                    linestyle=style if position == 1 else "-",
+                    label=f"{key}={value}",
+                )
+            )
+    if any(group.pruned for group in groups):
+        handles.append(Line2D([], [], color="black", marker="X", linestyle="", label=PRUNED))
+    if not handles:
+        return None
+    return figure.legend(handles=handles, loc="upper right", fontsize=8, borderaxespad=0.2)
+
+
+def curves_figure(sweep: Sweep, groups: list[Group], scalars) -> str:
+    """Training loss (every logging point) and the validation curves, all jobs overlaid."""
+    tags = [BATCH_TAGS["loss"], TAGS["val_loss"], TAGS["val_accuracy"]]
+    figure, axes = figure_of(15, 4, columns=3)
+    look = styles(groups, sweep.config_keys)
+    above: dict[str, list[str]] = {}
+    for ax, tag in zip(axes, tags, strict=True):
+        for label in draw_curves(ax, groups, look, tag, scalars):
+            above.setdefault(label, []).append(tag)
+    fit(figure, legend(figure, groups, sweep.config_keys, look))
+    return styling_note(sweep) + png(figure) + clipped_note(above)
+
+
+def styling_note(sweep: Sweep) -> str:
+    """Which key sets the colour and which the line style, and what a band means."""
+    colour, style = (sweep.config_keys + ["–", "–"])[:2]
+    text = f"Colour: {colour}; line style: {style}"
+    if sweep.group_over:
+        text += f"; each line the mean over {sweep.group_over}, shaded from lowest to highest"
+    return f"<p>{html.escape(text)}.</p>"
+
+
+def clipped_note(above: dict[str, list[str]]) -> str:
+    """The curves cut off at the top, so that nobody misses a diverged run."""
+    if not above:
+        return ""
+    lines = (f"{label}: {', '.join(tags)}" for label, tags in above.items())
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f"<p>Off the top of the charts (diverged, or far above the rest):</p><ul>{items}</ul>"
+
+
+def log_scale(axis: Any) -> None:
+    """A log axis labelled 0.1, 0.2, 0.5, 1, 2 (not 10^-1, 2x10^-1, ...)."""
+    from matplotlib.ticker import FuncFormatter
+
+    matplotlib_private.log_scale(axis)
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    # Between the powers of ten, only 2 and 5 are labelled: the rest would overlap.
+    axis.set_minor_formatter(
+        FuncFormatter(lambda value, _: f"{value:g}" if f"{value:e}"[0] in "25" else "")
+    )
+
+
+def number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def objective_figures(sweep: Sweep, groups: list[Group]) -> list[str]:
+    """The objective against each swept numeric key (the "which lr for which optimizer" plot)."""
+    figures = []
+    for key in sweep.config_keys:
+        if all(number(group.config.get(key, "")) is not None for group in groups):
+            figure = objective_figure(sweep, groups, key)
+            if figure:
+                figures.append(figure)
+    return figures
+
+
+def objective_figure(sweep: Sweep, groups: list[Group], key: str) -> str:
+    """The objective against `key`, one line per value of the other keys, ± std as bars."""
+    others = [other for other in sweep.config_keys if other != key]
+    lines: dict[str, list[tuple[float, Group]]] = {}
+    for group in groups:
+        if group.mean(sweep.objective) is not None:
+            name = ", ".join(f"{o}={group.config.get(o, '')}" for o in others) or sweep.objective
+            lines.setdefault(name, []).append((number(group.config[key]), group))
+    if not lines:
+        return ""
+    figure, (axes,) = figure_of(7, 4)
+    for name, points in lines.items():
+        points.sort(key=lambda point: point[0])
+        means = [group.mean(sweep.objective) for _, group in points]
+        errors = [group.std(sweep.objective) or 0.0 for _, group in points]
+        xs = [x for x, _ in points]
+        axes.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=name)
+    xs = [x for points in lines.values() for x, _ in points]
+    if min(xs) > 0 and max(xs) / min(xs) >= 10:  # learning rates and the like
+        axes.set_xscale("log")
+    axes.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))])  # the swept values
+    axes.xaxis.set_minor_formatter("")
+    bottom, top, log = limits([[g.mean(sweep.objective) for _, g in p] for p in lines.values()])
+    if log:
+        log_scale(axes.yaxis)
+    axes.set_ylim(bottom, top)
+    better = "higher" if sweep.objective in HIGHER_IS_BETTER else "lower"
+    axes.set(xlabel=key, ylabel=f"{sweep.objective} ({better} is better)")
+    axes.set_title(f"{sweep.objective} against {key}")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    fit(figure)
+    return png(figure)
