@@ -187,10 +187,10 @@ def test_every_training_variant_trains_every_sample(tmp_path: Path) -> None:
     with SummaryWriter(log_dir=str(tmp_path)) as writer:
         work = training.Workload(data, data, settings, torch.device("cpu"), writer)
         for variant in training.VARIANTS.values():
-            trainee = training.make_trainee(variant, settings, work.device)
-            before = [p.detach().clone() for p in trainee.model.parameters()]
-            assert variant.epoch(trainee, work, 1) == 100
-            after = list(trainee.model.parameters())
+            contender = training.make_contender(variant, settings, work.device)
+            before = [p.detach().clone() for p in contender.model.parameters()]
+            assert variant.epoch(contender, work, 1) == 100
+            after = list(contender.model.parameters())
             assert all(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
 
 
@@ -228,7 +228,7 @@ def test_each_variant_builds_its_own_adam() -> None:
     settings = training.TrainingSettings()
     fused = {}
     for name, variant in training.VARIANTS.items():
-        optimizer = training.make_trainee(variant, settings, torch.device("cpu")).optimizer
+        optimizer = training.make_contender(variant, settings, torch.device("cpu")).optimizer
         assert isinstance(optimizer, torch.optim.Adam)
         assert optimizer.defaults["lr"] == settings.lr
         fused[name] = bool(optimizer.defaults["fused"])
@@ -236,8 +236,8 @@ def test_each_variant_builds_its_own_adam() -> None:
     expected = {"lesson": False, "lesson_fused": True, "mnistlab": True, "bare": True}
     assert fused == {**expected, "bare_defaults": True, "bare_plain": False}
     slow = training.TrainingSettings(fast_optimizer=False)
-    trainee = training.make_trainee(training.VARIANTS["mnistlab"], slow, torch.device("cpu"))
-    assert not trainee.optimizer.defaults["fused"] and not trainee.optimizer.defaults["foreach"]
+    contender = training.make_contender(training.VARIANTS["mnistlab"], slow, torch.device("cpu"))
+    assert not contender.optimizer.defaults["fused"] and not contender.optimizer.defaults["foreach"]
 
 
 @pytest.mark.slow

@@ -3,155 +3,34 @@
 import multiprocessing
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
 
 from mnistlab import SettingError
+from mnistlab.benchmark.loops import (
+    Contender,
+    EpochFn,
+    OptimizerFn,
+    Workload,
+    bare_epoch,
+    fused_adam,
+    lesson_epoch,
+    mnistlab_adam,
+    mnistlab_epoch,
+    plain_adam,
+)
 from mnistlab.benchmark.output import format_table, write_results, write_scalars
 from mnistlab.benchmark.settings import TrainingSettings
-from mnistlab.config.schemas import LoaderSettings
-from mnistlab.data.splits import TensorPairs, batches, num_batches
+from mnistlab.data.splits import TensorPairs
 from mnistlab.data.splits import build as build_data
-from mnistlab.loop.progress import Progress
-from mnistlab.loop.step import StepOptions, train_epoch
 from mnistlab.parts.device import denormals, describe, synchronize
 from mnistlab.parts.models import MNISTClassifier
-from mnistlab.parts.optimizers import adam_config, build_optimizer
-
-if TYPE_CHECKING:
-    from torch.utils.tensorboard import SummaryWriter
-
-
-@dataclass(frozen=True)
-class Workload:
-    """What every variant trains on: the same samples, on the host and on the device."""
-
-    host: TensorPairs  # where the lesson's Dataset keeps its samples
-    on_device: TensorPairs  # what the fast paths slice (the same tensors on a CPU run)
-    settings: TrainingSettings
-    device: torch.device
-    writer: "SummaryWriter | None"  # mnistlab's loop logs train/loss here, as a real run does
-
-    def head(self, count: int) -> "Workload":
-        """The first `count` samples: a short epoch for warming up."""
-        host = TensorPairs(self.host.inputs[:count], self.host.targets[:count])
-        on_device = TensorPairs(self.on_device.inputs[:count], self.on_device.targets[:count])
-        return Workload(host, on_device, self.settings, self.device, self.writer)
-
-
-@dataclass
-class Trainee:
-    """One variant's own model and optimizer; each round trains it one more epoch."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    losses: list[float] = field(default_factory=list)
-
-
-# An epoch function trains a trainee one epoch of a workload and returns the samples seen.
-EpochFn = Callable[[Trainee, Workload, int], int]
-
-
-def plain_step(log_every: int) -> StepOptions:
-    """The lesson's step, as mnistlab's loop takes it: float32, no clipping, no smoothing."""
-    return StepOptions(
-        log_every=log_every,
-        grad_clip_norm=None,
-        skip_nonfinite=False,
-        precision="32",
-        label_smoothing=0.0,
-        channels_last=False,
-    )
-
-
-def lesson_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
-    """(1) The lesson's loop: a Dataset of single samples, a shuffling DataLoader, five steps."""
-    model, optimizer, criterion = trainee.model, trainee.optimizer, nn.CrossEntropyLoss()
-    loader = DataLoader(work.host, batch_size=work.settings.batch_size, shuffle=True)
-    model.train()
-    samples = 0
-    for step, (images, labels) in enumerate(loader, start=1):
-        images, labels = images.to(work.device), labels.to(work.device)
-        outputs = model(images)
-        loss = criterion(outputs, labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        samples += len(labels)
-        if step % work.settings.log_every_n_batches == 0:
-            trainee.losses.append(loss.item())  # the lesson prints the loss here
-    return samples
-
-
-def mnistlab_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
-    """(2) mnistlab's loop, called as a run calls `fit` (tensor mode, logging on)."""
-    settings = work.settings
-    loader = LoaderSettings(
-        batch_size=settings.batch_size, shuffle=True, mode="tensor", num_workers=0
-    )
-    steps_per_epoch = num_batches(len(work.on_device), loader.batch_size)
-    progress = Progress.on(work.device, step=epoch * steps_per_epoch)
-    train_epoch(
-        trainee.model,
-        batches(work.on_device, loader, seed=0, epoch=epoch),
-        trainee.optimizer,
-        progress,
-        total=steps_per_epoch,
-        log=lambda step, values: work.writer.add_scalar("train/batch_loss", values["loss"], step),
-        options=plain_step(settings.log_every_n_batches),
-        description=f"mnistlab loop, epoch {epoch}",
-    )
-    return progress.epoch_samples
-
-
-def bare_epoch(trainee: Trainee, work: Workload, epoch: int) -> int:
-    """(3) The lower bound: tensors on the device, one randperm, sliced batches, no logging."""
-    model, optimizer, criterion = trainee.model, trainee.optimizer, nn.CrossEntropyLoss()
-    order = torch.randperm(len(work.on_device), device=work.device)
-    inputs, targets = work.on_device.inputs[order], work.on_device.targets[order]
-    size = work.settings.batch_size
-    model.train()
-    for first in range(0, len(targets), size):
-        loss = criterion(model(inputs[first : first + size]), targets[first : first + size])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return len(targets)
-
-
-# An optimizer factory builds a variant's Adam from the model's parameters.
-OptimizerFn = Callable[
-    [Iterable[nn.Parameter], TrainingSettings, torch.device], torch.optim.Optimizer
-]
-
-
-def plain_adam(
-    params: Iterable[nn.Parameter], settings: TrainingSettings, device: torch.device
-) -> torch.optim.Optimizer:
-    """The lesson's `torch.optim.Adam(model.parameters(), lr=...)`: torch's default kernels."""
-    return torch.optim.Adam(params, lr=settings.lr)
-
-
-def fused_adam(
-    params: Iterable[nn.Parameter], settings: TrainingSettings, device: torch.device
-) -> torch.optim.Optimizer:
-    """The same Adam with `fused=True`: one kernel updates every parameter."""
-    return torch.optim.Adam(params, lr=settings.lr, fused=True)
-
-
-def mnistlab_adam(
-    params: Iterable[nn.Parameter], settings: TrainingSettings, device: torch.device
-) -> torch.optim.Optimizer:
-    """Adam exactly as mnistlab-train builds it: conf/optimizer/adam.yaml via build_optimizer."""
-    return build_optimizer(adam_config(settings.lr), params, device, fast=settings.fast_optimizer)
 
 
 @dataclass(frozen=True)
@@ -211,13 +90,13 @@ RATIOS = {  # key: (top variant, bottom variant, label, what it shows)
 }
 
 
-def make_trainee(variant: Variant, settings: TrainingSettings, device: torch.device) -> Trainee:
+def make_contender(variant: Variant, settings: TrainingSettings, device: torch.device) -> Contender:
     """The lesson's MLP, initialised alike for every variant, and the variant's own Adam."""
     torch.manual_seed(settings.seed)
     model = MNISTClassifier(input_shape=(28, 28), num_classes=10, hidden=128, dropout=0.0).to(
         device
     )
-    return Trainee(model, variant.optimizer(model.parameters(), settings, device))
+    return Contender(model, variant.optimizer(model.parameters(), settings, device))
 
 
 DATA_TITLES = {"random": "MNIST-shaped random samples", "mnist": "real MNIST training images"}
@@ -243,11 +122,11 @@ def workload_data(settings: TrainingSettings) -> TensorPairs:
     )
 
 
-def timed_epoch(variant: Variant, trainee: Trainee, work: Workload, epoch: int) -> float:
+def timed_epoch(variant: Variant, contender: Contender, work: Workload, epoch: int) -> float:
     """Samples per second of one epoch of one variant."""
     synchronize(work.device)
     started = time.perf_counter()
-    samples = variant.epoch(trainee, work, epoch)
+    samples = variant.epoch(contender, work, epoch)
     synchronize(work.device)
     return samples / (time.perf_counter() - started)
 
@@ -258,7 +137,7 @@ class Trainer:
     def __init__(self, names: list[str], work: Workload) -> None:
         self.work = work
         self.trainees = {
-            name: make_trainee(VARIANTS[name], work.settings, work.device) for name in names
+            name: make_contender(VARIANTS[name], work.settings, work.device) for name in names
         }
         warmup = work.head(min(work.settings.warmup_samples, len(work.host)))
         for name in names:  # untimed: lazy set-up, caches, Adam state

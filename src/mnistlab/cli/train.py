@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from mnistlab import names
 from mnistlab.cli import process, resolvers
 from mnistlab.loop import signals
-from mnistlab.run import rundir
+from mnistlab.run import build, rundir
 from mnistlab.sweep import context, interrupt, optuna_study, rerun
 from mnistlab.sweep.context import SweepContext
 
@@ -94,7 +94,7 @@ def job(
     sources = [f"{source.schema}://{source.path}" for source in hydra_cfg.runtime.config_sources]
     in_sweep = None
     if sweeping:
-        in_sweep = training.InSweep(Path(hydra_cfg.sweep.dir), optuna_study.trial_hook)
+        in_sweep = build.InSweep(Path(hydra_cfg.sweep.dir), optuna_study.trial_hook)
     metrics = training.train(cfg, out_dir, overrides, sources, record, in_sweep)
     return metrics[cfg.objective]
 

@@ -7,7 +7,7 @@ the signature of what they build (keys, and values against the annotations: a li
 integers, a number...) and against RANGES, by parameter name. NaN and infinity are refused
 everywhere. So a typo or an impossible value fails before any data is loaded; what depends
 on the data (model x input shape, objective x splits, sizes x split) is checked in
-`mnistlab.run.training.build` once the data is there, before training.
+`mnistlab.run.build.build` once the data is there, before training.
 
 This module does not import torch: `mnistlab-train --help` and `--cfg job` only need it.
 """

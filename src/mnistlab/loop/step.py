@@ -29,7 +29,7 @@ class NonFiniteLoss(SettingError):
 class StepOptions:
     """How `train_epoch` takes each step: the loop settings it needs, and no more.
 
-    No defaults: the values come from the `loop` config (mnistlab.run.training.plan)."""
+    No defaults: the values come from the `loop` config (mnistlab.run.build.plan)."""
 
     log_every: int  # read the running sums and log their means every this many steps
     grad_clip_norm: float | None

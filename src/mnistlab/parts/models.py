@@ -62,6 +62,30 @@ class MNISTClassifier(nn.Module):
 PADDINGS = ("same", "valid")
 
 
+def image_layout(
+    input_shape: Sequence[int], kernel_sizes: tuple[int, int], padding: str
+) -> tuple[int, int, int]:
+    """The feature map's height and width after both blocks, and the input's channels."""
+    if padding not in PADDINGS:
+        raise SettingError(f"model.padding={padding!r} is unknown: use same or valid")
+    if len(input_shape) not in (2, 3):
+        raise SettingError(
+            f"model=cnn needs images of at least 4x4 pixels, (H, W) or (C, H, W) (its two "
+            f"poolings halve them twice), but the dataset's inputs have shape "
+            f"{tuple(input_shape)}: use model=mlp"
+        )
+    # (H, W) images get a channel dimension in forward; (C, H, W) images keep theirs.
+    in_channels, height, width = (1, *input_shape) if len(input_shape) == 2 else input_shape
+    height, width = (feature_size(n, kernel_sizes, padding) for n in (height, width))
+    if min(height, width) < 1:
+        raise SettingError(
+            f"model=cnn with kernel_sizes={list(kernel_sizes)} and padding={padding} needs "
+            "larger images (its convolutions and two poolings shrink them to nothing), but "
+            f"the dataset's inputs have shape {tuple(input_shape)}: use model=mlp"
+        )
+    return height, width, in_channels
+
+
 class ConvNet(nn.Module):
     """A small CNN: two conv + max-pool + ReLU blocks, one hidden dense layer, optional dropout.
 
@@ -83,23 +107,7 @@ class ConvNet(nn.Module):
     ) -> None:
         super().__init__()
         self.shift = RandomShift(shift)
-        if padding not in PADDINGS:
-            raise SettingError(f"model.padding={padding!r} is unknown: use same or valid")
-        if len(input_shape) not in (2, 3):
-            raise SettingError(
-                f"model=cnn needs images of at least 4x4 pixels, (H, W) or (C, H, W) (its two "
-                f"poolings halve them twice), but the dataset's inputs have shape "
-                f"{tuple(input_shape)}: use model=mlp"
-            )
-        # (H, W) images get a channel dimension in forward; (C, H, W) images keep theirs.
-        in_channels, height, width = (1, *input_shape) if len(input_shape) == 2 else input_shape
-        height, width = (feature_size(n, kernel_sizes, padding) for n in (height, width))
-        if min(height, width) < 1:
-            raise SettingError(
-                f"model=cnn with kernel_sizes={list(kernel_sizes)} and padding={padding} needs "
-                "larger images (its convolutions and two poolings shrink them to nothing), but "
-                f"the dataset's inputs have shape {tuple(input_shape)}: use model=mlp"
-            )
+        height, width, in_channels = image_layout(input_shape, kernel_sizes, padding)
         first, second = channels
         # Pooling before the ReLU gives the same values and gradients as after it (the max of
         # rectified values is the rectified max), with the ReLU on a quarter of the values:
