@@ -1,6 +1,5 @@
-"""mnistlab.cli.api: compose from overrides, train in-process, leave Hydra's global state as it was."""
+"""mnistlab.cli.api: compose from overrides, train in-process, leave Hydra's global state as is."""
 
-import json
 import re
 import subprocess
 import sys
@@ -10,11 +9,11 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 
-from conftest import ROOT
+from conftest import ROOT, TINY_RUN, metrics_of
 from mnistlab import SettingError
 from mnistlab.cli import api
 
-TINY = ["dataset=random", "loop.epochs=1", "device=cpu"]
+TINY = [*TINY_RUN, "device=cpu"]
 
 
 def test_two_runs_in_a_row_each_with_its_own_config(tmp_path: Path) -> None:
@@ -25,7 +24,7 @@ def test_two_runs_in_a_row_each_with_its_own_config(tmp_path: Path) -> None:
     assert (first.run_dir, second.run_dir) == (tmp_path / "first", tmp_path / "second")
     assert (first.metrics["epochs"], second.metrics["epochs"]) == (1, 2)
     for result in (first, second):
-        saved = json.loads((result.run_dir / "metrics.json").read_text())
+        saved = metrics_of(result.run_dir)
         assert saved["val_loss"] == result.metrics["val_loss"]
         assert saved["status"] == "completed"
 
@@ -70,4 +69,4 @@ def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
     lines = done.stdout.splitlines()
     assert len(lines) == 2 and all("outputs/notebook/sgd_" in line for line in lines)
     for folder in (tmp_path / "outputs" / "notebook").iterdir():
-        assert json.loads((folder / "metrics.json").read_text())["val_accuracy"] > 0.5
+        assert metrics_of(folder)["val_accuracy"] > 0.5

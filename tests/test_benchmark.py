@@ -6,12 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import compose_config, imported_modules, run_cli
+from conftest import compose_config, events, imported_modules, metrics_of, run_cli, shipped_values
 from mnistlab import SettingError
 from mnistlab.benchmark import job, matmul, training
-from mnistlab.benchmark.settings import VARIANT_NAMES, TimeToAccuracySettings
+from mnistlab.benchmark.settings import (
+    VARIANT_NAMES,
+    MatmulSettings,
+    TimeToAccuracySettings,
+    TrainingSettings,
+)
 from mnistlab.config import checks as config
 from mnistlab.run.scalars import read_scalars
 
@@ -31,13 +35,18 @@ HAS_GPU = torch.cuda.is_available() or torch.backends.mps.is_available()
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+def benchmark_settings(kind: type, **changes):
+    """conf/benchmark/<its name>.yaml's settings, with `changes` (the YAML holds the values)."""
+    name = {TrainingSettings: "training", MatmulSettings: "matmul"}[kind]
+    return kind(**shipped_values("benchmark", name, **changes))
+
+
 def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series in log_dir, read back with TensorBoard's own reader."""
-    events = EventAccumulator(str(log_dir))
-    events.Reload()
+    accumulator = events(log_dir)
     return {
-        tag: [(event.step, event.value) for event in events.Scalars(tag)]
-        for tag in events.Tags()["scalars"]
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()["scalars"]
     }
 
 
@@ -53,6 +62,7 @@ def test_the_settings_name_every_variant_and_dtype_that_exists() -> None:
     assert all(isinstance(dtype, torch.dtype) for dtype in matmul.DTYPES.values())
 
 
+@pytest.mark.slow  # the real CLI
 def test_help_answers_without_importing_torch(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
     done = run_cli("mnistlab.benchmark", "--help", cwd=tmp_path, timeout=60)
@@ -115,6 +125,7 @@ def test_matmul_without_cuda_says_so_and_skips_gpu_columns(tmp_path: Path, capsy
     assert all("gpu_median_s" not in row for row in results["rows"])
 
 
+@pytest.mark.slow  # the real CLI
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cli_device_cuda_without_cuda_fails_in_one_line(tmp_path: Path) -> None:
     done = run_cli("mnistlab.benchmark", "device=cuda", cwd=tmp_path, timeout=60)
@@ -162,11 +173,11 @@ def test_cli_multirun_writes_one_folder_per_job(tmp_path: Path) -> None:
 
 def test_settings_are_checked() -> None:
     with pytest.raises(SettingError, match="benchmark.dtypes"):
-        matmul.MatmulSettings(dtypes=["float8"])
+        benchmark_settings(MatmulSettings, dtypes=["float8"])
     with pytest.raises(SettingError, match="benchmark.rounds"):
-        training.TrainingSettings(rounds=2)
+        benchmark_settings(TrainingSettings, rounds=2)
     with pytest.raises(SettingError, match="benchmark.variants"):
-        training.TrainingSettings(variants=["lightning"])
+        benchmark_settings(TrainingSettings, variants=["lightning"])
 
 
 def test_tf32_setting_is_restored() -> None:
@@ -182,7 +193,9 @@ def test_tf32_setting_is_restored() -> None:
 def test_every_training_variant_trains_every_sample(tmp_path: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    settings = training.TrainingSettings(num_samples=100, batch_size=32)  # last batch of 4
+    settings = benchmark_settings(
+        TrainingSettings, num_samples=100, batch_size=32
+    )  # last batch of 4
     data = training.workload_data(settings)
     with SummaryWriter(log_dir=str(tmp_path)) as writer:
         work = training.Workload(data, data, settings, torch.device("cpu"), writer)
@@ -225,7 +238,7 @@ def test_training_benchmark_writes_all_three_figures(tmp_path: Path, capsys) -> 
 
 
 def test_each_variant_builds_its_own_adam() -> None:
-    settings = training.TrainingSettings()
+    settings = benchmark_settings(TrainingSettings)
     fused = {}
     for name, variant in training.VARIANTS.items():
         optimizer = training.make_contender(variant, settings, torch.device("cpu")).optimizer
@@ -235,7 +248,7 @@ def test_each_variant_builds_its_own_adam() -> None:
     # (2) builds its Adam as mnistlab-train does, and gets the fused kernel on the CPU.
     expected = {"lesson": False, "lesson_fused": True, "mnistlab": True, "bare": True}
     assert fused == {**expected, "bare_defaults": True, "bare_plain": False}
-    slow = training.TrainingSettings(fast_optimizer=False)
+    slow = benchmark_settings(TrainingSettings, fast_optimizer=False)
     contender = training.make_contender(training.VARIANTS["mnistlab"], slow, torch.device("cpu"))
     assert not contender.optimizer.defaults["fused"] and not contender.optimizer.defaults["foreach"]
 
@@ -245,16 +258,20 @@ def test_training_workload_can_be_the_real_mnist_images(
     mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MNISTLAB_DATA", str(mnist_dir))
-    data = training.workload_data(training.TrainingSettings(data="mnist"))
+    data = training.workload_data(benchmark_settings(TrainingSettings, data="mnist"))
     assert data.inputs.shape == (60_000, 28, 28) and data.targets.shape == (60_000,)
     assert sorted(data.targets.unique().tolist()) == list(range(10))
     assert abs(data.inputs.mean().item()) < 0.05  # normalised as every mnistlab run sees it
-    few = training.workload_data(training.TrainingSettings(data="mnist", num_samples=100))
+    few = training.workload_data(
+        benchmark_settings(TrainingSettings, data="mnist", num_samples=100)
+    )
     assert torch.equal(few.inputs, data.inputs[:100])
     with pytest.raises(SettingError, match="benchmark.num_samples=70000 .* at most 60000"):
-        training.workload_data(training.TrainingSettings(data="mnist", num_samples=70_000))
+        training.workload_data(
+            benchmark_settings(TrainingSettings, data="mnist", num_samples=70_000)
+        )
     with pytest.raises(SettingError, match="benchmark.data='fashion'"):
-        training.TrainingSettings(data="fashion")
+        benchmark_settings(TrainingSettings, data="fashion")
 
 
 # ---------------------------------------------------------------- time to accuracy
@@ -290,7 +307,7 @@ def test_time_to_accuracy_composes_the_speedrun_preset() -> None:
 def test_time_to_accuracy_is_a_training_run_that_stops_at_its_target(tmp_path, capsys) -> None:
     # 0.2: within this tiny run's reach with the preset's label smoothing (it ends near 0.27).
     results = job.run(race_config("loop.target.value=0.2", "loop.eval_every_n_steps=1"), tmp_path)
-    metrics = json.loads((tmp_path / "metrics.json").read_text())  # train()'s own record
+    metrics = metrics_of(tmp_path)  # train()'s own record
     assert results["reached"] and metrics["stop_reason"] == "target_reached"
     assert results["steps"] == metrics["target_step"] == metrics["steps"]
     assert results["wall_time_s"] == metrics["target_seconds"] > 0
@@ -351,8 +368,9 @@ def test_training_benchmark_on_cuda(tmp_path: Path) -> None:
     assert min(v["samples_per_s"] for v in results["variants"].values()) > 0
 
 
+@pytest.mark.slow  # a child process
 def test_a_failing_child_process_is_an_error_not_a_hang(tmp_path: Path) -> None:
-    settings = training.TrainingSettings(num_samples=64)
+    settings = benchmark_settings(TrainingSettings, num_samples=64)
     data = training.workload_data(settings)
     work = training.Workload(data, data, settings, torch.device("cpu"), writer=None)
     failed = pytest.raises(RuntimeError, match=r"child process for no-such-variant stopped \(exit")

@@ -1,6 +1,5 @@
 """The command line as a user runs it: real subprocesses, from a foreign working directory."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import imported_modules, run_cli
+from conftest import (
+    TINY_RUN,
+    imported_modules,
+    metrics_of,
+    only_run,
+    only_sweep,
+    run_cli,
+    start_cli,
+)
+
+pytestmark = pytest.mark.slow  # each test runs the real command line
 
 TINY = ("dataset.source.num_samples=1500", "loop.epochs=1", "loop.log_every_n_batches=5")
 
@@ -16,15 +25,14 @@ TINY = ("dataset.source.num_samples=1500", "loop.epochs=1", "loop.log_every_n_ba
 def test_single_run_writes_its_own_folder_under_outputs(tmp_path):
     result = run_cli("mnistlab.cli.train", *TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    run = only_run(tmp_path)
     assert (run / ".hydra" / "config.yaml").is_file()
     assert (run / "train.log").read_text().count("epoch 1/1") == 1
     assert list(run.glob("events.out.tfevents.*"))
-    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    assert metrics_of(run)["status"] == "completed"
     assert "device: " in result.stderr + (run / "train.log").read_text()
 
 
-@pytest.mark.slow
 def test_multirun_of_two_optimizers_by_two_learning_rates_gives_four_jobs(tmp_path):
     result = run_cli(
         "mnistlab.cli.train",
@@ -35,14 +43,14 @@ def test_multirun_of_two_optimizers_by_two_learning_rates_gives_four_jobs(tmp_pa
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    sweep = only_sweep(tmp_path)
     jobs = sorted(
         path for path in sweep.iterdir() if path.is_dir() and not path.name.startswith(".")
     )
     assert len(jobs) == 4
     for job in jobs:
         assert list(job.glob("events.out.tfevents.*")), job
-        assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+        assert metrics_of(job)["status"] == "completed"
     # The folder names say what changed, so TensorBoard's run names are readable.
     assert [job.name.split("_", 1)[1] for job in jobs] == [
         "sgd+lr:0.1",
@@ -52,24 +60,20 @@ def test_multirun_of_two_optimizers_by_two_learning_rates_gives_four_jobs(tmp_pa
     ]
 
 
-@pytest.mark.slow
 def test_two_sweeps_started_together_do_not_collide(tmp_path):
-    args = ("-m", "dataset=random", "loop.epochs=1")
-    env_cmd = [sys.executable, "-m", "mnistlab.cli.train", *args]
-    first = subprocess.Popen(
-        env_cmd, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    second = subprocess.Popen(
-        env_cmd, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    first, second = (
+        start_cli(
+            "mnistlab.cli.train",
+            "-m",
+            *TINY_RUN,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
     )
     assert first.wait(120) == 0 and second.wait(120) == 0
     assert len(list((tmp_path / "outputs" / "sweeps").iterdir())) == 2
-
-
-def _env() -> dict:
-    import os
-
-    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
 
 
 @pytest.mark.skipif(
@@ -119,7 +123,6 @@ def test_help_and_cfg_answer_without_importing_torch(tmp_path, monkeypatch, flag
     assert not (tmp_path / "outputs").exists()  # nothing built, nothing written
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
 @pytest.mark.parametrize(("flush", "mode"), [("true", "flushed to zero"), ("false", "kept")])
 def test_flush_denormal_reaches_every_cpu_thread_of_a_run(tmp_path, flush, mode):
@@ -135,5 +138,5 @@ def test_flush_denormal_reaches_every_cpu_thread_of_a_run(tmp_path, flush, mode)
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    run = only_run(tmp_path)
     assert f"; CPU denormal floats {mode}\n" in (run / "train.log").read_text()

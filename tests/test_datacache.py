@@ -1,6 +1,5 @@
 """The decoded copy of an IDX dataset: used when it matches the files, rebuilt when not."""
 
-import json
 import logging
 import os
 import pickle
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import idx_bytes, run_cli, write_idx, write_idx_dataset
+from conftest import dataset_source, idx_bytes, metrics_of, run_cli, write_idx, write_idx_dataset
 from mnistlab.data import splits as datasets
 from mnistlab.data.decoded import CACHE_FILE
 from mnistlab.data.idx import read_pair
@@ -27,7 +26,7 @@ def build(root: Path, caplog: pytest.LogCaptureFixture) -> tuple[Splits, str]:
     datasets.forget()  # not the splits this process made last: the files and their copy
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="mnistlab.data.decoded"):
-        data = idx(str(root), num_val_samples=10)
+        data = idx(**dataset_source("idx", root=str(root), num_val_samples=10))
     return data, caplog.text
 
 
@@ -142,7 +141,15 @@ def test_the_data_is_what_parsing_and_torch_std_mean_give(tmp_path, caplog, num_
     expected = train.inputs.sub(mean).div(std)
     for _ in ("parsed", "cached"):
         datasets.forget()
-        data = idx(str(tmp_path), num_val_samples=10, num_train_samples=num_train_samples, seed=3)
+        data = idx(
+            **dataset_source(
+                "idx",
+                root=str(tmp_path),
+                num_val_samples=10,
+                num_train_samples=num_train_samples,
+                seed=3,
+            )
+        )
         assert torch.equal(data.train.inputs, expected)
         assert torch.equal(data.train.targets, train.targets)
     assert (tmp_path / CACHE_FILE).exists()
@@ -155,14 +162,16 @@ def test_the_next_job_in_a_process_gets_the_last_splits_while_the_files_are_the_
     first, _ = build(tmp_path, caplog)
     with caplog.at_level(logging.DEBUG, logger="mnistlab.data.decoded"):
         caplog.clear()
-        again = idx(str(tmp_path), num_val_samples=10)
+        again = idx(**dataset_source("idx", root=str(tmp_path), num_val_samples=10))
         assert same(again, first) and READ not in caplog.text  # neither parsed nor read from disk
         made = again.clone()
         first.train.inputs.add_(1)  # what a run does to its splits, the next one does not see
-        assert same(idx(str(tmp_path), num_val_samples=10), made)
-        other_split = idx(str(tmp_path), num_val_samples=12)
+        assert same(idx(**dataset_source("idx", root=str(tmp_path), num_val_samples=10)), made)
+        other_split = idx(**dataset_source("idx", root=str(tmp_path), num_val_samples=12))
         assert other_split is not first and len(other_split.val) == 12
-        back = idx(str(tmp_path), num_val_samples=10)  # only the last one is kept: read again
+        back = idx(
+            **dataset_source("idx", root=str(tmp_path), num_val_samples=10)
+        )  # only the last one is kept: read again
         assert READ in caplog.text and same(back, made)
     # Other labels in the same file, same size and time: its MD5 tells, not a stale answer.
     labels = tmp_path / FILES[1]
@@ -171,10 +180,11 @@ def test_the_next_job_in_a_process_gets_the_last_splits_while_the_files_are_the_
         labels, idx_bytes((2 - np.frombuffer(labels.read_bytes()[8:], np.uint8)) % 3), gz=False
     )
     os.utime(labels, ns=(before.st_atime_ns, before.st_mtime_ns))
-    changed = idx(str(tmp_path), num_val_samples=10)
+    changed = idx(**dataset_source("idx", root=str(tmp_path), num_val_samples=10))
     assert torch.equal(changed.train.targets, (2 - made.train.targets) % 3)
 
 
+@pytest.mark.slow  # a real sweep and a real run
 def test_a_sweeps_jobs_in_one_process_train_as_they_would_alone(tmp_path) -> None:
     """The basic launcher runs every job in one process: a job must not see what one before
     it did to the splits they share (an in-place change would alter the later jobs' figures)."""
@@ -201,20 +211,19 @@ def test_a_sweeps_jobs_in_one_process_train_as_they_would_alone(tmp_path) -> Non
     )
     assert alone.returncode == 0, alone.stderr
     (job,) = (tmp_path / "sweep").glob("1_*/metrics.json")
-    in_sweep, by_itself = (
-        json.loads(job.read_text()),
-        json.loads((tmp_path / "alone" / "metrics.json").read_text()),
-    )
+    in_sweep, by_itself = metrics_of(job.parent), metrics_of(tmp_path / "alone")
     for key in ("train_loss", "val_loss", "val_accuracy", "test_loss", "steps"):
         assert in_sweep[key] == by_itself[key], key
 
 
 def test_the_next_job_in_a_process_gets_the_last_synthetic_digits() -> None:
     datasets.forget()
-    first = synthetic_digits(num_samples=100, seed=1)
+    first = synthetic_digits(**dataset_source("synthetic", num_samples=100, seed=1))
     kept = first.train.inputs.clone()
     first.train.inputs[::7] = float("nan")  # a user's builder wrapping ours may do this
-    again = synthetic_digits(num_samples=100, seed=1)  # not drawn again, and as first drawn
+    again = synthetic_digits(
+        **dataset_source("synthetic", num_samples=100, seed=1)
+    )  # not drawn again, and as first drawn
     assert torch.equal(again.train.inputs, kept)
-    other = synthetic_digits(num_samples=100, seed=2)
+    other = synthetic_digits(**dataset_source("synthetic", num_samples=100, seed=2))
     assert not torch.equal(other.train.inputs, kept)

@@ -1,23 +1,28 @@
 """Data-parallel training under torchrun: one run folder, disjoint shards, single-run accuracy."""
 
-import json
-import os
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
-from conftest import ROOT, compose_config
+from conftest import (
+    ONE_CPU,
+    TORCHRUN,
+    compose_config,
+    events,
+    metrics_of,
+    only_run,
+    run_cli,
+    start_cli,
+    when_started,
+)
 from mnistlab.config.schemas import LoaderSettings
 from mnistlab.data.splits import TensorPairs, batches
-from mnistlab.run.training import train
+from mnistlab.run.training import run_training
 
 RUN = (
-    "device=cpu",
-    "device.threads=1",
+    *ONE_CPU,
     "dataset.source.num_samples=12000",
     "loop.epochs=2",
     "loop.log_every_n_batches=20",
@@ -46,81 +51,54 @@ def test_ranks_see_disjoint_shards_and_a_new_split_every_epoch(mode):
 
 @pytest.mark.slow
 def test_two_process_torchrun_writes_one_run_close_to_a_single_process_run(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "mnistlab.cli.train",
-        *RUN,
-    ]
-    result = subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
+    result = run_cli(*TORCHRUN, "-m", "mnistlab.cli.train", *RUN, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = (tmp_path / "outputs" / "runs").iterdir()  # one folder for both ranks
+    run = only_run(tmp_path)  # one folder for both ranks
     assert len(list(tmp_path.rglob("events.out.tfevents.*"))) == 1
     assert len(list(tmp_path.rglob("metrics.json"))) == 1
     assert len(list(tmp_path.rglob("train.log"))) == 1
     log = (run / "train.log").read_text()
     assert "rank 0 of 2; global batch size 128" in log
     assert "rank 1" not in log  # other ranks write nothing into the run folder
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = metrics_of(run)
     assert (metrics["world_size"], metrics["global_batch_size"]) == (2, 128)
     assert metrics["steps"] == 2 * (10800 // 2 // 64 + 1)
 
     # The same global batch in one process reaches about the same accuracy.
-    single = train(compose_config(*RUN, "dataset.loader.batch_size=128"), tmp_path / "single")
+    single = run_training(
+        compose_config(*RUN, "dataset.loader.batch_size=128"), tmp_path / "single"
+    )
     assert abs(metrics["val_accuracy"] - single["val_accuracy"]) < 0.03
     assert metrics["val_accuracy"] > 0.8
 
 
 @pytest.mark.slow
 def test_torchrun_run_stops_on_sigterm_and_resumes_under_torchrun(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     run = tmp_path / "run"
     # Noise images, made in milliseconds (the synthetic digits take each rank a second), as
     # many as RUN trains on: 338 steps an epoch per rank.
     noise = ("dataset=fake_mnist", "dataset.source.num_samples=10800")
     args = (*RUN, *noise, "dataset.loader.batch_size=16", f"hydra.run.dir={run}")
-    process = subprocess.Popen(
-        [*torchrun, "-m", "mnistlab.cli.train", *args],
+    process = start_cli(
+        *TORCHRUN,
+        "-m",
+        "mnistlab.cli.train",
+        *args,
         cwd=tmp_path,
-        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
-    while not list(run.glob("events.out.tfevents.*")):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(1.0)
+    when_started(run, settle=1.0)
     process.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
     process.wait(120)
-    assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
+    assert metrics_of(run)["status"] == "interrupted"
 
-    resume = [
-        *torchrun,
-        "-m",
-        "mnistlab.cli.train",
-        f"loop.resume={run}",
-        f"hydra.run.dir={tmp_path / 'again'}",
-    ]
-    result = subprocess.run(
-        resume, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
+    again = (f"loop.resume={run}", f"hydra.run.dir={tmp_path / 'again'}")
+    result = run_cli(*TORCHRUN, "-m", "mnistlab.cli.train", *again, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = metrics_of(run)
     assert (metrics["status"], metrics["epochs"], metrics["world_size"]) == ("completed", 2, 2)
     assert metrics["steps"] == 2 * (10800 // 2 // 16 + 1)
-    events = EventAccumulator(str(run))
-    events.Reload()
-    steps = [event.step for event in events.Scalars("train/batch_loss")]
+    steps = [event.step for event in events(run).Scalars("train/batch_loss")]
     # Every 20 steps and each epoch's end (338 steps an epoch): no gap, no duplicate.
     assert steps == sorted({*range(20, metrics["steps"] + 1, 20), 338, metrics["steps"]})

@@ -1,19 +1,25 @@
 """IDX parsing and the `idx` dataset, on small IDX files written by the tests themselves."""
 
 import gzip
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import compose_config, idx_bytes, write_idx, write_idx_dataset
+from conftest import (
+    compose_config,
+    dataset_source,
+    idx_bytes,
+    metrics_of,
+    write_idx,
+    write_idx_dataset,
+)
 from mnistlab import SettingError
 from mnistlab.data.idx import parse_idx, read_idx, read_pair
 from mnistlab.data.mnist import FILES, idx
 from mnistlab.parts.models import ConvNet
-from mnistlab.run.training import train
+from mnistlab.run.training import run_training
 
 
 def test_parses_images_and_labels() -> None:
@@ -71,7 +77,7 @@ def test_image_and_label_counts_must_agree(tmp_path: Path) -> None:
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_reads_size_and_classes_from_the_files(tmp_path: Path, gz: bool) -> None:
     write_idx_dataset(tmp_path, gz=gz)
-    data = idx(str(tmp_path), num_val_samples=10)
+    data = idx(**dataset_source("idx", root=str(tmp_path), num_val_samples=10))
     assert (len(data.train), len(data.val), len(data.test)) == (50, 10, 20)
     assert data.input_shape == (12, 10) and data.num_classes == 3
     # normalised with training statistics; the other splits use the same scale
@@ -82,8 +88,11 @@ def test_idx_reads_size_and_classes_from_the_files(tmp_path: Path, gz: bool) -> 
 
 def test_split_is_seeded_and_disjoint(tmp_path: Path) -> None:
     write_idx_dataset(tmp_path)
-    first, again = idx(str(tmp_path), num_val_samples=10), idx(str(tmp_path), num_val_samples=10)
-    other = idx(str(tmp_path), num_val_samples=10, seed=1)
+    first, again = (
+        idx(**dataset_source("idx", root=str(tmp_path), num_val_samples=10)),
+        idx(**dataset_source("idx", root=str(tmp_path), num_val_samples=10)),
+    )
+    other = idx(**dataset_source("idx", root=str(tmp_path), num_val_samples=10, seed=1))
     assert torch.equal(first.val.inputs, again.val.inputs)
     assert not torch.equal(first.val.inputs, other.val.inputs)
     train_rows = {tuple(row.tolist()) for row in first.train.inputs.flatten(1)}
@@ -92,21 +101,28 @@ def test_split_is_seeded_and_disjoint(tmp_path: Path) -> None:
 
 def test_num_train_samples_and_bad_split_sizes(tmp_path: Path) -> None:
     write_idx_dataset(tmp_path)
-    assert len(idx(str(tmp_path), num_val_samples=10, num_train_samples=7).train) == 7
+    assert (
+        len(
+            idx(
+                **dataset_source("idx", root=str(tmp_path), num_val_samples=10, num_train_samples=7)
+            ).train
+        )
+        == 7
+    )
     with pytest.raises(SettingError, match="num_val_samples=60 must be between 1 and 59"):
-        idx(str(tmp_path), num_val_samples=60)
+        idx(**dataset_source("idx", root=str(tmp_path), num_val_samples=60))
 
 
 def test_test_images_must_match_training_images(tmp_path: Path) -> None:
     write_idx_dataset(tmp_path)
     write_idx(tmp_path / FILES[2], idx_bytes(np.zeros((20, 5, 5))), gz=True)
     with pytest.raises(SettingError, match=r"holds images of \(12, 10\) but .* holds \(5, 5\)"):
-        idx(str(tmp_path), num_val_samples=10)
+        idx(**dataset_source("idx", root=str(tmp_path), num_val_samples=10))
 
 
 def test_missing_files_name_the_folder_and_all_four_files(tmp_path: Path) -> None:
     with pytest.raises(SettingError) as error:
-        idx(str(tmp_path / "nowhere"))
+        idx(**dataset_source("idx", root=str(tmp_path / "nowhere")))
     message = str(error.value)
     assert str(tmp_path / "nowhere") in message
     assert all(name in message for name in FILES)
@@ -144,11 +160,11 @@ def test_idx_dataset_trains_the_cnn(tmp_path: Path, mode: str) -> None:
         "optimizer.lr=0.01",
         "device=cpu",
     )
-    metrics = train(cfg, tmp_path)
+    metrics = run_training(cfg, tmp_path)
     assert metrics["test_accuracy"] > 0.9  # the label is the bright band: easy when it learns
-    assert json.loads((tmp_path / "metrics.json").read_text())["test_accuracy"] > 0.9
+    assert metrics_of(tmp_path)["test_accuracy"] > 0.9
 
 
 def test_idx_needs_a_root() -> None:
     with pytest.raises(SettingError, match="dataset.source.root is required"):
-        idx()
+        idx(**dataset_source("idx"))

@@ -47,10 +47,12 @@ def test_the_editable_install_reads_the_checkouts_configs() -> None:
     assert len(SHIPPED) > 20 and "mnistlab/conf/experiment/mnist_mlp.yaml" in SHIPPED
 
 
+@pytest.mark.slow  # builds the wheel
 def test_the_wheel_carries_conf_and_experiments(wheel: Path) -> None:
     assert [n for n in configs_in(wheel) if n.endswith(".yaml")] == SHIPPED
 
 
+@pytest.mark.slow  # builds an sdist, then a wheel
 def test_a_wheel_built_from_the_sdist_carries_them_too(tmp_path: Path) -> None:
     # What `python -m build` and an install from an sdist do; an sdist holds no links.
     sdist = build("sdist", ROOT, tmp_path / "sdist")
@@ -61,6 +63,7 @@ def test_a_wheel_built_from_the_sdist_carries_them_too(tmp_path: Path) -> None:
     assert [n for n in configs_in(wheel) if n.endswith(".yaml")] == SHIPPED
 
 
+@pytest.mark.slow  # builds the wheel, then runs it
 def test_the_installed_wheel_runs_from_any_folder(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:

@@ -1,33 +1,34 @@
 """Downloads from a local HTTP server (of IDX files the tests write), the cache, real MNIST."""
 
-import functools
 import hashlib
-import json
 import shutil
-import socket
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import compose_config, run_cli, write_idx_dataset
+from conftest import (
+    QuietHandler,
+    compose_config,
+    dataset_source,
+    events,
+    free_port,
+    metrics_of,
+    run_cli,
+    serving,
+    write_idx_dataset,
+)
 from mnistlab import SettingError
 from mnistlab.data import splits as datasets
 from mnistlab.data.decoded import CACHE_FILE
 from mnistlab.data.mnist import FILES, MNIST_MD5, default_root, ensure_files, idx, mnist
-from mnistlab.run.training import train
+from mnistlab.run.training import run_training
 
 GZ = [f"{name}.gz" for name in FILES]
 
 
-class Handler(SimpleHTTPRequestHandler):
+class Handler(QuietHandler):
     """Serves a folder quietly; under /short/ it promises the whole file but sends half."""
-
-    def log_message(self, *args) -> None:
-        pass
 
     def do_GET(self) -> None:
         if not self.path.startswith("/short/"):
@@ -62,19 +63,13 @@ def checksums(www: Path) -> dict[str, str]:
 @pytest.fixture
 def server(www: Path) -> Iterator[str]:
     """http://127.0.0.1:PORT serving `www`; /short/ cuts every file of /good/ in half."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Handler, www) as url:
+        yield url
 
 
 def closed_port() -> str:
     """A URL on a port nobody listens on: the connection is refused, as when offline."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    return f"http://127.0.0.1:{free_port()}/"
 
 
 def md5(path: Path) -> str:
@@ -96,13 +91,17 @@ def test_downloads_verifies_and_then_loads_from_the_cache(
         "loop.epochs=1",
         "device=cpu",
     ]
-    metrics = train(compose_config(*settings, f"dataset.source.mirrors=[{server}/good/]"), tmp_path)
+    metrics = run_training(
+        compose_config(*settings, f"dataset.source.mirrors=[{server}/good/]"), tmp_path
+    )
     assert sorted(p.name for p in root.iterdir()) == sorted([*GZ, CACHE_FILE])  # + decoded copy
     assert all(md5(root / name) == checksums[name] for name in GZ)
     # The second run needs no network: its only mirror refuses every connection.
-    again = train(compose_config(*settings, f"dataset.source.mirrors=[{closed_port()}]"), tmp_path)
+    again = run_training(
+        compose_config(*settings, f"dataset.source.mirrors=[{closed_port()}]"), tmp_path
+    )
     assert again["test_accuracy"] == metrics["test_accuracy"] and metrics["test_accuracy"] > 0
-    data = idx(str(root), num_val_samples=50)
+    data = idx(**dataset_source("idx", root=str(root), num_val_samples=50))
     assert (len(data.train), len(data.val), len(data.test)) == (250, 50, 100)
 
 
@@ -147,17 +146,24 @@ def test_a_damaged_file_in_the_cache_is_refused(
     shutil.copytree(www / "good", tmp_path / "cache")
     (tmp_path / "cache" / GZ[3]).write_bytes((www / "good" / GZ[2]).read_bytes())  # wrong file
     with pytest.raises(SettingError, match=f"{GZ[3]} has MD5 .*, expected {checksums[GZ[3]]}"):
-        idx(str(tmp_path / "cache"), md5=checksums, num_val_samples=10)
+        idx(
+            **dataset_source("idx", root=str(tmp_path / "cache"), md5=checksums, num_val_samples=10)
+        )
 
 
 def test_mnist_checks_the_published_checksums(www: Path) -> None:
     # Files that are not the original MNIST are refused, unless checksums are turned off.
     with pytest.raises(SettingError, match=f"has MD5 .*, expected {MNIST_MD5[GZ[0]]}"):
-        mnist(root=str(www / "good"), download=False, num_val_samples=10)
-    data = mnist(root=str(www / "good"), download=False, checksums=False, num_val_samples=10)
+        mnist(**dataset_source("mnist", root=str(www / "good"), download=False, num_val_samples=10))
+    data = mnist(
+        **dataset_source(
+            "mnist", root=str(www / "good"), download=False, checksums=False, num_val_samples=10
+        )
+    )
     assert (len(data.train), data.input_shape, data.num_classes) == (290, (12, 10), 3)
 
 
+@pytest.mark.slow  # the real CLI
 def test_offline_run_prints_one_clear_line_without_traceback(tmp_path: Path) -> None:
     result = run_cli(
         "mnistlab.cli.train",
@@ -190,7 +196,11 @@ def test_env_var_points_dataset_mnist_at_the_files(
     monkeypatch: pytest.MonkeyPatch, www: Path
 ) -> None:
     monkeypatch.setenv("MNISTLAB_DATA", str(www / "good"))
-    data = mnist(download=False, checksums=False, num_val_samples=10, num_train_samples=100)
+    data = mnist(
+        **dataset_source(
+            "mnist", download=False, checksums=False, num_val_samples=10, num_train_samples=100
+        )
+    )
     assert (len(data.train), len(data.val), len(data.test)) == (100, 10, 100)
 
 
@@ -207,10 +217,8 @@ def test_training_on_real_mnist_reports_test_metrics(
         "loop.epochs=1",
         "device=cpu",
     )
-    metrics = train(cfg, tmp_path)
+    metrics = run_training(cfg, tmp_path)
     assert metrics["test_accuracy"] > 0.8  # the MLP after 3,000 images; chance is 0.1
-    saved = json.loads((tmp_path / "metrics.json").read_text())
+    saved = metrics_of(tmp_path)
     assert saved["test_accuracy"] == metrics["test_accuracy"] and "test_loss" in saved
-    events = EventAccumulator(str(tmp_path))
-    events.Reload()
-    assert {"test/loss", "test/accuracy"} <= set(events.Tags()["scalars"])
+    assert {"test/loss", "test/accuracy"} <= set(events(tmp_path).Tags()["scalars"])

@@ -1,13 +1,12 @@
 """Run and job folder names: what differs, in the user's order, path-safe, resumable."""
 
-import json
 from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from conftest import run_cli
+from conftest import metrics_of, only_run, only_sweep, run_cli
 from mnistlab.sweep import naming
 
 
@@ -88,21 +87,21 @@ def test_sweep_over_paths_names_flat_job_folders_that_resume(tmp_path: Path, mni
     roots = f"dataset.source.root={mnist_dir},{other}"
     result = run_cli("mnistlab.cli.train", "-m", roots, *small, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    sweep = only_sweep(tmp_path)
     jobs = sorted(path.name for path in sweep.iterdir() if (path / ".hydra").is_dir())
     assert jobs == [f"0_root:{mnist_dir.name}", "1_root:copy"]
     assert "2 completed" in (sweep / "summary.md").read_text()
     first = sweep / jobs[0]
     resumed = run_cli("mnistlab.cli.train", f"loop.resume={first}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((first / "metrics.json").read_text())["status"] == "completed"
+    assert metrics_of(first)["status"] == "completed"
     assert not (tmp_path / "outputs" / "runs").exists()  # it continued in its own folder
 
 
+@pytest.mark.slow  # the real CLI
 def test_single_run_folder_carries_its_overrides(tmp_path: Path) -> None:
     result = run_cli(
         "mnistlab.cli.train", "dataset=random", "loop.epochs=1", "device.threads=1", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
-    (run,) = (tmp_path / "outputs" / "runs").iterdir()
-    assert run.name.endswith("_random+epochs:1+threads:1")
+    assert only_run(tmp_path).name.endswith("_random+epochs:1+threads:1")

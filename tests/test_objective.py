@@ -9,6 +9,7 @@ from mnistlab.config import checks
 MID_EPOCH_STOPS = ("loop.target.metric=val_accuracy", "loop.target.value=0.05")
 
 
+@pytest.mark.slow  # the real CLI
 def test_train_loss_with_a_mid_epoch_stop_is_refused_in_one_line(tmp_path):
     # It used to train, stop at step 5 and end in a KeyError: metrics.json had no train_loss.
     stops = ("objective=train_loss", "loop.eval_every_n_steps=5", *MID_EPOCH_STOPS)

@@ -4,11 +4,9 @@ The study is read back from the sweep folder's optuna.db with Optuna itself.
 """
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,14 +14,11 @@ import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
 
-from conftest import ROOT
+from conftest import TESTS, child_env, metrics_of, run_cli
 from mnistlab.parts.models import MNISTClassifier
 
 optuna = pytest.importorskip("optuna")  # the `optuna` extra; CI installs it
 
-TESTS = Path(__file__).resolve().parent
-ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{TESTS}"}
-ENV.pop("HYDRA_FULL_ERROR", None)
 MARKER = "MNISTLAB_TEST_CTRL_C"  # the file CtrlCOnJob1 creates once it has pressed Ctrl-C
 TINY = ("dataset=random", "loop.epochs=2", "device.threads=1", "hydra/sweeper=optuna_resumable")
 
@@ -46,16 +41,9 @@ class CtrlCOnJob1(MNISTClassifier):
 
 def sweep(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """`mnistlab-train -m` in a session of its own, as a terminal runs it (Ctrl-C: the group)."""
-    command = [sys.executable, "-m", "mnistlab.cli.train", "-m", *TINY, *args]
-    env = ENV | {MARKER: str(cwd / "pressed")}
-    return subprocess.run(
-        command,
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        start_new_session=True,
+    env = child_env(TESTS) | {MARKER: str(cwd / "pressed")}
+    return run_cli(
+        "mnistlab.cli.train", "-m", *TINY, *args, cwd=cwd, env=env, start_new_session=True
     )
 
 
@@ -100,7 +88,7 @@ def test_interrupted_optuna_sweep_resumes_to_n_trials_without_repeating_one(tmp_
     assert first.returncode == 130, first.stderr
     states = {trial.number: trial.state for trial in study_in(folder).trials}
     assert states == {0: optuna.trial.TrialState.COMPLETE, 1: optuna.trial.TrialState.RUNNING}
-    assert json.loads((jobs_in(folder)[1] / "metrics.json").read_text())["status"] == "interrupted"
+    assert metrics_of(jobs_in(folder)[1])["status"] == "interrupted"
     lr_before = {num: job_lr(job) for num, job in jobs_in(folder).items()}
     job0 = fingerprint(jobs_in(folder)[0])
 
@@ -112,7 +100,7 @@ def test_interrupted_optuna_sweep_resumes_to_n_trials_without_repeating_one(tmp_
     assert all(trial.state == optuna.trial.TrialState.COMPLETE for trial in trials)
     for trial in trials:  # job number == trial number, with the trial's own parameters
         assert job_lr(jobs[trial.number]) == trial.params["optimizer.lr"]
-        metrics = json.loads((jobs[trial.number] / "metrics.json").read_text())
+        metrics = metrics_of(jobs[trial.number])
         assert trial.value == metrics["val_loss"]
         # each epoch's objective reported to the trial (the last one is the trial's value)
         assert trial.intermediate_values == {1: metrics["per_epoch"]["val_loss"][0]}
@@ -136,14 +124,15 @@ def test_optuna_pruner_prunes_a_hopeless_trial(tmp_path):
     trials = {trial.params["optimizer.lr"]: trial for trial in study_in(folder).trials}
     assert trials[100].state == optuna.trial.TrialState.PRUNED
     assert trials[0.01].state == optuna.trial.TrialState.COMPLETE
-    metrics = json.loads((jobs_in(folder)[trials[100].number] / "metrics.json").read_text())
+    metrics = metrics_of(jobs_in(folder)[trials[100].number])
     assert metrics["status"] == "pruned" and metrics["pruned_at_epoch"] == 1
     assert "ThresholdPruner" in metrics["prune_reason"]
     assert metrics["epochs"] == 1
-    good = json.loads((jobs_in(folder)[trials[0.01].number] / "metrics.json").read_text())
+    good = metrics_of(jobs_in(folder)[trials[0.01].number])
     assert good["status"] == "completed" and good["epochs"] == 2
 
 
+@pytest.mark.slow  # the real CLI
 def test_a_study_trial_outside_the_search_space_is_refused_before_any_job(tmp_path):
     folder = tmp_path / "sweep"
     folder.mkdir()

@@ -12,7 +12,7 @@ from mnistlab.loop.progress import Progress
 from mnistlab.loop.step import StepOptions, train_epoch
 from mnistlab.parts.models import build
 from mnistlab.run import checkpoint
-from mnistlab.run.training import train
+from mnistlab.run.training import run_training
 
 SMALL = (
     "dataset.source.num_samples=3000",
@@ -24,8 +24,8 @@ SMALL = (
 
 
 def test_bf16_trains_about_as_well_as_fp32(tmp_path):
-    full = train(compose_config(*SMALL), tmp_path / "fp32")
-    half = train(compose_config(*SMALL, "loop.precision=bf16"), tmp_path / "bf16")
+    full = run_training(compose_config(*SMALL), tmp_path / "fp32")
+    half = run_training(compose_config(*SMALL, "loop.precision=bf16"), tmp_path / "bf16")
     assert full["val_accuracy"] > 0.6  # learned something worth comparing (chance: 0.1)
     assert abs(half["val_accuracy"] - full["val_accuracy"]) < 0.03
     assert half["val_loss"] != full["val_loss"]  # bf16 did change the arithmetic
@@ -34,7 +34,7 @@ def test_bf16_trains_about_as_well_as_fp32(tmp_path):
 def test_float16_with_loss_scaling_is_refused_off_cuda(tmp_path):
     cfg = compose_config(*SMALL, "loop.precision=16-mixed")
     with pytest.raises(SettingError, match=r"^loop.precision=16-mixed needs CUDA .*: use loop"):
-        train(cfg, tmp_path)
+        run_training(cfg, tmp_path)
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
@@ -50,7 +50,7 @@ def test_float16_with_loss_scaling_is_refused_off_cuda(tmp_path):
 def test_bad_recipe_settings_are_refused_in_one_line(tmp_path, override, says):
     cfg = compose_config(*SMALL, "model=cnn", override)
     with pytest.raises(SettingError, match="^" + re.escape(says)):
-        train(cfg, tmp_path)
+        run_training(cfg, tmp_path)
 
 
 def test_the_speedrun_cnn_has_the_reference_shape():
@@ -72,7 +72,7 @@ def test_the_speedrun_preset_trains_and_records_its_target(tmp_path, mnist_dir):
         "dataset.source.num_train_samples=2560",
         "device.threads=1",
     )
-    metrics = train(cfg, tmp_path)
+    metrics = run_training(cfg, tmp_path)
     assert metrics["stop_reason"] in ("completed", "target_reached")
     assert metrics["target_reached"] is (metrics["stop_reason"] == "target_reached")
     assert metrics["steps"] == 10 and metrics["test_accuracy"] > 0.5
@@ -136,7 +136,7 @@ def test_the_float16_loss_scale_survives_a_checkpoint(tmp_path):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_16_mixed_run_checkpoints_its_loss_scale(tmp_path):
-    train(compose_config(*SMALL[:3], "device=cuda", "loop.precision=16-mixed"), tmp_path)
+    run_training(compose_config(*SMALL[:3], "device=cuda", "loop.precision=16-mixed"), tmp_path)
     state = checkpoint.load(tmp_path / "checkpoint.pt")
     assert state["scaler"]["scale"] > 0 and state["scaler"]["growth_interval"] == 2000
 

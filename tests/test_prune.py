@@ -1,6 +1,5 @@
 """Pruning a sweep's hopeless jobs (sweep.prune): real sweeps through the CLI, real files."""
 
-import csv
 import json
 from pathlib import Path
 
@@ -11,14 +10,20 @@ import torch
 from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
 
-from conftest import compose_config, run_cli, write_idx_dataset
+from conftest import (
+    compose_config,
+    events,
+    metrics_of,
+    only_sweep,
+    run_cli,
+    summary_rows,
+    write_idx_dataset,
+)
 from mnistlab import SettingError
 from mnistlab.config import checks, schemas
 from mnistlab.loop import prune
 from mnistlab.run import checkpoint
-from mnistlab.run.training import train
-
-pytestmark = pytest.mark.slow  # real sweeps
+from mnistlab.run.training import run_training
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +46,13 @@ def sweep(cwd: Path, *args: str) -> tuple[Path, str]:
     """Run a sweep in `cwd`; its folder and its printed output."""
     result = run_cli("mnistlab.cli.train", "-m", *args, cwd=cwd)
     assert result.returncode == 0, result.stderr[-2000:]
-    (folder,) = (cwd / "outputs" / "sweeps").iterdir()
-    return folder, result.stdout
+    return only_sweep(cwd), result.stdout
 
 
-def metrics_of(folder: Path) -> dict[int, dict]:
+def by_job(folder: Path) -> dict[int, dict]:
     """Job number -> its metrics.json."""
     return {
-        int(job.name.split("_")[0]): json.loads((job / "metrics.json").read_text())
-        for job in folder.iterdir()
-        if job.is_dir()
+        int(job.name.split("_")[0]): metrics_of(job) for job in folder.iterdir() if job.is_dir()
     }
 
 
@@ -59,23 +61,18 @@ def job_folder(folder: Path, num: int) -> Path:
     return job
 
 
-def events(run: Path) -> EventAccumulator:
-    accumulator = EventAccumulator(str(run))
-    accumulator.Reload()
-    return accumulator
-
-
 def session_end(board: EventAccumulator) -> int | None:
     """The run's HParams session end status as TensorBoard reads it; None if it has none."""
     content = board.PluginTagToContent(metadata.PLUGIN_NAME).get(metadata.SESSION_END_INFO_TAG)
     return None if content is None else metadata.parse_session_end_info_plugin_data(content).status
 
 
+@pytest.mark.slow  # a real sweep
 def test_a_sweep_prunes_diverging_jobs_and_keeps_the_good_one(tmp_path):
     digits = ("dataset.source.num_samples=2000", "loop.epochs=3", "device.threads=1")
     lrs = "optimizer.lr=1e30,5,0.01"  # NaN at once; at chance; learns
     folder, out = sweep(tmp_path, *digits, lrs, "sweep.prune.diverged=true")
-    jobs = metrics_of(folder)
+    jobs = by_job(folder)
     assert jobs[0]["status"] == jobs[0]["stop_reason"] == "pruned"
     assert jobs[0]["pruned_at_epoch"] == 0  # a non-finite loss prunes at once, grace or not
     assert "became nan" in jobs[0]["prune_reason"] and "lr=1e+30" in jobs[0]["prune_reason"]
@@ -85,15 +82,15 @@ def test_a_sweep_prunes_diverging_jobs_and_keeps_the_good_one(tmp_path):
     assert jobs[2]["status"] == "completed" and jobs[2]["epochs"] == 3
     assert len(jobs[2]["per_epoch"]["val_loss"]) == 3
     assert "job 1 (lr:5) pruned after epoch 2, val_loss=" in out
-    with (folder / "summary.csv").open() as file:
-        rows = list(csv.DictReader(file))
+    rows = summary_rows(folder)
     assert [row["job"] for row in rows] == ["2", "1", "0"]  # completed first, then pruned
     assert [row["status"] for row in rows] == ["completed", "pruned", "pruned"]
     assert rows[1]["pruned_at_epoch"] == "2" and "at chance" in rows[1]["prune_reason"]
     assert "| - | 1 | 5 | pruned after epoch 2 |" in (folder / "summary.md").read_text()
     page = (folder / "report.html").read_text()
     assert '<tr class="pruned"><td>–</td><td>1</td><td>5</td><td>pruned after epoch 2<' in page
-    pruned, completed = events(job_folder(folder, 1)), events(job_folder(folder, 2))
+    pruned = events(job_folder(folder, 1), EventAccumulator)
+    completed = events(job_folder(folder, 2), EventAccumulator)
     (text,) = pruned.Tensors("pruned")
     assert b"pruned after epoch 2: val_accuracy" in text.tensor_proto.string_val[0]
     # No end status: HParams has no "pruned", and the first end written would stay for good.
@@ -146,12 +143,13 @@ def test_the_median_rule_compares_best_values_with_completed_jobs_after_grace(tm
     assert alone(3, values) is None
 
 
+@pytest.mark.slow  # a real sweep
 def test_the_median_rule_prunes_a_worse_job_only_once_enough_jobs_completed(tmp_path, data):
     # Jobs 1 and 4 learn far too slowly. Job 1 runs when one job has completed: it completes.
     # Job 4 runs after four: pruned at the first epoch after the grace epoch.
     lrs = "optimizer.lr=0.01,0.00001,0.012,0.014,0.000011"
     folder, out = sweep(tmp_path, *data, lrs, "sweep.prune.median=true")
-    jobs = metrics_of(folder)
+    jobs = by_job(folder)
     assert [jobs[n]["status"] for n in range(5)] == ["completed"] * 4 + ["pruned"]
     assert jobs[4]["pruned_at_epoch"] == 2 and jobs[4]["epochs"] == 2
     assert "is worse than the median" in jobs[4]["prune_reason"]
@@ -165,9 +163,9 @@ def test_the_median_rule_prunes_a_worse_job_only_once_enough_jobs_completed(tmp_
         "mnistlab.cli.train", f"loop.resume={job}", "sweep.prune.median=false", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    resumed = json.loads((job / "metrics.json").read_text())
+    resumed = metrics_of(job)
     reference_dir = tmp_path / "never_pruned"
-    reference = train(compose_config(*data, "optimizer.lr=0.000011"), reference_dir)
+    reference = run_training(compose_config(*data, "optimizer.lr=0.000011"), reference_dir)
     assert resumed["status"] == "completed" and "prune_reason" not in resumed
     for key in ("train_loss", "val_loss", "val_accuracy", "test_loss", "steps", "per_epoch"):
         assert resumed[key] == reference[key], key
@@ -176,11 +174,12 @@ def test_the_median_rule_prunes_a_worse_job_only_once_enough_jobs_completed(tmp_
     for key, tensor in expected["model"].items():
         assert torch.equal(saved["model"][key], tensor), key
     # The resume purged the pruned note and ended the HParams session for good.
-    board = events(job)
+    board = events(job, EventAccumulator)
     assert session_end(board) == api_pb2.STATUS_SUCCESS
     assert board.Tensors("pruned") == []
 
 
+@pytest.mark.slow  # the real CLI
 def test_a_bad_prune_setting_is_refused_in_one_line(tmp_path, data):
     result = run_cli("mnistlab.cli.train", *data, "sweep.prune.min_jobs=0", cwd=tmp_path)
     assert result.returncode == 1

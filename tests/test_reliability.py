@@ -1,26 +1,34 @@
 """Reliability: bad settings fail early and clearly, runs survive signals and resume exactly,
 a diverging loss stops cleanly, and checkpoints load safely."""
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, compose_config, run_cli
+from conftest import (
+    TINY_RUN,
+    assert_same_run,
+    compose_config,
+    final_state,
+    metrics_of,
+    only_run,
+    resume_in_process,
+    run_cli,
+    start_run,
+    wait_for,
+    when_started,
+)
 from mnistlab import SettingError
 from mnistlab.config import checks
 from mnistlab.data.splits import batches
 from mnistlab.data.synthetic import synthetic_digits
 from mnistlab.loop.step import NonFiniteLoss
 from mnistlab.run import checkpoint
-from mnistlab.run.training import train
+from mnistlab.run.training import run_training
 
 BAD_COMMAND_LINES = [
     ("optimizer.lr=abc", "optimizer.lr"),
@@ -84,55 +92,18 @@ KILL_RUN = (
 )
 
 
-def start(cwd: Path, run_dir: Path, *overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "mnistlab.cli.train", f"hydra.run.dir={run_dir}", *overrides],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for(condition, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the run"
-        time.sleep(0.02)
-
-
-def training_started(run_dir: Path) -> bool:
-    return bool(list(run_dir.glob("events.out.tfevents.*")))
-
-
 def epoch_logged(run_dir: Path, epoch: int) -> bool:
     log = run_dir / "train.log"
     return log.exists() and f"epoch {epoch}/" in log.read_text()
-
-
-def final_state(run_dir: Path) -> tuple[dict, dict, list]:
-    state = checkpoint.load(run_dir / checkpoint.FILENAME)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    losses = [(e.step, e.value) for e in events.Scalars("train/batch_loss")]
-    return state["model"], metrics, losses
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[dict, dict, list]:
     """The uninterrupted run every interrupted one must match, bit for bit."""
     cwd = tmp_path_factory.mktemp("reference")
-    process = start(cwd, cwd / "run", *KILL_RUN)
+    process = start_run(cwd, cwd / "run", *KILL_RUN)
     assert process.wait(300) == 0, process.stderr.read()
     return final_state(cwd / "run")
-
-
-def when_started(run_dir: Path) -> None:
-    wait_for(lambda: training_started(run_dir))
-    time.sleep(0.4)
 
 
 def at_epoch_boundary(run_dir: Path) -> None:
@@ -170,27 +141,19 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(
     tmp_path, reference, name, signum, when, code, extra
 ):
     run_dir = tmp_path / "run"
-    process = start(tmp_path, run_dir, *KILL_RUN, *extra)
+    process = start_run(tmp_path, run_dir, *KILL_RUN, *extra)
     when(run_dir)
     process.send_signal(signum)
     assert process.wait(120) == code, process.stderr.read()
     if signum != signal.SIGKILL:
-        assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+        assert metrics_of(run_dir)["status"] == "interrupted"
     interrupted_at = checkpoint.load(run_dir / checkpoint.FILENAME)["progress"]["step"]
     assert 0 < interrupted_at < reference[1]["steps"], "the signal did not land mid-run"
 
     lighter = ("loop.checkpoint_every_n_steps=null",) if extra else ()
-    resumed = start(tmp_path, tmp_path / "resume", f"loop.resume={run_dir}", *lighter)
+    resumed = start_run(tmp_path, tmp_path / "resume", f"loop.resume={run_dir}", *lighter)
     assert resumed.wait(300) == 0, resumed.stderr.read()
-    weights, metrics, losses = final_state(run_dir)
-    ref_weights, ref_metrics, ref_losses = reference
-    assert weights.keys() == ref_weights.keys()
-    for key, tensor in weights.items():
-        assert torch.equal(tensor, ref_weights[key]), key
-    for key in ("train_loss", "val_loss", "val_accuracy", "steps", "epochs", "status"):
-        assert metrics[key] == ref_metrics[key], key
-    # One TensorBoard run, no duplicate or out-of-order steps, the same values as uninterrupted.
-    assert losses == ref_losses
+    assert_same_run(final_state(run_dir), reference)
 
 
 # --- non-finite losses ----------------------------------------------------------------------
@@ -223,7 +186,7 @@ def test_nan_loss_stops_the_run_naming_step_and_lr(tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "the training loss at steps 6-10 became nan with optimizer.lr=1000" in result.stderr
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = metrics_of(tmp_path / "run")
     assert metrics["status"] == "failed" and "optimizer.lr=1000" in metrics["error"]
 
 
@@ -237,13 +200,13 @@ def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path):
         "loop.checkpoint_every_n_steps=1",
     )
     with pytest.raises(NonFiniteLoss, match=r"at step \d+ became nan"):
-        train(cfg, tmp_path)
-    bad_step = json.loads((tmp_path / "metrics.json").read_text())["step"]
+        run_training(cfg, tmp_path)
+    bad_step = metrics_of(tmp_path)["step"]
     assert bad_step > 1, "the poisoned image should not be in the very first batch"
     state = checkpoint.load(tmp_path / checkpoint.FILENAME)
     assert state["progress"]["step"] == bad_step - 1  # the last good step, not the bad one
     assert all(torch.isfinite(t).all() for t in state["model"].values())
-    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+    assert metrics_of(tmp_path)["status"] == "failed"
 
 
 @pytest.mark.slow
@@ -251,7 +214,7 @@ def test_skip_policy_drops_bad_batches_and_finishes(tmp_path):
     cfg = compose_config(
         *POISONED, "loop.nan_policy=skip", "loop.epochs=2", "loop.log_every_n_batches=7"
     )
-    metrics = train(cfg, tmp_path)
+    metrics = run_training(cfg, tmp_path)
     assert metrics["status"] == "completed"
     assert metrics["val_accuracy"] > 0.5
     settings, data = checks.check(cfg), poisoned_digits(3000, 0.1, 0)
@@ -270,12 +233,8 @@ def test_skip_policy_drops_bad_batches_and_finishes(tmp_path):
 
 
 def finished_run(tmp_path: Path) -> Path:
-    train(compose_config("dataset=random", "loop.epochs=1"), tmp_path / "run")
+    run_training(compose_config(*TINY_RUN), tmp_path / "run")
     return tmp_path / "run" / checkpoint.FILENAME
-
-
-def resume_from(path: Path, tmp_path: Path):
-    return train(compose_config(f"loop.resume={path}"), tmp_path / "unused")
 
 
 def test_truncated_checkpoint_is_refused_and_nothing_is_overwritten(tmp_path):
@@ -283,7 +242,7 @@ def test_truncated_checkpoint_is_refused_and_nothing_is_overwritten(tmp_path):
     path.write_bytes(path.read_bytes()[:500])
     before = {p.name: p.read_bytes() for p in path.parent.iterdir() if p.is_file()}
     with pytest.raises(SettingError, match="is not a readable mnistlab checkpoint"):
-        resume_from(path, tmp_path)
+        resume_in_process(path)
     assert {p.name: p.read_bytes() for p in path.parent.iterdir() if p.is_file()} == before
 
 
@@ -291,7 +250,7 @@ def test_foreign_file_is_refused(tmp_path):
     foreign = tmp_path / "weights.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
     with pytest.raises(SettingError, match="is not an mnistlab checkpoint"):
-        resume_from(foreign, tmp_path)
+        resume_in_process(foreign)
 
 
 class RunsCode:
@@ -307,7 +266,7 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"format": checkpoint.FORMAT, "payload": RunsCode(marker)}, evil)
     with pytest.raises(SettingError, match="is not a readable mnistlab checkpoint"):
-        resume_from(evil, tmp_path)
+        resume_in_process(evil)
     assert not marker.exists()
     with open(evil, "rb") as file:  # the file really does run code when unpickled naively
         torch.load(file, weights_only=False)
@@ -317,9 +276,9 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["folder", "checkpoint file"])
 def test_a_resumed_run_continues_in_its_own_folder(tmp_path, name):
-    first = run_cli("mnistlab.cli.train", "dataset=random", "loop.epochs=1", cwd=tmp_path)
+    first = run_cli("mnistlab.cli.train", *TINY_RUN, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    run = only_run(tmp_path)
     saved_config = (run / ".hydra" / "config.yaml").read_text()
     target = run if name == "folder" else run / checkpoint.FILENAME
 

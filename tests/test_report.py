@@ -2,7 +2,6 @@
 
 import base64
 import io
-import json
 import shutil
 import statistics
 import time
@@ -11,14 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import job_metrics, only_sweep, run_cli
 from mnistlab import names
 from mnistlab.names import SCALARS_FILE, SWEEP_RECORD_FILE, TAGS
-from mnistlab.report import page as report
+from mnistlab.report import groups, page, plots
 from mnistlab.report.summary import cell
 from mnistlab.run.scalars import History, read_scalars
-
-pytestmark = pytest.mark.slow  # a real 4-job sweep
 
 TINY = (
     "dataset=fake_mnist",
@@ -36,7 +33,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     args = ("-m", "optimizer=sgd", "optimizer.lr=0.01,1e30", "loop.seed=0,1", *TINY)
     result = run_cli("mnistlab.cli.train", *args, cwd=cwd)
     assert result.returncode != 0  # two jobs failed, so the sweep's exit says so
-    (folder,) = (cwd / "outputs" / "sweeps").iterdir()
+    folder = only_sweep(cwd)
     assert f"report: {folder.relative_to(cwd) / 'report.html'}" in result.stdout
     assert f"tensorboard --logdir {folder.relative_to(cwd)}" in result.stdout
     return folder
@@ -82,16 +79,13 @@ def as_dicts(table: list[list[str]]) -> list[dict[str, str]]:
     return [dict(zip(header, row, strict=True)) for row in rows]
 
 
-def jobs_of(sweep: Path) -> dict[str, dict]:
-    return {m.parent.name: json.loads(m.read_text()) for m in sweep.glob("*/metrics.json")}
-
-
+@pytest.mark.slow  # the real 4-job sweep
 def test_every_job_is_in_the_ranked_table_with_its_status_and_reason(sweep: Path) -> None:
     configurations, jobs = parse(sweep / "report.html").tables
     rows = {row["folder"]: row for row in as_dicts(jobs)}
-    assert rows.keys() == jobs_of(sweep).keys()
+    assert rows.keys() == job_metrics(sweep).keys()
     assert jobs[0][-1] == "reason"  # the last column, the one that wraps (CSS): a long reason
-    for folder, metrics in jobs_of(sweep).items():
+    for folder, metrics in job_metrics(sweep).items():
         assert rows[folder]["status"] == metrics["status"]
         if metrics["status"] == "failed":
             assert rows[folder]["rank"] == "–"
@@ -102,11 +96,12 @@ def test_every_job_is_in_the_ranked_table_with_its_status_and_reason(sweep: Path
     assert [row["rank"] for row in as_dicts(jobs)] == ["1", "2", "–", "–"]
 
 
+@pytest.mark.slow  # the real 4-job sweep
 def test_seeds_fold_into_mean_and_std_of_the_jobs_own_metrics(sweep: Path) -> None:
     configurations, _ = parse(sweep / "report.html").tables
     rows = {row["optimizer.lr"]: row for row in as_dicts(configurations)}
     assert rows.keys() == {"0.01", "1e+30"}  # one row per lr: the seeds are folded
-    learned = [m for name, m in jobs_of(sweep).items() if "lr:0.01" in name]
+    learned = [m for name, m in job_metrics(sweep).items() if "lr:0.01" in name]
     for key in ("val_loss", "val_accuracy", "train_loss"):
         values = [metrics[key] for metrics in learned]
         mean, std = statistics.fmean(values), statistics.stdev(values)
@@ -116,6 +111,7 @@ def test_seeds_fold_into_mean_and_std_of_the_jobs_own_metrics(sweep: Path) -> No
     assert rows["1e+30"]["not completed"].count("failed") == 2
 
 
+@pytest.mark.slow  # the real 4-job sweep
 def test_plots_are_inline_pngs_and_nothing_is_fetched(sweep: Path) -> None:
     from PIL import Image
 
@@ -138,8 +134,9 @@ def test_a_damaged_scalars_csv_loses_its_damaged_rows_only(tmp_path: Path) -> No
     assert read_scalars(tmp_path)["val/loss"] == ([1], [0.5])
 
 
+@pytest.mark.slow  # the real 4-job sweep
 def test_scalars_csv_holds_the_numbers_of_metrics_json(sweep: Path) -> None:
-    for folder, metrics in jobs_of(sweep).items():
+    for folder, metrics in job_metrics(sweep).items():
         series = read_scalars(sweep / folder)
         if metrics["status"] == "completed":
             for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
@@ -148,6 +145,7 @@ def test_scalars_csv_holds_the_numbers_of_metrics_json(sweep: Path) -> None:
             assert series["train/batch_loss"][0] == [2]
 
 
+@pytest.mark.slow  # the real 4-job sweep
 def test_summarize_compares_several_sweeps_in_one_report(sweep: Path, tmp_path: Path) -> None:
     other = tmp_path / "second_sweep"
     shutil.copytree(sweep, other)
@@ -164,7 +162,7 @@ def test_summarize_compares_several_sweeps_in_one_report(sweep: Path, tmp_path: 
 
 
 def test_a_diverged_curve_does_not_squash_the_others() -> None:
-    bottom, top, log = report.limits([[2.3, 1.0, 0.5], [2.3, 0.8, 0.4], [2.3, 1e6, float("nan")]])
+    bottom, top, log = plots.limits([[2.3, 1.0, 0.5], [2.3, 0.8, 0.4], [2.3, 1e6, float("nan")]])
     assert 2.3 < top < 100 and bottom < 0.4 and log  # 1e6 leaves the top; log: 0.4 to 2.3
 
 
@@ -182,6 +180,7 @@ def test_history_drops_the_points_a_resumed_run_logs_again(tmp_path: Path) -> No
     assert (tmp_path / SCALARS_FILE).read_text().startswith("step,tag,value\n")
 
 
+@pytest.mark.slow  # the real 4-job sweep
 def test_a_sweep_rebuilds_its_report_at_most_every_report_every_seconds(
     sweep: Path, tmp_path: Path
 ) -> None:
@@ -189,20 +188,21 @@ def test_a_sweep_rebuilds_its_report_at_most_every_report_every_seconds(
     assert not (sweep / names.REPORT_STAMP_FILE).exists()  # refresh writes it when it builds
     folder = tmp_path / "copy"
     shutil.copytree(sweep, folder)
-    page = folder / names.REPORT_FILE
-    page.unlink()
+    report_file = folder / names.REPORT_FILE
+    report_file.unlink()
     (folder / SWEEP_RECORD_FILE).touch()  # the sweep started now, and a job ends moments later
-    report.refresh(folder, every=60)
-    assert not page.exists()
-    report.refresh(folder, every=0)  # sweep.report_every=0: rebuilt after the job
-    built = page.stat().st_mtime_ns
-    report.refresh(folder, every=0)  # but not again within ten build-times
-    assert page.stat().st_mtime_ns == built
+    page.refresh(folder, every=60)
+    assert not report_file.exists()
+    page.refresh(folder, every=0)  # sweep.report_every=0: rebuilt after the job
+    built = report_file.stat().st_mtime_ns
+    page.refresh(folder, every=0)  # but not again within ten build-times
+    assert report_file.stat().st_mtime_ns == built
     (folder / names.REPORT_STAMP_FILE).write_text(f"{time.time() - 61} 0.01\n")  # a minute later
-    report.refresh(folder, every=60)
-    assert page.stat().st_mtime_ns != built
+    page.refresh(folder, every=60)
+    assert report_file.stat().st_mtime_ns != built
 
 
+@pytest.mark.slow  # the real 4-job sweep
 def test_a_curve_of_one_point_is_drawn_as_a_dot(sweep: Path) -> None:
     """One epoch gives one validation point per job: a line through it alone is invisible."""
     import matplotlib
@@ -210,12 +210,12 @@ def test_a_curve_of_one_point_is_drawn_as_a_dot(sweep: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    loaded = report.load_sweep(sweep, report.SEED_KEY)
-    groups = loaded.groups()
+    loaded = groups.load_sweep(sweep, groups.SEED_KEY)
+    configurations = loaded.groups()
     scalars = {job.folder: read_scalars(job.folder) for job in loaded.jobs}
-    look = report.styles(groups, loaded.config_keys)
+    look = plots.styles(configurations, loaded.config_keys)
     figure, axes = plt.subplots()
-    report.draw_curves(axes, groups, look, TAGS["val_loss"], scalars)
+    plots.draw_curves(axes, configurations, look, TAGS["val_loss"], scalars)
     lines = [line for line in axes.get_lines() if len(line.get_xdata()) == 1]
     assert lines and all(line.get_marker() == "o" for line in lines)
     plt.close(figure)
@@ -223,11 +223,11 @@ def test_a_curve_of_one_point_is_drawn_as_a_dot(sweep: Path) -> None:
 
 def test_long_y_tick_labels_and_the_y_label_stay_in_the_figure_and_apart() -> None:
     """The margins are set in inches, but grow for long tick labels (here -0.00004 + 0.97)."""
-    figure, axes = report.figure_of(15, 4, columns=3)
+    figure, axes = plots.figure_of(15, 4, columns=3)
     for ax in axes:
         ax.plot([1, 2, 3], [0.96995, 0.97002, 0.97009])
         ax.set_ylabel("val_loss (lower is better)")
-    report.fit(figure)
+    plots.fit(figure)
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
     assert axes[0].yaxis.get_tightbbox(renderer).x0 >= 0  # not cut off at the left

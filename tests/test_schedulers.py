@@ -1,21 +1,19 @@
 """The `scheduler` group: each option composes, sets the lr curve it promises, logs it, resumes."""
 
-import json
 import math
 import re
 import signal
 
 import pytest
 import torch
-from test_reliability import start, when_started
 
-from conftest import compose_config
+from conftest import SMALL_RANDOM, compose_config, metrics_of, start_run, when_started
 from mnistlab import SettingError
 from mnistlab.config import checks
 from mnistlab.parts import schedulers
 from mnistlab.run import checkpoint
 from mnistlab.run.scalars import read_scalars
-from mnistlab.run.training import train
+from mnistlab.run.training import run_training
 
 LR, TOTAL, PER_EPOCH = 0.01, 20, 5
 
@@ -81,7 +79,7 @@ def test_bad_settings_are_refused_before_data_loads(tmp_path, option, override, 
     cfg.dataset.source.root = str(tmp_path / "nothing")  # loading data would fail differently
     cfg.dataset.source.download = False
     with pytest.raises(SettingError, match="^" + re.escape(says)):
-        train(cfg, tmp_path / "run")
+        run_training(cfg, tmp_path / "run")
 
 
 @pytest.mark.parametrize(
@@ -98,19 +96,12 @@ def test_scheduler_ranges_are_checked_with_every_components(option, override):
         checks.check(cfg)  # the settings alone: nothing built, not even the scheduler
 
 
-QUICK = (
-    "dataset=random",
-    "dataset.source.num_samples=64",
-    "dataset.loader.batch_size=8",
-    "loop.epochs=2",
-    "loop.log_every_n_batches=1",
-    "device.threads=1",
-)
+QUICK = (*SMALL_RANDOM, "loop.epochs=2")
 
 
 def test_a_run_logs_the_schedule_as_train_lr(tmp_path):
     cfg = compose_config(*QUICK, "scheduler=cosine", f"optimizer.lr={LR}")
-    train(cfg, tmp_path)
+    run_training(cfg, tmp_path)
     steps, lrs = read_scalars(tmp_path)["train/lr"]
     assert steps == list(range(1, 17))  # every step: 8 batches x 2 epochs
     # Logged after each step: the lr the next step uses, down to 0 after the last one.
@@ -120,7 +111,7 @@ def test_a_run_logs_the_schedule_as_train_lr(tmp_path):
 
 def test_resume_refuses_what_would_change_a_whole_run_schedule(tmp_path):
     cfg = compose_config(*QUICK, "scheduler=onecycle", "loop.epochs=1")
-    train(cfg, tmp_path / "run")
+    run_training(cfg, tmp_path / "run")
     for override, says in [
         ("loop.epochs=3", "loop.epochs cannot change when resuming a run with scheduler=onecycle"),
         ("optimizer.lr=0.1", "optimizer.lr cannot change when resuming a run with scheduler="),
@@ -128,7 +119,7 @@ def test_resume_refuses_what_would_change_a_whole_run_schedule(tmp_path):
     ]:
         resumed = compose_config(*QUICK, override, f"loop.resume={tmp_path / 'run'}")
         with pytest.raises(SettingError, match=says):
-            train(resumed, tmp_path / "other", overrides=[override])
+            run_training(resumed, tmp_path / "other", overrides=[override])
 
 
 KILL_RUN = (
@@ -144,19 +135,16 @@ KILL_RUN = (
 )
 
 
-RUNS = ("run", "reference")
-
-
 @pytest.mark.slow
 def test_a_killed_onecycle_run_resumes_bit_exactly(tmp_path):
-    reference = start(tmp_path, tmp_path / "reference", *KILL_RUN)
-    killed = start(tmp_path, tmp_path / "run", *KILL_RUN)
+    reference = start_run(tmp_path, tmp_path / "reference", *KILL_RUN)
+    killed = start_run(tmp_path, tmp_path / "run", *KILL_RUN)
     when_started(tmp_path / "run")  # the events file, and a little more: the first steps
     killed.send_signal(signal.SIGTERM)
     assert killed.wait(120) == 143, killed.stderr.read()
     saved = checkpoint.load(tmp_path / "run" / checkpoint.FILENAME)
     assert saved["scheduler"]["_step_count"] > 1  # the schedule's place is in the checkpoint
-    resumed = start(tmp_path, tmp_path / "resumed", f"loop.resume={tmp_path / 'run'}")
+    resumed = start_run(tmp_path, tmp_path / "resumed", f"loop.resume={tmp_path / 'run'}")
     assert resumed.wait(300) == 0, resumed.stderr.read()
     assert reference.wait(300) == 0, reference.stderr.read()
     ours, theirs = (
@@ -170,7 +158,5 @@ def test_a_killed_onecycle_run_resumes_bit_exactly(tmp_path):
         read_scalars(tmp_path / "run")["train/lr"]
         == read_scalars(tmp_path / "reference")["train/lr"]
     )
-    metrics = [
-        json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("run", "reference")
-    ]
+    metrics = [metrics_of(tmp_path / d) for d in ("run", "reference")]
     assert metrics[0]["val_loss"] == metrics[1]["val_loss"]

@@ -6,28 +6,34 @@ one-node cluster (`scripts/slurm-local.sh start` as root, then
 MNISTLAB_SLURM_REQUIRED=1 (CI sets it) turns that into a failure.
 """
 
-import csv
-import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, compose_config, run_cli
+from conftest import (
+    ONE_CPU,
+    TINY_RUN,
+    assert_same_run,
+    compose_config,
+    final_state,
+    metrics_of,
+    only_sweep,
+    run_cli,
+    start_cli,
+    summary_rows,
+    wait_for,
+)
 from mnistlab import names
-from mnistlab.run import checkpoint
-from mnistlab.run.training import train
+from mnistlab.run.training import run_training
 
-CPU = ("device=cpu", "device.threads=1")
 # What the README tells users to run on a cluster without GPUs, on one core per job.
-SLURM = ("-m", "hydra/launcher=slurm_cpu", *CPU)
+SLURM = ("-m", "hydra/launcher=slurm_cpu", *ONE_CPU)
 TIMING = ("samples_per_second", "wall_time_s")
 # Under pytest-xdist (--dist loadgroup) these run on one worker: one job at a time on the node.
 pytestmark = pytest.mark.xdist_group("slurm")
@@ -74,11 +80,6 @@ def test_the_slurm_presets_name_mnistlabs_launcher_where_hydra_loads_it(preset):
     assert (cfg.hydra.launcher.gpus_per_node is None) == (preset == "slurm_cpu")
 
 
-def only_sweep(cwd: Path) -> Path:
-    (sweep,) = (cwd / "outputs" / "sweeps").iterdir()
-    return sweep
-
-
 def slurm_jobs(sweep: Path) -> dict[str, str]:
     """`scontrol show job` for each SLURM job of the sweep (<id>, or <array id>_<task id>)."""
     return {job: ended(job) for job in job_ids(sweep)}
@@ -109,21 +110,21 @@ def contents(folder: Path) -> list[str]:
     return sorted(re.sub(r"tfevents\..*", "tfevents", name) for name in names)
 
 
-def summary_rows(sweep: Path) -> list[dict[str, str]]:
-    with (sweep / "summary.csv").open() as file:
-        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(file)]
+def untimed_rows(sweep: Path) -> list[dict[str, str]]:
+    """The rows of the sweep's summary.csv less their timings."""
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in summary_rows(sweep)]
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
 @pytest.mark.usefixtures("cluster")
 def test_a_sweep_runs_as_slurm_jobs_into_the_folders_the_basic_launcher_makes(tmp_path):
-    grid = ("dataset=random", "loop.epochs=1", "optimizer.lr=0.01,0.001")
+    grid = (*TINY_RUN, "optimizer.lr=0.01,0.001")
     (tmp_path / "slurm").mkdir()
     (tmp_path / "basic").mkdir()
     result = run_cli("mnistlab.cli.train", *SLURM, *grid, cwd=tmp_path / "slurm")
     assert result.returncode == 0, result.stderr[-3000:]
-    basic = run_cli("mnistlab.cli.train", "-m", *CPU, *grid, cwd=tmp_path / "basic")
+    basic = run_cli("mnistlab.cli.train", "-m", *ONE_CPU, *grid, cwd=tmp_path / "basic")
     assert basic.returncode == 0, basic.stderr[-3000:]
 
     sweep, reference = only_sweep(tmp_path / "slurm"), only_sweep(tmp_path / "basic")
@@ -137,12 +138,11 @@ def test_a_sweep_runs_as_slurm_jobs_into_the_folders_the_basic_launcher_makes(tm
     for folder in reference.iterdir():
         if folder.is_dir():
             assert contents(sweep / folder.name) == contents(folder)
-            ours = json.loads((sweep / folder.name / "metrics.json").read_text())
-            theirs = json.loads((folder / "metrics.json").read_text())
+            ours, theirs = metrics_of(sweep / folder.name), metrics_of(folder)
             assert ours.keys() == theirs.keys()
             for key in ours.keys() - set(TIMING):
                 assert ours[key] == theirs[key], key  # same seed, same thread count: same run
-    assert summary_rows(sweep) == summary_rows(reference)
+    assert untimed_rows(sweep) == untimed_rows(reference)
     assert "2 jobs (2 completed)" in result.stdout
 
 
@@ -170,13 +170,13 @@ def test_two_tasks_of_one_slurm_job_train_as_one_ddp_run(tmp_path):
     log = (folder / "train.log").read_text()
     assert "rank 0 of 2; global batch size 128" in log
     assert "rank 1" not in log  # task 1 writes nothing into the run folder
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics = metrics_of(folder)
     assert (metrics["world_size"], metrics["global_batch_size"]) == (2, 128)
     assert metrics["steps"] == 2 * (5400 // 2 // 64 + 1)  # each rank trained half of each epoch
 
     # The same global batch in one process reaches about the same accuracy.
-    single = compose_config(*CPU, *run, "dataset.loader.batch_size=128")
-    alone = train(single, tmp_path / "single")
+    single = compose_config(*ONE_CPU, *run, "dataset.loader.batch_size=128")
+    alone = run_training(single, tmp_path / "single")
     assert metrics.keys() == alone.keys()
     assert abs(metrics["val_accuracy"] - alone["val_accuracy"]) < 0.05
 
@@ -191,32 +191,18 @@ PREEMPTED = (
 )
 
 
-def wait_for(predicate, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def final_state(folder: Path) -> tuple[dict, dict, list]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    state = checkpoint.load(folder / checkpoint.FILENAME)
-    events = EventAccumulator(str(folder))
-    events.Reload()
-    losses = [(event.step, event.value) for event in events.Scalars("train/loss")]
-    return state["model"], json.loads((folder / "metrics.json").read_text()), losses
-
-
 @pytest.mark.slurm
 @pytest.mark.slow
 @pytest.mark.usefixtures("cluster")
 def test_a_preempted_job_checkpoints_requeues_and_resumes_bit_for_bit(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    command = [sys.executable, "-m", "mnistlab.cli.train", *SLURM, *PREEMPTED]
     (tmp_path / "slurm").mkdir()
-    sweep_process = subprocess.Popen(
-        command, cwd=tmp_path / "slurm", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    sweep_process = start_cli(
+        "mnistlab.cli.train",
+        *SLURM,
+        *PREEMPTED,
+        cwd=tmp_path / "slurm",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     wait_for(lambda: list((tmp_path / "slurm").glob("outputs/sweeps/*/*/events.out.tfevents.*")))
     sweep = only_sweep(tmp_path / "slurm")
@@ -233,16 +219,11 @@ def test_a_preempted_job_checkpoints_requeues_and_resumes_bit_for_bit(tmp_path):
     log = (folder / "train.log").read_text()
     assert "interrupted by SIGUSR2: checkpoint saved" in log
     resumed_at = int(re.search(r"resumed at epoch \d+, step (\d+)", log).group(1))
-    weights, metrics, losses = final_state(folder)
+    resumed = final_state(folder, tag="train/loss")
+    metrics = resumed[1]
     assert 0 < resumed_at < metrics["steps"], "the signal did not land mid-run"
     assert (metrics["status"], metrics["epochs"]) == ("completed", 2)
 
     # An uninterrupted run of the same config, outside SLURM, ends in the same place exactly.
-    train(compose_config(*CPU, *PREEMPTED), tmp_path / "plain")
-    ref_weights, ref_metrics, ref_losses = final_state(tmp_path / "plain")
-    assert weights.keys() == ref_weights.keys()
-    for key, tensor in weights.items():
-        assert torch.equal(tensor, ref_weights[key]), key
-    for key in ("train_loss", "val_loss", "val_accuracy", "steps", "epochs", "status"):
-        assert metrics[key] == ref_metrics[key], key
-    assert losses == ref_losses  # one TensorBoard run, no gap or duplicate step
+    run_training(compose_config(*ONE_CPU, *PREEMPTED), tmp_path / "plain")
+    assert_same_run(resumed, final_state(tmp_path / "plain", tag="train/loss"))

@@ -3,32 +3,24 @@
 import pytest
 import torch
 
-from conftest import compose_config, write_idx_dataset
+from conftest import SMALL_RANDOM, compose_config, write_idx_dataset
 from mnistlab import SettingError
 from mnistlab.names import BEST_FILE
 from mnistlab.run import checkpoint
 from mnistlab.run.scalars import read_scalars
-from mnistlab.run.training import train
-
-QUICK = (
-    "dataset=random",
-    "dataset.source.num_samples=64",
-    "dataset.loader.batch_size=8",
-    "loop.log_every_n_batches=1",
-    "device.threads=1",
-)
+from mnistlab.run.training import run_training
 
 
 def test_early_stopping_stops_after_patience_evaluations_without_improvement(tmp_path):
     # A plateau: with a tiny lr no epoch improves val_loss by min_delta after the first.
     cfg = compose_config(
-        *QUICK,
+        *SMALL_RANDOM,
         "optimizer.lr=1e-9",
         "loop.epochs=10",
         "loop.early_stopping.patience=2",
         "loop.early_stopping.min_delta=0.01",
     )
-    metrics = train(cfg, tmp_path)
+    metrics = run_training(cfg, tmp_path)
     assert metrics["stop_reason"] == "early_stopping"
     assert metrics["epochs"] == 3  # the best at epoch 1, then two epochs without improving
     assert metrics["best_step"] == 8  # the end of epoch 1
@@ -37,13 +29,13 @@ def test_early_stopping_stops_after_patience_evaluations_without_improvement(tmp
 
 def test_the_target_stop_records_the_step_that_reached_it(tmp_path):
     evaluated = ("loop.epochs=3", "loop.eval_every_n_steps=1", "optimizer.lr=0.05")
-    train(compose_config(*QUICK, *evaluated), tmp_path / "reference")
+    run_training(compose_config(*SMALL_RANDOM, *evaluated), tmp_path / "reference")
     steps, accuracies = read_scalars(tmp_path / "reference")["val/accuracy"]
     goal = max(accuracies[:12])  # reached somewhere in the first 12 steps, not at step 1
     first = steps[next(n for n, value in enumerate(accuracies) if value >= goal)]
     assert first > 1
     targeted = ("loop.target.metric=val_accuracy", f"loop.target.value={goal}")
-    metrics = train(compose_config(*QUICK, *evaluated, *targeted), tmp_path / "run")
+    metrics = run_training(compose_config(*SMALL_RANDOM, *evaluated, *targeted), tmp_path / "run")
     assert metrics["stop_reason"] == "target_reached"
     assert metrics["steps"] == first
     assert metrics["target_reached"] and metrics["target_step"] == first
@@ -52,7 +44,7 @@ def test_the_target_stop_records_the_step_that_reached_it(tmp_path):
 
 def test_a_missed_target_says_so(tmp_path):
     targeted = ("loop.epochs=1", "loop.target.metric=val_loss", "loop.target.value=0")
-    metrics = train(compose_config(*QUICK, *targeted), tmp_path)
+    metrics = run_training(compose_config(*SMALL_RANDOM, *targeted), tmp_path)
     assert metrics["stop_reason"] == "completed"
     assert metrics["target_reached"] is False and "target_step" not in metrics
 
@@ -67,13 +59,15 @@ def test_best_pt_holds_the_best_epochs_weights_and_test_on_best_tests_them(tmp_p
         "device.threads=1",
         "optimizer.lr=0.5",  # too high: validation loss goes up and down between epochs
     )
-    metrics = train(compose_config(*data, "loop.epochs=6", "loop.test_on=best"), tmp_path / "run")
+    metrics = run_training(
+        compose_config(*data, "loop.epochs=6", "loop.test_on=best"), tmp_path / "run"
+    )
     steps, losses = read_scalars(tmp_path / "run")["val/loss"]
     best_epoch = losses.index(min(losses)) + 1
     assert best_epoch < 6, "the run did not make the test meaningful: its last epoch was best"
     assert metrics["best_value"] == min(losses) and metrics["best_step"] == steps[best_epoch - 1]
     # The same run stopped after its best epoch: its final weights are the best ones.
-    shorter = train(compose_config(*data, f"loop.epochs={best_epoch}"), tmp_path / "short")
+    shorter = run_training(compose_config(*data, f"loop.epochs={best_epoch}"), tmp_path / "short")
     best = checkpoint.load(tmp_path / "run" / BEST_FILE)["model"]
     final = checkpoint.load(tmp_path / "short" / checkpoint.FILENAME)["model"]
     for key, tensor in final.items():
@@ -106,7 +100,7 @@ def test_best_pt_holds_the_best_epochs_weights_and_test_on_best_tests_them(tmp_p
 )
 def test_bad_stopping_settings_are_refused_in_one_line(tmp_path, overrides, says):
     with pytest.raises(SettingError, match=says) as refused:
-        train(compose_config(*QUICK, *overrides), tmp_path)
+        run_training(compose_config(*SMALL_RANDOM, *overrides), tmp_path)
     assert "\n" not in str(refused.value)
     assert not (tmp_path / "metrics.json").exists()
 
@@ -114,9 +108,11 @@ def test_bad_stopping_settings_are_refused_in_one_line(tmp_path, overrides, says
 def test_resuming_a_run_that_stopped_early_changes_nothing(tmp_path):
     stopped = ("optimizer.lr=1e-9", "loop.epochs=10", "loop.early_stopping.patience=1")
     stopped += ("loop.early_stopping.min_delta=0.01",)
-    first = train(compose_config(*QUICK, *stopped), tmp_path / "run")
+    first = run_training(compose_config(*SMALL_RANDOM, *stopped), tmp_path / "run")
     assert first["stop_reason"] == "early_stopping" and first["epochs"] == 2
     before = (tmp_path / "run" / checkpoint.FILENAME).stat().st_mtime_ns
-    again = train(compose_config(*QUICK, f"loop.resume={tmp_path / 'run'}"), tmp_path / "other")
+    again = run_training(
+        compose_config(*SMALL_RANDOM, f"loop.resume={tmp_path / 'run'}"), tmp_path / "other"
+    )
     assert again == first  # its metrics, as they were: no epoch 3 was trained
     assert (tmp_path / "run" / checkpoint.FILENAME).stat().st_mtime_ns == before

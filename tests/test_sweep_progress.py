@@ -1,12 +1,11 @@
 """A sweep prints one line per finished job: its result, jobs done of the total, time left."""
 
-import json
 import re
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import metrics_of, only_sweep, run_cli
 
 LINE = re.compile(
     r"^sweep: job (\d+) \((.*)\) (\w+)(.*?) \| (\d+)/(\d+) jobs done( \| about .+ left)?$"
@@ -36,9 +35,9 @@ def test_each_finished_job_prints_its_result_and_the_sweeps_progress(tmp_path: P
     ]
     assert [left is not None for *_, left in lines] == [True, True, False]  # none after the last
     assert lines[1][3] == ": SettingError: optimizer.lr=-1 must be > 0"
-    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    sweep = only_sweep(tmp_path)
     for job, name, _, value, *_ in (lines[0], lines[2]):
-        metrics = json.loads((sweep / f"{job}_{name}" / "metrics.json").read_text())
+        metrics = metrics_of(sweep / f"{job}_{name}")
         assert (
             value == f", val_loss={metrics['val_loss']:.4f}"
         )  # the objective, as the table has it

@@ -4,14 +4,12 @@ One uninterrupted sweep (module fixture) is the reference: every job of an inter
 resumed sweep must end with its metrics.json (less timings) and final weights, bit for bit.
 """
 
-import csv
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import TINY_RUN, metrics_of, paste, run_cli, start_cli, summary_rows, wait_for
 from mnistlab import names
 from mnistlab.config import changeable
 from mnistlab.sweep import record as sweeprecord
@@ -40,8 +38,9 @@ TIMINGS = ("samples_per_second", "wall_time_s", "resumes")  # what a resumed job
 CONTINUE = re.compile(r"^sweep interrupted by (SIG\w+); continue it with: (.*)$", re.M)
 JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 
-# Real CLI sweeps; on one xdist worker, so that the reference sweep is made once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sweep_resume")]
+# On one xdist worker, so that the reference sweep is made once. Every test but one runs real
+# CLI sweeps, and is marked slow.
+pytestmark = pytest.mark.xdist_group("sweep_resume")
 
 
 def sweep_cli(cwd: Path, sweep: Path, *args: str) -> subprocess.CompletedProcess:
@@ -63,20 +62,17 @@ def interrupt(
 ) -> str:
     """Start `mnistlab-train -m args`, send `signum` to its process group once `when()`
     (`group=False`: to the sweep's process alone, as `kill <pid>` does)."""
-    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
     with (cwd / "out.txt").open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mnistlab.cli.train", "-m", *args],
+        process = start_cli(
+            "mnistlab.cli.train",
+            "-m",
+            *args,
             cwd=cwd,
-            env=env | {"PYTHONPATH": str(ROOT / "src")},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
         )
-        deadline = time.monotonic() + 120
-        while not when():
-            assert process.poll() is None and time.monotonic() < deadline, read(cwd / "out.txt")
-            time.sleep(0.01)
+        wait_for(when, process=process, every=0.01)
         os.killpg(process.pid, signum) if group else os.kill(process.pid, signum)
         code = process.wait(timeout=120)
     output = read(cwd / "out.txt")
@@ -90,23 +86,12 @@ def read(path: Path) -> str:
 
 def status(job: Path) -> str | None:
     """The status in a job's metrics.json, None before it has one."""
-    path = job / "metrics.json"
-    return json.loads(path.read_text())["status"] if path.exists() else None
+    return metrics_of(job)["status"] if (job / "metrics.json").exists() else None
 
 
 def training(job: Path) -> Callable[[], bool]:
     """True once the job has a checkpoint but no metrics: it is training."""
     return lambda: (job / "checkpoint.pt").exists() and not (job / "metrics.json").exists()
-
-
-def paste(command: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run a printed command in a shell, as a user pasting it would."""
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-    env |= {"PATH": path, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run(
-        ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 def stats(folder: Path) -> dict[str, tuple[int, int, int]]:
@@ -121,7 +106,7 @@ def stats(folder: Path) -> dict[str, tuple[int, int, int]]:
 
 def results(job: Path) -> tuple[dict, dict[str, torch.Tensor] | None]:
     """A job's metrics.json less timings, and its final weights (None without a checkpoint)."""
-    metrics = json.loads((job / "metrics.json").read_text())
+    metrics = metrics_of(job)
     checkpoint = job / "checkpoint.pt"
     weights = torch.load(checkpoint, weights_only=True)["model"] if checkpoint.exists() else None
     return {key: value for key, value in metrics.items() if key not in TIMINGS}, weights
@@ -146,8 +131,7 @@ def assert_same_as(reference: Path, sweep: Path) -> None:
 
 def summary(sweep: Path) -> list[dict[str, str]]:
     """summary.csv's rows, less timings and the settings a re-run may change (they change none)."""
-    with (sweep / "summary.csv").open() as file:
-        rows = list(csv.DictReader(file))
+    rows = summary_rows(sweep)
     kept = [key for key in rows[0] if key not in TIMINGS and not sweeprecord.may_differ(key)]
     return [{key: row[key] for key in kept} for row in rows]
 
@@ -157,6 +141,7 @@ def progress(output: str) -> dict[str, str]:
     return dict(re.findall(r"^sweep: job (\d) \(\S+\) (\w+(?: \([\w ]+\))?)", output, re.M))
 
 
+@pytest.mark.slow
 def test_a_sweep_interrupted_mid_job_then_between_jobs_ends_as_if_uninterrupted(
     reference: Path, tmp_path: Path
 ) -> None:
@@ -203,6 +188,7 @@ def test_a_sweep_interrupted_mid_job_then_between_jobs_ends_as_if_uninterrupted(
     assert not list((sweep / JOBS[0] / ".hydra").glob("resumed_*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "group"), [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["^C", "kill"]
 )
@@ -235,6 +221,7 @@ def test_a_joblib_sweep_interrupted_mid_job_ends_as_if_uninterrupted(
     assert progress(resumed.stdout)["1"] == "completed (resumed)"
 
 
+@pytest.mark.slow
 def test_a_failed_job_is_reported_again_and_retrained_only_when_asked(
     reference: Path, tmp_path: Path
 ) -> None:
@@ -270,6 +257,7 @@ def test_a_failed_job_is_reported_again_and_retrained_only_when_asked(
     assert {job: stats(sweep / job) for job in JOBS[:2]} == {job: before[job] for job in JOBS[:2]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("changed", "named"),
     [
@@ -297,6 +285,7 @@ def test_another_sweep_in_the_folder_is_refused_in_one_line(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_grid_refused_before_any_job_leaves_no_folder_and_a_later_batch_keeps_it(
     tmp_path: Path,
 ) -> None:
@@ -316,6 +305,7 @@ def test_a_grid_refused_before_any_job_leaves_no_folder_and_a_later_batch_keeps_
     assert [path.parent.name for path in sweep.glob("*/metrics.json")] == ["0_sgd"]
 
 
+@pytest.mark.slow
 def test_a_corrected_sweep_takes_the_folder_of_one_that_ran_no_job(tmp_path: Path) -> None:
     """Hydra's own sweeper leaves the record of a refused grid: the corrected command into
     that folder runs, not refused as another sweep."""
@@ -331,6 +321,7 @@ def test_a_corrected_sweep_takes_the_folder_of_one_that_ran_no_job(tmp_path: Pat
     assert "sgd,adam\n" in (sweep / names.SWEEP_RECORD_FILE).read_text()
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_sweep_only_once_the_grid_passed_hydras_check(
     tmp_path: Path,
 ) -> None:
@@ -348,6 +339,7 @@ def test_overwrite_replaces_the_sweep_only_once_the_grid_passed_hydras_check(
     assert jobs == ["0_rmsprop", "1_sgd"]
 
 
+@pytest.mark.slow
 def test_overwrite_never_reaches_through_a_link_or_into_single_runs(tmp_path: Path) -> None:
     """A link in the sweep folder is not followed; a folder of single runs is no sweep."""
     runs = tmp_path / "outputs" / "runs"
@@ -366,7 +358,7 @@ def test_overwrite_never_reaches_through_a_link_or_into_single_runs(tmp_path: Pa
     assert sorted(path.name for path in (runs / "mine").iterdir()) == kept
 
 
-SMALL = ("dataset=random", "loop.epochs=1", "dataset.source.num_samples=256")
+SMALL = (*TINY_RUN, "dataset.source.num_samples=256")
 
 
 def into_the_folder(sweep: Path, optimizers: str, *more: str) -> subprocess.CompletedProcess:
@@ -396,6 +388,7 @@ def nested_record(sweep: Path) -> str:
     return "its sweep.yaml is not a sweep's record"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "damage", [no_record, code_in_record, nested_record], ids=["no record", "code", "nested"]
 )
@@ -426,33 +419,28 @@ def test_what_a_sweep_re_run_may_change_a_resumed_job_may_change_too() -> None:
 
 def start_sweep(cwd: Path, sweep: Path, *args: str) -> subprocess.Popen:
     """`mnistlab-train -m args hydra.sweep.dir=<sweep>` in its own process group, running."""
-    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "mnistlab.cli.train", "-m", *args, f"hydra.sweep.dir={sweep}"],
+    return start_cli(
+        "mnistlab.cli.train",
+        "-m",
+        *args,
+        f"hydra.sweep.dir={sweep}",
         cwd=cwd,
-        env=env | {"PYTHONPATH": str(ROOT / "src")},
         stdout=(cwd / "out.txt").open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
 
-def wait_until(process: subprocess.Popen, when: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 120
-    while not when():
-        assert process.poll() is None and time.monotonic() < deadline, "the sweep ended early"
-        time.sleep(0.01)
-
-
 # The same 3 jobs, long enough (50 epochs) to still be running when the test acts.
 LONG = tuple(arg for arg in SWEEP if not arg.startswith("loop.epochs=")) + ("loop.epochs=50",)
 
 
+@pytest.mark.slow
 def test_a_second_command_in_a_running_sweeps_folder_is_refused(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     first = start_sweep(tmp_path, sweep, *LONG)
     try:
-        wait_until(first, training(sweep / JOBS[0]))
+        wait_for(training(sweep / JOBS[0]), process=first, every=0.01)
         second = run_cli(
             "mnistlab.cli.train", "-m", *LONG, f"hydra.sweep.dir={sweep}", cwd=tmp_path
         )
@@ -471,10 +459,11 @@ def test_a_second_command_in_a_running_sweeps_folder_is_refused(tmp_path: Path) 
     assert not list((sweep / JOBS[0] / ".hydra").glob("resumed_*"))
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_while_the_first_is_handled_changes_nothing(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     process = start_sweep(tmp_path, sweep, *LONG)
-    wait_until(process, training(sweep / JOBS[0]))
+    wait_for(training(sweep / JOBS[0]), process=process, every=0.01)
     os.killpg(process.pid, signal.SIGINT)
     time.sleep(0.02)
     os.killpg(process.pid, signal.SIGINT)
@@ -486,11 +475,12 @@ def test_a_second_ctrl_c_while_the_first_is_handled_changes_nothing(tmp_path: Pa
     assert status(sweep / JOBS[0]) == "interrupted"
 
 
+@pytest.mark.slow
 def test_a_finished_job_whose_record_lost_its_objective_fails_in_one_line(
     reference: Path, tmp_path: Path
 ) -> None:
     sweep = shutil.copytree(reference, tmp_path / "sweep")
-    metrics = json.loads((sweep / JOBS[0] / "metrics.json").read_text())
+    metrics = metrics_of(sweep / JOBS[0])
     (sweep / JOBS[0] / "metrics.json").write_text(json.dumps(metrics | {"val_loss": "abc"}))
     before = stats(sweep / JOBS[1])
 

@@ -1,15 +1,10 @@
 """Sweeps through the real CLI: presets, the ranked summary, failed and stopped jobs, launchers."""
 
-import csv
 import importlib.util
-import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,11 +12,19 @@ from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import ROOT, run_cli
+from conftest import (
+    ROOT,
+    SMALL_DIGITS,
+    metrics_of,
+    only_sweep,
+    run_cli,
+    start_cli,
+    summary_rows,
+    wait_for,
+)
 from mnistlab import names
 from mnistlab.config import checks as config
 
-SMALL = ("loop.epochs=1", "dataset.source.num_samples=2000")
 EXPERIMENTS = ROOT / "experiments"
 PRESETS = sorted(path.stem for path in EXPERIMENTS.glob("*.yaml"))
 LR_GRID = {"optimizer": "sgd,adam,rmsprop", "optimizer.lr": "0.1,0.01,0.001"}
@@ -96,22 +99,8 @@ def compose_with_hydra(*overrides: str) -> DictConfig:
         return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
-def only_sweep(tmp_path: Path) -> Path:
-    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
-    return sweep
-
-
 def job_folders(sweep: Path) -> list[Path]:
     return sorted(path for path in sweep.iterdir() if (path / ".hydra").is_dir())
-
-
-def read_summary(sweep: Path) -> list[dict[str, str]]:
-    with (sweep / "summary.csv").open(newline="") as file:
-        return list(csv.DictReader(file))
-
-
-def metrics_of(sweep: Path, row: dict[str, str]) -> dict:
-    return json.loads((sweep / row["folder"] / "metrics.json").read_text())
 
 
 def assert_row_matches_metrics(row: dict[str, str], metrics: dict) -> None:
@@ -162,7 +151,7 @@ def test_preset_sweep_writes_a_ranked_summary(tmp_path: Path) -> None:
         "experiment=optimizer_lr_sweep",
         "optimizer=sgd,adam",  # the command line narrows the preset's 3 x 3 grid to 2 jobs
         "optimizer.lr=0.05",
-        *SMALL,
+        *SMALL_DIGITS,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -171,12 +160,12 @@ def test_preset_sweep_writes_a_ranked_summary(tmp_path: Path) -> None:
     assert [folder.name.split("_")[0] for folder in folders] == ["0", "1"]
     assert all(list(folder.glob("events.out.tfevents.*")) for folder in folders)
 
-    rows = read_summary(sweep)
+    rows = summary_rows(sweep)
     assert {row["folder"] for row in rows} == {folder.name for folder in folders}
     for row in rows:
         assert row["status"] == "completed"
         assert row["optimizer.lr"] == "0.05"
-        assert_row_matches_metrics(row, metrics_of(sweep, row))
+        assert_row_matches_metrics(row, metrics_of(sweep / row["folder"]))
     assert [row["optimizer"] for row in rows] != ["sgd", "sgd"]
     losses = [float(row["val_loss"]) for row in rows]
     assert losses == sorted(losses)
@@ -188,7 +177,7 @@ def test_preset_sweep_writes_a_ranked_summary(tmp_path: Path) -> None:
 def failed_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A 2-job sweep whose second job has a learning rate the config checks refuse."""
     cwd = tmp_path_factory.mktemp("failed")
-    result = run_cli("mnistlab.cli.train", "-m", "optimizer.lr=0.05,-1", *SMALL, cwd=cwd)
+    result = run_cli("mnistlab.cli.train", "-m", "optimizer.lr=0.05,-1", *SMALL_DIGITS, cwd=cwd)
     assert result.returncode != 0
     assert "optimizer.lr=-1 must be > 0" in result.stderr
     return only_sweep(cwd), result.stdout
@@ -197,12 +186,12 @@ def failed_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 @pytest.mark.slow
 def test_failed_job_is_marked_and_the_others_kept(failed_sweep: tuple[Path, str]) -> None:
     sweep, stdout = failed_sweep
-    good, bad = read_summary(sweep)
+    good, bad = summary_rows(sweep)
     assert (good["job"], good["status"], good["optimizer.lr"]) == ("0", "completed", "0.05")
-    assert_row_matches_metrics(good, metrics_of(sweep, good))
+    assert_row_matches_metrics(good, metrics_of(sweep / good["folder"]))
     assert (bad["job"], bad["status"], bad["optimizer.lr"]) == ("1", "failed", "-1")
     assert bad["error"] == "SettingError: optimizer.lr=-1 must be > 0"
-    assert metrics_of(sweep, bad) == {"status": "failed", "error": bad["error"]}
+    assert metrics_of(sweep / bad["folder"]) == {"status": "failed", "error": bad["error"]}
     # Hydra skips on_multirun_end after a failure; the table is printed all the same.
     assert (sweep / "summary.md").read_text().strip() in stdout
 
@@ -219,7 +208,7 @@ def test_summarize_rebuilds_the_summary_of_any_sweep(
     result = run_cli("mnistlab.cli.summarize", str(sweep), cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
-    assert [(row["job"], row["status"]) for row in read_summary(sweep)] == [
+    assert [(row["job"], row["status"]) for row in summary_rows(sweep)] == [
         ("0", "unfinished"),
         ("1", "failed"),
     ]
@@ -230,39 +219,28 @@ def test_summarize_rebuilds_the_summary_of_any_sweep(
 
 @pytest.mark.slow
 def test_interrupted_sweep_keeps_the_finished_jobs(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-    command = [sys.executable, "-m", "mnistlab.cli.train", "-m", "loop.epochs=1,200", SMALL[1]]
+    args = ("-m", "loop.epochs=1,200", SMALL_DIGITS[1])
     with (tmp_path / "out.txt").open("w") as out:
-        sweep = subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            env=env | {"PYTHONPATH": str(ROOT / "src")},
-            stdout=out,
-            stderr=subprocess.STDOUT,
+        sweep = start_cli(
+            "mnistlab.cli.train", *args, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
         )
-        wait_for_training(tmp_path, job="1_")
+        # Once job 1 has logged its first epoch: it trains. (A signal between its data and its
+        # first step ends it as not started: no folder is left.)
+        wait_for(lambda: first_epoch_logged(tmp_path, job="1_"))
         sweep.send_signal(signal.SIGINT)  # Ctrl-C while job 1 trains
         sweep.wait(timeout=60)
 
-    finished, stopped = read_summary(only_sweep(tmp_path))
+    finished, stopped = summary_rows(only_sweep(tmp_path))
     assert (finished["job"], finished["status"]) == ("0", "completed")
     # "interrupted" once runs catch SIGINT themselves; until then the job just has no metrics.
     assert (stopped["job"], stopped["status"]) in (("1", "unfinished"), ("1", "interrupted"))
     assert "| rank |" in (tmp_path / "out.txt").read_text()
 
 
-def wait_for_training(tmp_path: Path, job: str, timeout: float = 120) -> None:
-    """Return once the job folder starting with `job` has logged its first epoch: it trains.
-
-    (A signal between its data and its first step ends it as not started: no folder is left.)
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        logs = list((tmp_path / "outputs" / "sweeps").glob(f"*/{job}*/*.log"))
-        if logs and "epoch 1/" in logs[0].read_text():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"job {job} did not start training within {timeout} s")
+def first_epoch_logged(cwd: Path, job: str) -> bool:
+    """Whether the job folder starting with `job` has logged its first epoch."""
+    logs = list((cwd / "outputs" / "sweeps").glob(f"*/{job}*/*.log"))
+    return bool(logs) and "epoch 1/" in logs[0].read_text()
 
 
 @pytest.mark.slow
@@ -273,7 +251,7 @@ def test_joblib_preset_runs_jobs_side_by_side_on_one_thread_each(tmp_path: Path)
         "experiment=optimizer_lr_sweep_parallel",
         "optimizer=sgd,adam",
         "optimizer.lr=0.05",
-        *SMALL,
+        *SMALL_DIGITS,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -281,7 +259,7 @@ def test_joblib_preset_runs_jobs_side_by_side_on_one_thread_each(tmp_path: Path)
     # Each worker prints its job's progress line: the total reached it from the sweep's process.
     assert len(re.findall(r"^sweep: job \d .* \| [12]/2 jobs done", result.stdout, re.M)) == 2
     sweep = only_sweep(tmp_path)
-    assert [row["status"] for row in read_summary(sweep)] == ["completed", "completed"]
+    assert [row["status"] for row in summary_rows(sweep)] == ["completed", "completed"]
     for folder in job_folders(sweep):
         (log_file,) = folder.glob("*.log")
         assert "(1 threads)" in log_file.read_text()  # device.threads=1 reached torch
@@ -297,17 +275,17 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path) -> None:
         "hydra.launcher.timeout_min=5",
         "optimizer=sgd,adam",
         "device.threads=1",
-        *SMALL,
+        *SMALL_DIGITS,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     sweep = only_sweep(tmp_path)
     assert (sweep / ".submitit").is_dir()  # the jobs really went through submitit
-    rows = read_summary(sweep)
+    rows = summary_rows(sweep)
     assert sorted(row["optimizer"] for row in rows) == ["adam", "sgd"]
     for row in rows:
         assert row["status"] == "completed"
-        assert_row_matches_metrics(row, metrics_of(sweep, row))
+        assert_row_matches_metrics(row, metrics_of(sweep / row["folder"]))
     assert (sweep / "summary.md").read_text().strip() in result.stdout
 
 
@@ -318,12 +296,12 @@ def test_optuna_preset_runs_a_tiny_search(tmp_path: Path) -> None:
         "mnistlab.cli.train",
         "experiment=optuna_lr_search",
         "hydra.sweeper.n_trials=2",
-        *SMALL,
+        *SMALL_DIGITS,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     sweep = only_sweep(tmp_path)
-    rows = read_summary(sweep)
+    rows = summary_rows(sweep)
     assert len(rows) == 2
     assert "| 1/2 jobs done" in result.stdout and "| 2/2 jobs done" in result.stdout  # n_trials
     for row in rows:

@@ -5,7 +5,6 @@ failure, with its error text and the curve it logged, beside the jobs that compl
 """
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -17,17 +16,12 @@ from typing import Any
 
 import pytest
 
-from conftest import run_cli
+from conftest import SMALL_DIGITS, free_port, job_metrics, only_sweep, run_cli
 from mnistlab.names import BATCH_TAGS, TAGS
 
 pytestmark = pytest.mark.slow  # a sweep, then a TensorBoard server
 
-SMALL = (
-    "loop.epochs=1",
-    "dataset.source.num_samples=2000",
-    "loop.log_every_n_batches=5",
-    "device.threads=1",
-)
+SMALL = (*SMALL_DIGITS, "loop.log_every_n_batches=5", "device.threads=1")
 # Every tag a run that completes logs; each is a metric of HParams, present in every session.
 METRICS = {tag for key, tag in TAGS.items() if not key.startswith("test")}
 ALL_TAGS = METRICS | set(BATCH_TAGS.values())
@@ -41,8 +35,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     jobs = "optimizer=sgd,adam", "optimizer.lr=0.01,1e30"
     result = run_cli("mnistlab.cli.train", "-m", *jobs, *SMALL, cwd=cwd)
     assert "2 completed, 2 failed" in result.stdout, result.stderr
-    (folder,) = (cwd / "outputs" / "sweeps").iterdir()
-    return folder
+    return only_sweep(cwd)
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +58,6 @@ def server(sweep: Path) -> Iterator[str]:
             process.kill()
             process.wait()
         log.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:
@@ -126,17 +113,9 @@ def session_groups(url: str) -> dict[str, dict]:
     return {group["name"]: group for group in answer.get("sessionGroups", [])}
 
 
-def jobs(sweep: Path) -> dict[str, dict]:
-    """Job folder name -> its metrics.json."""
-    return {
-        metrics.parent.name: json.loads(metrics.read_text())
-        for metrics in sweep.glob("*/metrics.json")
-    }
-
-
 def test_every_job_is_a_run_named_by_what_differs(server: str, sweep: Path) -> None:
     runs = eventually(lambda: get(server, "/data/runs"), lambda runs: len(runs) >= 4)
-    assert sorted(runs) == sorted(jobs(sweep))
+    assert sorted(runs) == sorted(job_metrics(sweep))
     assert sorted(name.split("_", 1)[1] for name in runs) == [
         "adam+lr:0.01",
         "adam+lr:1e30",
@@ -160,10 +139,10 @@ def test_hparams_lists_every_job_with_typed_settings_status_and_final_metrics(
     assert metrics == ALL_TAGS
 
     groups = eventually(
-        lambda: session_groups(server), lambda groups: len(groups) == len(jobs(sweep))
+        lambda: session_groups(server), lambda groups: len(groups) == len(job_metrics(sweep))
     )
-    assert groups.keys() == jobs(sweep).keys()
-    for name, saved in jobs(sweep).items():
+    assert groups.keys() == job_metrics(sweep).keys()
+    for name, saved in job_metrics(sweep).items():
         (session,) = groups[name]["sessions"]
         hparams = groups[name]["hparams"]
         assert hparams["optimizer"] == ("SGD" if "sgd" in name else "Adam")
@@ -185,9 +164,9 @@ def test_hparams_lists_every_job_with_typed_settings_status_and_final_metrics(
 def test_scalars_of_every_run(server: str, sweep: Path) -> None:
     tags = eventually(
         lambda: get(server, "/data/plugin/scalars/tags"),
-        lambda tags: len(tags) == len(jobs(sweep)),
+        lambda tags: len(tags) == len(job_metrics(sweep)),
     )
-    for name, saved in jobs(sweep).items():
+    for name, saved in job_metrics(sweep).items():
         train = get(server, "/data/plugin/scalars/scalars", run=name, tag="train/batch_loss")
         if saved["status"] == "failed":  # the curve it logged before it stopped
             assert [(step, value) for _, step, value in train] == [(5, "NaN")]  # TB's JSON
@@ -204,7 +183,7 @@ def test_failed_jobs_carry_their_error_and_completed_ones_their_mistakes(
 ) -> None:
     texts = eventually(lambda: get(server, "/data/plugin/text/tags"), lambda t: len(t) == 4)
     images = get(server, "/data/plugin/images/tags")
-    for name, saved in jobs(sweep).items():
+    for name, saved in job_metrics(sweep).items():
         assert "config" in texts[name]
         if saved["status"] == "failed":
             (error,) = get(server, "/data/plugin/text/text", run=name, tag="error")

@@ -1,30 +1,22 @@
-"""train() end to end into tmp_path: metrics, TensorBoard events, chance level, reproducibility."""
+"""run_training() into tmp_path: metrics, TensorBoard events, chance level, reproducibility."""
 
-import json
 import math
 import subprocess
 import sys
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import compose_config
+from conftest import compose_config, dataset_source, events, metrics_of
 from mnistlab.config import checks
 from mnistlab.data.splits import batches, random_dataset
-from mnistlab.run.training import train
+from mnistlab.run.training import run_training
 
 SMALL_SYNTHETIC = (
     "dataset.source.num_samples=3000",
     "loop.epochs=2",
     "loop.log_every_n_batches=10",
 )
-
-
-def events(run_dir) -> EventAccumulator:
-    accumulator = EventAccumulator(str(run_dir))
-    accumulator.Reload()
-    return accumulator
 
 
 @pytest.mark.parametrize(
@@ -38,8 +30,8 @@ def events(run_dir) -> EventAccumulator:
     ids=["synthetic", "fake_mnist", "random", "synthetic-dataloader"],
 )
 def test_train_writes_metrics_and_events(tmp_path, overrides):
-    metrics = train(compose_config(*overrides), tmp_path)
-    saved = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = run_training(compose_config(*overrides), tmp_path)
+    saved = metrics_of(tmp_path)
     assert saved == metrics  # floats survive JSON exactly
     assert saved["status"] == "completed"
     for key in ("train_loss", "val_loss", "val_accuracy", "samples_per_second", "wall_time_s"):
@@ -53,7 +45,7 @@ def test_train_loss_is_logged_at_every_nth_batch_and_at_each_epochs_end(tmp_path
     cfg = compose_config(
         "dataset.source.num_samples=2000", "loop.epochs=2", "loop.log_every_n_batches=7"
     )
-    metrics = train(cfg, tmp_path)
+    metrics = run_training(cfg, tmp_path)
     run = events(tmp_path)
     assert metrics["steps"] == 2 * math.ceil(1800 / 64)
     # Every 7th batch, and the last, partial window of each epoch (steps 29 and 58).
@@ -69,7 +61,7 @@ def test_train_loss_is_logged_at_every_nth_batch_and_at_each_epochs_end(tmp_path
 
 def test_hparams_live_in_the_same_run_as_the_scalars(tmp_path):
     cfg = compose_config(*SMALL_SYNTHETIC, "optimizer=sgd", "optimizer.lr=0.05")
-    train(cfg, tmp_path)
+    run_training(cfg, tmp_path)
     event_files = list(tmp_path.rglob("events.out.tfevents.*"))
     assert [path.parent for path in event_files] == [tmp_path]  # no add_hparams sub-folder
     from tensorboard.plugins.hparams import plugin_data_pb2
@@ -84,7 +76,7 @@ def test_hparams_live_in_the_same_run_as_the_scalars(tmp_path):
 
 
 def test_fake_mnist_stays_at_chance_after_the_lessons_three_epochs(tmp_path):
-    metrics = train(compose_config("dataset=fake_mnist"), tmp_path)
+    metrics = run_training(compose_config("dataset=fake_mnist"), tmp_path)
     assert metrics["epochs"] == 3
     assert abs(metrics["val_loss"] - math.log(10)) < 0.05
     assert abs(metrics["train_loss"] - math.log(10)) < 0.1
@@ -93,7 +85,7 @@ def test_fake_mnist_stays_at_chance_after_the_lessons_three_epochs(tmp_path):
 @pytest.mark.slow
 def test_synthetic_digits_are_learned_far_above_chance(tmp_path):
     cfg = compose_config("dataset.source.num_samples=12000", "loop.epochs=2")
-    metrics = train(cfg, tmp_path)
+    metrics = run_training(cfg, tmp_path)
     assert metrics["val_accuracy"] > 0.8
     assert metrics["val_loss"] < 1.0
 
@@ -101,7 +93,7 @@ def test_synthetic_digits_are_learned_far_above_chance(tmp_path):
 def test_random_dataset_yields_batches_of_4_4_2():
     cfg = compose_config("dataset=random")
     settings = checks.check(cfg)
-    split = random_dataset().train
+    split = random_dataset(**dataset_source("random")).train
     for mode in ("tensor", "dataloader"):
         loader = type(settings.loader)(**{**vars(settings.loader), "mode": mode})
         sizes = [len(targets) for _, targets in batches(split, loader, seed=0, epoch=0)]
@@ -114,7 +106,7 @@ def test_random_dataset_yields_batches_of_4_4_2():
 def test_shuffle_changes_every_epoch_and_repeats_for_the_same_seed():
     cfg = compose_config("dataset=random")
     loader = checks.check(cfg).loader
-    split = random_dataset().train
+    split = random_dataset(**dataset_source("random")).train
 
     def order(seed, epoch):
         return torch.cat([targets for _, targets in batches(split, loader, seed=seed, epoch=epoch)])
@@ -127,16 +119,16 @@ def test_shuffle_changes_every_epoch_and_repeats_for_the_same_seed():
 @pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tmp_path):
     overrides = (*SMALL_SYNTHETIC, "model.dropout=0.2")
-    first = train(compose_config(*overrides), tmp_path / "a")
-    second = train(compose_config(*overrides), tmp_path / "b")
-    other_seed = train(compose_config(*overrides, "loop.seed=1"), tmp_path / "c")
+    first = run_training(compose_config(*overrides), tmp_path / "a")
+    second = run_training(compose_config(*overrides), tmp_path / "b")
+    other_seed = run_training(compose_config(*overrides, "loop.seed=1"), tmp_path / "c")
     keys = ("train_loss", "val_loss", "val_accuracy", "steps")
     assert [first[k] for k in keys] == [second[k] for k in keys]
     assert first["train_loss"] != other_seed["train_loss"]
 
 
 def test_gradient_clipping_runs(tmp_path):
-    metrics = train(compose_config(*SMALL_SYNTHETIC, "loop.grad_clip_norm=0.5"), tmp_path)
+    metrics = run_training(compose_config(*SMALL_SYNTHETIC, "loop.grad_clip_norm=0.5"), tmp_path)
     assert metrics["val_accuracy"] > 0.5
 
 
@@ -151,7 +143,7 @@ def test_device_flush_denormal_reaches_torch_and_keeps_the_results(tmp_path):
     try:
         for flush in (False, True):
             overrides = (*SMALL_SYNTHETIC, f"device.flush_denormal={str(flush).lower()}")
-            metrics[flush] = train(compose_config(*overrides), tmp_path / str(flush))
+            metrics[flush] = run_training(compose_config(*overrides), tmp_path / str(flush))
             assert flushes_denormals() is flush
     finally:
         torch.set_flush_denormal(False)  # torch's default, for the tests that follow
@@ -172,6 +164,7 @@ print(denormals())
 """
 
 
+@pytest.mark.slow  # a child process
 @pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
 @pytest.mark.parametrize(
     ("first", "then", "reports"),

@@ -23,17 +23,25 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose_config, run_cli
+from conftest import (
+    ONE_CPU,
+    TINY_RUN,
+    child_env,
+    compose_config,
+    metrics_of,
+    run_cli,
+    start_cli,
+    summary_rows,
+    wait_for,
+)
 from mnistlab import SettingError
 from mnistlab.benchmark import job
 from mnistlab.cli import summarize
 from mnistlab.loop.progress import Progress
 from mnistlab.run import checkpoint
-from mnistlab.run.training import train
+from mnistlab.run.training import run_training
 
-TINY_RUN = ("dataset=random", "device=cpu", "device.threads=1", "loop.epochs=1")
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-ENV.pop("HYDRA_FULL_ERROR", None)
+TINY = (*TINY_RUN, *ONE_CPU)
 
 
 def no_signal_on_big_files() -> None:
@@ -51,7 +59,7 @@ def python(code: str, limit: int | None = None) -> subprocess.CompletedProcess:
 
     return subprocess.run(
         [sys.executable, "-c", code],
-        env=ENV,
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -62,6 +70,7 @@ def python(code: str, limit: int | None = None) -> subprocess.CompletedProcess:
 # --- metrics.json and the other outputs are written atomically ------------------------------
 
 
+@pytest.mark.slow  # a child process
 def test_metrics_json_that_does_not_fit_leaves_the_old_one_whole(tmp_path: Path) -> None:
     old = {"status": "completed", "val_loss": 0.5}
     (tmp_path / "metrics.json").write_text(json.dumps(old))
@@ -71,7 +80,7 @@ def test_metrics_json_that_does_not_fit_leaves_the_old_one_whole(tmp_path: Path)
     )
     result = python(code, limit=1000)
     assert "File too large" in result.stderr  # the write really failed
-    assert json.loads((tmp_path / "metrics.json").read_text()) == old  # not a 0-byte file
+    assert metrics_of(tmp_path) == old  # not a 0-byte file
     assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.json"]
 
 
@@ -153,28 +162,20 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one(small_tmpfs: Path) -> 
 @pytest.mark.slow
 def test_a_run_whose_disk_fills_stops_in_one_line_and_says_failed(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
+    process = start_cli(
         "mnistlab.cli.train",
-        *TINY_RUN,
+        *TINY,
         "dataset.source.num_samples=4000",
         "loop.checkpoint_every_n_steps=1",
         f"hydra.run.dir={run_dir}",
-    ]
-    process = subprocess.Popen(
-        command,
         cwd=tmp_path,
-        env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=no_signal_on_big_files,
     )
     saved = run_dir / "checkpoint.pt"
-    deadline = time.monotonic() + 120
-    while not saved.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(saved.exists, process=process)
     size = saved.stat().st_size
     # From now on no file of the run may grow past half a checkpoint: the next save fails.
     resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (size // 2, size // 2))
@@ -185,7 +186,7 @@ def test_a_run_whose_disk_fills_stops_in_one_line_and_says_failed(tmp_path: Path
     line = next(line for line in stderr.splitlines() if "could not save the checkpoint" in line)
     assert str(run_dir) in line and "MB free there" in line
     assert not list(run_dir.glob(".checkpoint.pt.*"))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = metrics_of(run_dir)
     assert metrics["status"] == "failed" and "could not save the checkpoint" in metrics["error"]
     assert checkpoint.load(saved)["format"] == checkpoint.FORMAT  # the previous one, whole
 
@@ -193,8 +194,9 @@ def test_a_run_whose_disk_fills_stops_in_one_line_and_says_failed(tmp_path: Path
 # --- stale temporary checkpoints ---------------------------------------------------------------
 
 
+@pytest.mark.slow  # a child process
 def test_resume_removes_temporaries_of_killed_processes_only(tmp_path: Path) -> None:
-    train(compose_config(*TINY_RUN), tmp_path)
+    run_training(compose_config(*TINY), tmp_path)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # its process id now belongs to no process: it was "killed mid-write"
     stale = tmp_path / f".checkpoint.pt.{gone.pid}.partial"
@@ -204,7 +206,7 @@ def test_resume_removes_temporaries_of_killed_processes_only(tmp_path: Path) -> 
 
     # Resuming the finished run may train nothing more (or be refused once the cleanup is done).
     with suppress(SettingError):
-        train(compose_config(*TINY_RUN, f"loop.resume={tmp_path}"), tmp_path)
+        run_training(compose_config(*TINY, f"loop.resume={tmp_path}"), tmp_path)
 
     assert not stale.exists()
     assert live.exists()
@@ -267,7 +269,7 @@ def test_resume_from_a_zero_byte_checkpoint_is_one_line(tmp_path: Path) -> None:
 
 # --- sweep summaries survive a damaged job folder ---------------------------------------------
 
-SWEEP = ("-m", "optimizer.lr=0.1,0.01", *TINY_RUN)
+SWEEP = ("-m", "optimizer.lr=0.1,0.01", *TINY)
 
 
 def damage_bad_yaml(folder: Path) -> None:
@@ -307,18 +309,17 @@ def sweep_with_a_damaged_folder(tmp_path_factory: pytest.TempPathFactory) -> tup
     return sweep, result.stdout
 
 
-def summary_rows(sweep: Path) -> dict[str, dict[str, str]]:
-    import csv
-
-    with open(sweep / "summary.csv") as file:
-        return {row["folder"]: row for row in csv.DictReader(file)}
+def rows_by_folder(sweep: Path) -> dict[str, dict[str, str]]:
+    """The rows of the sweep's summary.csv by job folder."""
+    return {row["folder"]: row for row in summary_rows(sweep)}
 
 
+@pytest.mark.slow  # the sweep
 def test_sweep_exit_hook_lists_a_damaged_folder_and_ranks_the_rest(
     sweep_with_a_damaged_folder: tuple[Path, str],
 ) -> None:
     sweep, stdout = sweep_with_a_damaged_folder
-    rows = summary_rows(sweep)
+    rows = rows_by_folder(sweep)
     assert rows["7_junk"]["status"] == "unreadable"
     assert rows["7_junk"]["error"].startswith("unreadable: ")
     good = [row for name, row in rows.items() if name != "7_junk"]
@@ -326,6 +327,7 @@ def test_sweep_exit_hook_lists_a_damaged_folder_and_ranks_the_rest(
     assert (sweep / "summary.md").read_text().strip() in stdout
 
 
+@pytest.mark.slow  # the sweep
 @pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))
 def test_summarize_survives_any_one_damaged_job_folder(
     sweep_with_a_damaged_folder: tuple[Path, str], tmp_path: Path, damage: str, capsys
@@ -340,7 +342,7 @@ def test_summarize_survives_any_one_damaged_job_folder(
 
     summarize.main([str(sweep)])
 
-    rows = summary_rows(sweep)
+    rows = rows_by_folder(sweep)
     assert rows[damaged.name]["status"] == "unreadable"
     assert rows[damaged.name]["error"].startswith(reason)
     assert rows[intact.name]["status"] == "completed"
@@ -360,6 +362,7 @@ def read_only_copy(sweep: Path) -> Path:
     return copy
 
 
+@pytest.mark.slow  # the sweep, and a child process
 def test_a_read_only_sweep_folder_still_gets_its_table_printed(
     sweep_with_a_damaged_folder: tuple[Path, str],
 ) -> None:
@@ -370,7 +373,9 @@ def test_a_read_only_sweep_folder_still_gets_its_table_printed(
             pytest.skip("running as root without setpriv: cannot make a folder read-only")
         command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
     try:
-        result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            command, env=child_env(), capture_output=True, text=True, timeout=120
+        )
     finally:
         for path in [sweep.parent, sweep, *sweep.rglob("*")]:
             path.chmod(0o755)
@@ -400,17 +405,15 @@ def test_matmul_refuses_sizes_that_do_not_fit_before_allocating(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_matmul_stopped_at_the_third_size_keeps_the_first_two(tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
+    process = start_cli(
         "mnistlab.benchmark",
-        "device=cpu",
-        "device.threads=1",
+        *ONE_CPU,
         "benchmark.sizes=[8,16,32]",
         "benchmark.min_run_time=1.5",  # each size takes 1.5 s: time to stop the third
         f"hydra.run.dir={tmp_path / 'bench'}",
-    ]
-    process = subprocess.Popen(command, cwd=tmp_path, env=ENV, stderr=subprocess.PIPE)
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+    )
     results = tmp_path / "bench" / "results.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:

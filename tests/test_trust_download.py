@@ -4,24 +4,20 @@ Every download here comes from a real HTTP server on 127.0.0.1; one of its paths
 a byte at a time, as a failing mirror did.
 """
 
-import functools
 import gzip
 import logging
-import os
 import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, compose_config
+from conftest import QuietHandler, child_env, compose_config, dataset_source, serving, wait_for
 from mnistlab import SettingError
 from mnistlab.benchmark import job
 from mnistlab.data import download, mnist
@@ -32,11 +28,8 @@ from mnistlab.files import PARTIAL_SUFFIX
 SIZE = 100  # bytes each trickled file promises
 
 
-class Handler(SimpleHTTPRequestHandler):
+class Handler(QuietHandler):
     """Serves a folder quietly; /trickle/<name> promises SIZE bytes and sends one per 0.1 s."""
-
-    def log_message(self, *args) -> None:
-        pass
 
     def do_GET(self) -> None:
         if not self.path.startswith("/trickle/"):
@@ -58,15 +51,8 @@ class Handler(SimpleHTTPRequestHandler):
 def server(tmp_path: Path) -> Iterator[str]:
     """http://127.0.0.1:PORT: /trickle/ is slow; other paths serve tmp_path/www."""
     (tmp_path / "www").mkdir()
-    httpd = ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path / "www"))
-    )
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Handler, tmp_path / "www") as url:
+        yield url
 
 
 # --- the per-file deadline, progress, and clean-up --------------------------------------------
@@ -108,20 +94,17 @@ ensure_files(Path(sys.argv[1]), [sys.argv[2]], {{}})
 """
 
 
+@pytest.mark.slow  # a child process
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stopped_download_leaves_no_part_file(server: str, tmp_path: Path, signum) -> None:
     root = tmp_path / "data"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     process = subprocess.Popen(
         [sys.executable, "-c", DOWNLOAD.format(), str(root), f"{server}/trickle/"],
-        env=env,
+        env=child_env(),
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not list(root.glob(f".*{PARTIAL_SUFFIX}")) and time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read()
-        time.sleep(0.02)
+    wait_for(lambda: list(root.glob(f".*{PARTIAL_SUFFIX}")), timeout=60, process=process)
     process.send_signal(signum)
     process.communicate(timeout=30)
 
@@ -135,7 +118,7 @@ def test_a_stopped_download_leaves_no_part_file(server: str, tmp_path: Path, sig
 
 def test_missing_files_with_download_false_say_so(tmp_path: Path) -> None:
     with pytest.raises(SettingError) as error:
-        mnist.mnist(root=str(tmp_path), download=False)
+        mnist.mnist(**dataset_source("mnist", root=str(tmp_path), download=False))
     message = str(error.value)
     assert f"dataset files missing in {tmp_path}" in message
     assert "dataset.source.download=false, so nothing was downloaded" in message
@@ -160,7 +143,7 @@ def test_idx_without_mirrors_never_mentions_downloads_or_the_mnist_variable(
     messages = []
     for root in (tmp_path / "damaged", tmp_path / "empty"):
         with pytest.raises(SettingError) as error:
-            idx(str(root), num_val_samples=1)
+            idx(**dataset_source("idx", root=str(root), num_val_samples=1))
         messages.append(str(error.value))
     damaged, missing = messages
     assert "truncated or damaged: replace it with a good copy" in damaged
@@ -172,7 +155,11 @@ def test_idx_without_mirrors_never_mentions_downloads_or_the_mnist_variable(
 def test_mnist_damage_with_download_false_says_how_to_download_again(tmp_path: Path) -> None:
     damaged_idx_folder(tmp_path / "damaged")
     with pytest.raises(SettingError) as error:
-        mnist.mnist(root=str(tmp_path / "damaged"), download=False, checksums=False)
+        mnist.mnist(
+            **dataset_source(
+                "mnist", root=str(tmp_path / "damaged"), download=False, checksums=False
+            )
+        )
     assert "delete it and set dataset.source.download=true to download it again" in str(error.value)
 
 

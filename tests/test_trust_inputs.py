@@ -14,7 +14,7 @@ import torch
 from conftest import compose_config, run_cli, write_idx_dataset
 from mnistlab import SettingError
 from mnistlab.config import checks as config
-from mnistlab.run.training import train
+from mnistlab.run.training import run_training
 
 # Lines Hydra prints around every error; the error itself is what is left.
 HYDRA_FRAME = ("Error executing job with overrides", "Set the environment variable HYDRA_FULL")
@@ -191,11 +191,12 @@ class MNISTSizedMLP(torch.nn.Sequential):
 def test_bad_combinations_stop_before_training(tmp_path, caplog, overrides, says):
     caplog.set_level(logging.INFO)
     with pytest.raises(SettingError, match=re.escape(says)):
-        train(compose_config(*overrides.split(), *QUICK), tmp_path)
+        run_training(compose_config(*overrides.split(), *QUICK), tmp_path)
     assert "epoch 1/" not in caplog.text
     assert not list(tmp_path.iterdir())  # no checkpoint, no metrics, no events
 
 
+@pytest.mark.slow  # the real CLI
 def test_help_lists_only_the_groups_a_training_run_uses(tmp_path):
     result = run_cli("mnistlab.cli.train", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -1,16 +1,14 @@
 """The resume contract: what a resuming command may change, what it may not, and run folders.
 
 The saved config is the base; the command's explicit overrides apply on top where they do not
-change what the checkpoint is (mnistlab.config.changeable.RESUME_MAY_CHANGE), and stop the run in one line where
-they would. A new run never replaces another run's folder unless told to.
+change what the checkpoint is (mnistlab.config.changeable.RESUME_MAY_CHANGE), and stop the run
+in one line where they would. A new run never replaces another run's folder unless told to.
 """
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,10 +16,20 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose_config, run_cli, write_idx_dataset
+from conftest import (
+    TINY_RUN,
+    compose_config,
+    metrics_of,
+    paste,
+    resume_in_process,
+    run_cli,
+    start_cli,
+    when_started,
+    write_idx_dataset,
+)
 from mnistlab import SettingError
 from mnistlab.run import checkpoint
-from mnistlab.run.training import train
+from mnistlab.run.training import run_training
 
 SMALL = (
     "device.threads=1",
@@ -33,14 +41,6 @@ SMALL = (
 )
 
 
-def resume_in_process(run: Path, *overrides: str) -> dict:
-    """Resume `run` from Python, as `mnistlab-train loop.resume=<run> <overrides>` would."""
-    cfg = compose_config(f"loop.resume={run}", *overrides)
-    if not overrides:
-        return train(cfg, run.parent / "unused")
-    return train(cfg, run.parent / "unused", overrides)
-
-
 def outputs_of(run: Path) -> dict[str, bytes]:
     """Every file of a run folder, by relative path, with its bytes."""
     return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
@@ -50,7 +50,7 @@ def outputs_of(run: Path) -> dict[str, bytes]:
 def one_epoch(tmp_path_factory) -> Path:
     """A finished 1-epoch run; tests copy it before changing it."""
     run = tmp_path_factory.mktemp("one_epoch") / "run"
-    train(compose_config(*SMALL, "loop.epochs=1"), run)
+    run_training(compose_config(*SMALL, "loop.epochs=1"), run)
     return run
 
 
@@ -61,10 +61,10 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
 
 
 def test_extending_a_finished_run_matches_an_uninterrupted_one_bit_for_bit(tmp_path, one_epoch):
-    first_part = json.loads((one_epoch / "metrics.json").read_text())
+    first_part = metrics_of(one_epoch)
     run = copy_of(one_epoch, tmp_path)
     metrics = resume_in_process(run, "loop.epochs=2")
-    whole = train(compose_config(*SMALL, "loop.epochs=2"), tmp_path / "whole")
+    whole = run_training(compose_config(*SMALL, "loop.epochs=2"), tmp_path / "whole")
 
     weights = checkpoint.load(run / checkpoint.FILENAME)["model"]
     reference = checkpoint.load(tmp_path / "whole" / checkpoint.FILENAME)["model"]
@@ -73,7 +73,7 @@ def test_extending_a_finished_run_matches_an_uninterrupted_one_bit_for_bit(tmp_p
     for key in ("train_loss", "val_loss", "val_accuracy", "epochs", "steps", "status"):
         assert metrics[key] == whole[key], key
     assert metrics["resumes"] == [{"at_step": first_part["steps"], "overrides": ["loop.epochs=2"]}]
-    assert json.loads((run / "metrics.json").read_text())["resumes"] == metrics["resumes"]
+    assert metrics_of(run)["resumes"] == metrics["resumes"]
     # The run's wall time covers both of its parts.
     assert metrics["wall_time_s"] > first_part["wall_time_s"]
 
@@ -117,7 +117,7 @@ def test_a_diverged_run_is_resumed_with_the_lower_rate_its_message_suggests(tmp_
     run = tmp_path / "run"
     cfg = compose_config(*SMALL, *diverging, "loop.checkpoint_every_n_steps=1", "loop.epochs=1")
     with pytest.raises(SettingError, match="became nan") as divergence:
-        train(cfg, run)
+        run_training(cfg, run)
     hint = r"continue from it with a lower rate, (.*) optimizer.lr=<lower>"
     (command,) = re.findall(hint, str(divergence.value))
     assert command == f"mnistlab-train 'loop.resume=\"{run}\"'"
@@ -154,6 +154,7 @@ def test_a_change_that_would_change_what_the_checkpoint_is_is_refused(
     assert outputs_of(run) == before
 
 
+@pytest.mark.slow  # the real CLI
 def test_a_refused_resume_through_the_cli_leaves_the_run_as_it_was(tmp_path, one_epoch):
     run = copy_of(one_epoch, tmp_path)
     (run / "train.log").write_text("the first part's log\n")  # as mnistlab-train leaves it
@@ -175,11 +176,12 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, one_epoch
     assert "finished all its 1 epochs already: nothing changed" in line
 
 
+@pytest.mark.slow  # the real CLI
 def test_moved_data_is_found_with_dataset_source_root_on_the_command_line(tmp_path):
     write_idx_dataset(tmp_path / "data", n_train=120, n_test=20)
     idx = ("dataset=idx", "dataset.source.num_val_samples=20", "dataset.loader.batch_size=20")
     run = tmp_path / "run"
-    train(
+    run_training(
         compose_config(
             *idx, f"dataset.source.root={tmp_path / 'data'}", "device.threads=1", "loop.epochs=1"
         ),
@@ -197,7 +199,7 @@ def test_moved_data_is_found_with_dataset_source_root_on_the_command_line(tmp_pa
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = metrics_of(run)
     assert (metrics["status"], metrics["epochs"]) == ("completed", 2)
     (record,) = (run / ".hydra").glob("resumed_*/config.yaml")  # the config it continued with
     resumed = OmegaConf.load(record)
@@ -212,29 +214,20 @@ def test_moved_data_is_found_with_dataset_source_root_on_the_command_line(tmp_pa
 # --- the resume command printed after an interrupt ---------------------------------------------
 
 
+@pytest.mark.slow  # the real CLI
 def test_the_printed_resume_command_works_when_pasted_for_a_sweep_job_folder(tmp_path):
     run = tmp_path / "sweep" / "4_optimizer.lr=0.01,optimizer=adam"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mnistlab.cli.train",
-            f"hydra.run.dir='{run}'",
-            *SMALL,
-            "loop.epochs=200",
-        ],
+    process = start_cli(
+        "mnistlab.cli.train",
+        f"hydra.run.dir='{run}'",
+        *SMALL,
+        "loop.epochs=200",
         cwd=tmp_path,
-        env=env,
         stdout=subprocess.PIPE,  # where the log goes
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while not list(run.glob("events.out.tfevents.*")):
-        assert time.monotonic() < deadline and process.poll() is None, process.stdout.read()
-        time.sleep(0.05)
-    time.sleep(0.5)
+    when_started(run, process, settle=0.5)
     process.send_signal(signal.SIGINT)
     assert process.wait(60) == 130
     (command,) = re.findall(r"continue with: (.*)", process.stdout.read())
@@ -242,17 +235,9 @@ def test_the_printed_resume_command_works_when_pasted_for_a_sweep_job_folder(tmp
 
     # Pasted into a shell, with one more setting so that it ends one epoch later.
     epochs = checkpoint.load(run / checkpoint.FILENAME)["progress"]["epoch"] + 1
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    pasted = subprocess.run(
-        ["bash", "-c", f"{command} loop.epochs={epochs}"],
-        cwd=tmp_path,
-        env={**env, "PATH": path},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    pasted = paste(f"{command} loop.epochs={epochs}", tmp_path, timeout=120)
     assert pasted.returncode == 0, pasted.stderr
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = metrics_of(run)
     assert (metrics["status"], metrics["epochs"]) == ("completed", epochs)
     assert metrics["resumes"][0]["overrides"] == [f"loop.epochs={epochs}"]
 
@@ -260,6 +245,7 @@ def test_the_printed_resume_command_works_when_pasted_for_a_sweep_job_folder(tmp
 # --- run folders ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the real CLI
 def test_a_new_run_does_not_replace_a_run_unless_told_to_overwrite(tmp_path, one_epoch):
     run = copy_of(one_epoch, tmp_path)
     (run / ".hydra").mkdir()
@@ -276,16 +262,16 @@ def test_a_new_run_does_not_replace_a_run_unless_told_to_overwrite(tmp_path, one
     again = run_cli(
         "mnistlab.cli.train",
         f"hydra.run.dir={run}",
-        "dataset=random",
-        "loop.epochs=1",
+        *TINY_RUN,
         "loop.overwrite=true",
         cwd=tmp_path,
     )
     assert again.returncode == 0, again.stderr
     assert len(list(run.glob("events.out.tfevents.*"))) == 1  # the old run's events are gone
-    assert json.loads((run / "metrics.json").read_text())["steps"] == 3  # dataset=random's
+    assert metrics_of(run)["steps"] == 3  # dataset=random's
 
 
+@pytest.mark.slow  # the real CLI
 @pytest.mark.parametrize("where", ["file", "below a file"])
 def test_a_run_folder_that_is_a_file_is_refused_in_one_line(tmp_path, where):
     file = tmp_path / "notes.txt"
@@ -298,6 +284,7 @@ def test_a_run_folder_that_is_a_file_is_refused_in_one_line(tmp_path, where):
     assert file.read_text() == "keep me\n"
 
 
+@pytest.mark.slow  # the real CLI
 def test_a_refused_run_leaves_no_new_folder_behind(tmp_path):
     result = run_cli("mnistlab.cli.train", "model.dropout=1.5", cwd=tmp_path, timeout=120)
     assert result.returncode == 1 and "model.dropout" in result.stderr

@@ -12,11 +12,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose_config, run_cli
+from conftest import compose_config, resume_in_process, run_cli
 from mnistlab import SettingError
 from mnistlab.data.splits import random_dataset
 from mnistlab.run import checkpoint, resume
-from mnistlab.run.training import train
+from mnistlab.run.training import run_training
 
 # What an attacker writes: a plain run config (as mnistlab saves one) to change.
 RUN_CONFIG = {
@@ -56,6 +56,7 @@ def refused_line(tmp_path: Path, path: Path) -> str:
     return line
 
 
+@pytest.mark.slow  # the real CLI
 def test_a_checkpoint_cannot_make_resume_open_a_file_for_writing(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
@@ -66,6 +67,7 @@ def test_a_checkpoint_cannot_make_resume_open_a_file_for_writing(tmp_path):
     assert victim.read_text() == "precious\n"
 
 
+@pytest.mark.slow  # the real CLI
 def test_a_checkpoint_cannot_make_resume_write_a_script(tmp_path):
     script = tmp_path / "evil.sh"
     source = {"_target_": "numpy.savetxt", "fname": str(script), "X": [[1]], "fmt": "touch pwned"}
@@ -74,6 +76,7 @@ def test_a_checkpoint_cannot_make_resume_write_a_script(tmp_path):
     assert not script.exists()
 
 
+@pytest.mark.slow  # the real CLI
 @pytest.mark.parametrize("section", ["model", "optimizer"])
 def test_a_checkpoint_cannot_swap_the_model_or_optimizer_for_any_callable(tmp_path, section):
     # logging.basicConfig takes any keyword and creates its log file before it complains.
@@ -82,13 +85,6 @@ def test_a_checkpoint_cannot_swap_the_model_or_optimizer_for_any_callable(tmp_pa
     line = refused_line(tmp_path, crafted(tmp_path, **{section: node}))
     assert f"{section}._target_=logging.basicConfig" in line
     assert not marker.exists()
-
-
-def resume_in_process(path: Path, tmp_path: Path, *overrides: str, **kwargs) -> dict:
-    cfg = compose_config(f"loop.resume={path}", *overrides)
-    if not overrides and not kwargs:
-        return train(cfg, tmp_path / "unused")
-    return train(cfg, tmp_path / "unused", overrides, **kwargs)
 
 
 NOT_PLAIN = [
@@ -124,7 +120,7 @@ NOT_PLAIN = [
 def test_a_checkpoint_config_must_be_plain_values_offered_here(tmp_path, name, nodes, named):
     path = crafted(tmp_path, **nodes)
     with pytest.raises(SettingError, match="refused for safety") as refusal:
-        resume_in_process(path, tmp_path)
+        resume_in_process(path)
     assert named in str(refusal.value)
 
 
@@ -136,7 +132,7 @@ def test_a_checkpoint_config_that_is_no_run_config_is_refused_in_one_line(tmp_pa
     path = tmp_path / checkpoint.FILENAME
     torch.save({"format": checkpoint.FORMAT, "config": config}, path)
     with pytest.raises(SettingError, match=r"^loop.resume: .* (holds|has) ") as refusal:
-        resume_in_process(path, tmp_path)
+        resume_in_process(path)
     assert "\n" not in str(refusal.value)
 
 
@@ -147,16 +143,16 @@ def tiny(num_samples: int, num_val_samples: int, seed: int):
 
 def test_a_target_is_offered_by_the_users_own_groups_or_command_line(tmp_path):
     own = ("dataset=random", "dataset.source._target_=test_trust_security.tiny")
-    train(compose_config(*own, "loop.epochs=1"), tmp_path / "run")
+    run_training(compose_config(*own, "loop.epochs=1"), tmp_path / "run")
     with pytest.raises(SettingError, match="test_trust_security.tiny, which no config group"):
-        resume_in_process(tmp_path / "run", tmp_path, "loop.epochs=2")
+        resume_in_process(tmp_path / "run", "loop.epochs=2")
 
     groups = tmp_path / "my_conf" / "dataset"  # what --config-dir my_conf would add
     groups.mkdir(parents=True)
     (groups / "tiny.yaml").write_text("source:\n  _target_: test_trust_security.tiny\n")
     sources = (f"file://{tmp_path / 'my_conf'}", *resume.DEFAULT_SOURCES)
-    metrics = resume_in_process(tmp_path / "run", tmp_path, "loop.epochs=2", config_sources=sources)
+    metrics = resume_in_process(tmp_path / "run", "loop.epochs=2", config_sources=sources)
     assert metrics["epochs"] == 2
 
-    metrics = resume_in_process(tmp_path / "run", tmp_path, own[1], "loop.epochs=3")
+    metrics = resume_in_process(tmp_path / "run", own[1], "loop.epochs=3")
     assert metrics["epochs"] == 3

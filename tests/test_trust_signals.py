@@ -6,26 +6,37 @@ nothing left to stop and the run completes. Under torchrun the ranks stop togeth
 when the torchrun agent dies.
 """
 
-import http.server
-import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import (
+    ONE_CPU,
+    TESTS,
+    TINY_RUN,
+    TORCHRUN,
+    QuietHandler,
+    child_env,
+    metrics_of,
+    only_run,
+    serving,
+    start_cli,
+    wait_for,
+    when_started,
+)
 from mnistlab.data.splits import Splits, TensorPairs, random_dataset
 from mnistlab.parts.models import MNISTClassifier
 
-TESTS = Path(__file__).resolve().parent
-ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{TESTS}"}
-QUICK = ("loop.epochs=1", "device.threads=1")
+pytestmark = pytest.mark.slow  # every test here signals a real process
+
+# The random dataset's one epoch on one thread; this module's own targets importable.
+QUICK = (*TINY_RUN, "device.threads=1")
+ENV = child_env(TESTS)
 
 
 def signals_while_loading(
@@ -55,26 +66,25 @@ class SignalsDuringTest(MNISTClassifier):
         return super().forward(x)
 
 
-def cli(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mnistlab.cli.train", *args],
+def cli(*args: str, cwd: Path) -> subprocess.Popen:
+    """mnistlab-train, running, its output (both streams) piped as text."""
+    return start_cli(
+        "mnistlab.cli.train",
+        *args,
         cwd=cwd,
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        **kwargs,
     )
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_while_torch_loads_ends_the_job_in_one_line(tmp_path, signum):
-    process = cli(*QUICK, "dataset=random", cwd=tmp_path)
+    process = cli(*QUICK, cwd=tmp_path)
     # Hydra opens train.log as the job starts; torch then takes a second or more to import.
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob("outputs/runs/*/train.log")):
-        assert time.monotonic() < deadline and process.poll() is None, "the job never started"
-        time.sleep(0.005)
+    runs = tmp_path / "outputs" / "runs"
+    wait_for(lambda: list(runs.glob("*/train.log")), timeout=60, process=process, every=0.005)
     process.send_signal(signum)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signum, output
@@ -86,18 +96,15 @@ def test_signal_while_torch_loads_ends_the_job_in_one_line(tmp_path, signum):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_while_data_loads_ends_the_run_in_one_line(tmp_path, signum):
     source = "dataset.source._target_=test_trust_signals.signals_while_loading"
-    process = cli(
-        *QUICK, "dataset=random", source, f"+dataset.source.signum={signum}", cwd=tmp_path
-    )
+    process = cli(*QUICK, source, f"+dataset.source.signum={signum}", cwd=tmp_path)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signum, output
     assert f"interrupted before training started ({signal.Signals(signum).name})" in output
     assert "Traceback" not in output
-    (run,) = (tmp_path / "outputs" / "runs").iterdir()
-    assert sorted(path.name for path in run.iterdir()) == [".hydra", "train.log"]
+    assert sorted(path.name for path in only_run(tmp_path).iterdir()) == [".hydra", "train.log"]
 
 
-class StalledMirror(http.server.BaseHTTPRequestHandler):
+class StalledMirror(QuietHandler):
     """Promises a file and sends none of it: the download waits."""
 
     def do_GET(self) -> None:
@@ -107,32 +114,23 @@ class StalledMirror(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
         time.sleep(20)
 
-    def log_message(self, *args: object) -> None:
-        pass
 
-
-@pytest.mark.slow
 def test_sigterm_during_a_stalled_download_ends_the_run_and_leaves_no_partial_file(tmp_path):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StalledMirror)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    mirror = f"http://127.0.0.1:{server.server_address[1]}/"
     data, run = tmp_path / "data", tmp_path / "run"
-    process = cli(
-        *QUICK,
-        "dataset=mnist",
-        f"dataset.source.root={data}",
-        f"dataset.source.mirrors=[{mirror}]",
-        f"hydra.run.dir={run}",
-        cwd=tmp_path,
-    )
-    deadline = time.monotonic() + 60
-    while not list(data.glob(".*.partial")):  # the download has begun, and waits
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=30)
-    server.shutdown()
+    with serving(StalledMirror) as mirror:
+        process = cli(
+            "loop.epochs=1",
+            "device.threads=1",
+            "dataset=mnist",
+            f"dataset.source.root={data}",
+            f"dataset.source.mirrors=[{mirror}/]",
+            f"hydra.run.dir={run}",
+            cwd=tmp_path,
+        )
+        # The download has begun, and waits.
+        wait_for(lambda: list(data.glob(".*.partial")), timeout=60, process=process)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
     assert process.returncode == 143, output
     assert "interrupted before training started (SIGTERM)" in output
     assert "Traceback" not in output
@@ -143,7 +141,6 @@ def test_sigint_during_the_final_test_lets_the_run_complete(tmp_path):
     run = tmp_path / "run"
     process = cli(
         *QUICK,
-        "dataset=random",
         "dataset.source._target_=test_trust_signals.with_test_split",
         "model._target_=test_trust_signals.SignalsDuringTest",
         f"hydra.run.dir={run}",
@@ -152,7 +149,7 @@ def test_sigint_during_the_final_test_lets_the_run_complete(tmp_path):
     output, _ = process.communicate(timeout=120)
     # One consistent outcome: the test finished, the run says completed, the exit code is 0.
     assert process.returncode == 0, output
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = metrics_of(run)
     assert metrics["status"] == "completed" and "test_loss" in metrics
     assert "SIGINT came after training had finished: the run completed anyway" in output
 
@@ -163,8 +160,7 @@ def test_sigint_during_the_final_test_lets_the_run_complete(tmp_path):
 # that stopping at its end (the old behaviour, log_every_n_batches being beyond the epoch)
 # cannot pass for stopping soon.
 LONG_EPOCH = (
-    "device=cpu",
-    "device.threads=1",
+    *ONE_CPU,
     "dataset=fake_mnist",
     "dataset.source.num_samples=60000",
     "dataset.loader.batch_size=1",
@@ -175,22 +171,18 @@ STEPS_PER_EPOCH = 60000 // 2
 
 
 def torchrun(run: Path, cwd: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    return subprocess.Popen(
-        [*command, "-m", "mnistlab.cli.train", *LONG_EPOCH, f"hydra.run.dir={run}"],
+    """Two ranks of mnistlab-train under torchrun, into `run`, running."""
+    return start_cli(
+        *TORCHRUN,
+        "-m",
+        "mnistlab.cli.train",
+        *LONG_EPOCH,
+        f"hydra.run.dir={run}",
         cwd=cwd,
         env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-def wait_for_training(run: Path, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while not list(run.glob("events.out.tfevents.*")):
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.05)
-    time.sleep(0.5)  # into the epoch
 
 
 def children(pid: int) -> list[int]:
@@ -214,28 +206,26 @@ def running(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
 def test_torchrun_ranks_stop_together_within_a_few_steps_of_sigterm(tmp_path):
     run = tmp_path / "run"
     process = torchrun(run, tmp_path)
-    wait_for_training(run, process)
+    when_started(run, process, settle=0.5)  # into the epoch
     sent = time.monotonic()
     process.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
     process.wait(60)
     took = time.monotonic() - sent
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = metrics_of(run)
     assert metrics["status"] == "interrupted"
     # Stopped mid-epoch, at a step both ranks agreed on (else one would wait in DDP forever).
     assert 0 < metrics["steps"] < STEPS_PER_EPOCH
     assert took < 15, f"{took:.1f} s from SIGTERM to exit"
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the ranks through /proc")
 def test_torchrun_ranks_stop_when_the_agent_dies(tmp_path):
     run = tmp_path / "run"
     process = torchrun(run, tmp_path)
-    wait_for_training(run, process)
+    when_started(run, process, settle=0.5)  # into the epoch
     ranks = children(process.pid)
     assert len(ranks) == 2
     process.kill()  # SIGKILL: the agent can pass nothing on; the ranks are on their own
@@ -248,6 +238,6 @@ def test_torchrun_ranks_stop_when_the_agent_dies(tmp_path):
     finally:
         for pid in filter(running, ranks):
             os.kill(pid, signal.SIGKILL)
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = metrics_of(run)
     assert metrics["status"] == "interrupted"
     assert 0 < metrics["steps"] < STEPS_PER_EPOCH

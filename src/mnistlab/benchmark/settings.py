@@ -1,12 +1,15 @@
 """The benchmark job's settings: dataclass schemas for conf/benchmark/*.yaml, without torch.
 
+Types and ranges only: the values, defaults included, are in the YAML files.
+
 `mnistlab-benchmark --help` composes the config with these alone; torch loads only when a
 benchmark runs.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 from mnistlab import SettingError
 from mnistlab.cli import resolvers
@@ -20,13 +23,13 @@ VARIANT_NAMES = ("lesson", "lesson_fused", "mnistlab", "bare", "bare_defaults", 
 class MatmulSettings:
     """The `benchmark=matmul` group: which products to time, and for how long."""
 
-    name: str = "matmul"
-    sizes: list[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048, 4096])
-    dtypes: list[str] = field(default_factory=lambda: ["float32"])
-    warmup: int = 1  # untimed products first: lazy initialisation is not the product's cost
-    min_run_time: float = 3.0  # seconds of timed products per measurement (at least one)
+    name: str = MISSING
+    sizes: list[int] = MISSING
+    dtypes: list[str] = MISSING
+    warmup: int = MISSING  # untimed products first: lazy initialisation is not the product's cost
+    min_run_time: float = MISSING  # seconds of timed products per measurement (at least one)
     tf32: bool = False  # allow TF32 for CUDA float32 products (PyTorch's default: off)
-    seed: int = 0
+    seed: int = MISSING
 
     def __post_init__(self) -> None:
         if not self.sizes or min(self.sizes) < 1:
@@ -46,17 +49,17 @@ class MatmulSettings:
 class TrainingSettings:
     """The `benchmark=training` group: one workload, trained by every loop variant in turn."""
 
-    name: str = "training"
-    variants: list[str] = field(default_factory=lambda: list(VARIANT_NAMES))
-    data: str = "random"  # random: MNIST-shaped noise, no files; mnist: the real training images
-    num_samples: int = 60_000
-    batch_size: int = 64
-    lr: float = 1e-3
-    rounds: int = 3  # each round trains every variant one epoch; we report the median
-    warmup_samples: int = 6400  # one short untimed epoch per variant first
-    log_every_n_batches: int = 100
-    fast_optimizer: bool = True  # (2)'s optimizer, as loop.fast_optimizer sets it for a run
-    seed: int = 0
+    name: str = MISSING
+    variants: list[str] = MISSING
+    data: str = MISSING  # random: MNIST-shaped noise, no files; mnist: the real training images
+    num_samples: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    rounds: int = MISSING  # each round trains every variant one epoch; we report the median
+    warmup_samples: int = MISSING  # one short untimed epoch per variant first
+    log_every_n_batches: int = MISSING
+    fast_optimizer: bool = MISSING  # (2)'s optimizer, as loop.fast_optimizer sets it for a run
+    seed: int = MISSING
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.variants if name not in VARIANT_NAMES]
@@ -79,9 +82,9 @@ class TrainingSettings:
 class TimeToAccuracySettings:
     """The `benchmark=time_to_accuracy` group: one mnistlab-train run of a preset with a target."""
 
-    name: str = "time_to_accuracy"
-    experiment: str = "mnist_speedrun"  # experiments/<name>.yaml: it must set loop.target
-    overrides: list[str] = field(default_factory=list)  # more settings, as mnistlab-train takes
+    name: str = MISSING
+    experiment: str = MISSING  # experiments/<name>.yaml: it must set loop.target
+    overrides: list[str] = MISSING  # more settings, as mnistlab-train takes
 
     def __post_init__(self) -> None:
         if not self.experiment:

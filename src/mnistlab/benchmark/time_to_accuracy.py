@@ -1,6 +1,6 @@
 """`benchmark=time_to_accuracy`: one ordinary training run of a preset that has a target.
 
-The run is mnistlab-train's own `train()` on the shipped config composed with
+The run is mnistlab-train's own `run_training()` on the shipped config composed with
 `experiment=<benchmark.experiment>` (the speed-run recipe by default) and any further
 overrides; the loop stops as soon as `loop.target` is reached and metrics.json records when.
 This job reports that time: from the data loaded to the evaluation that reached the target.
@@ -38,7 +38,7 @@ def time_to_accuracy_benchmark(
             "benchmark.overrides=[loop.target.metric=...,loop.target.value=...]"
         )
     print(f"device: {describe(device)}; mnistlab-train {' '.join(overrides)}")
-    metrics = run.train(cfg, out_dir)
+    metrics = run.run_training(cfg, out_dir)
     results = race_results(metrics, settings, cfg.loop.target.metric, cfg.loop.target.value)
     print(format_table([list(results["table"]), [str(v) for v in results["table"].values()]]))
     print(race_summary(results))

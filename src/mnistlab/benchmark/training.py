@@ -27,6 +27,7 @@ from mnistlab.benchmark.loops import (
 )
 from mnistlab.benchmark.output import format_table, write_results, write_scalars
 from mnistlab.benchmark.settings import TrainingSettings
+from mnistlab.config import shipped
 from mnistlab.data.splits import TensorPairs
 from mnistlab.data.splits import build as build_data
 from mnistlab.parts.device import denormals, describe, synchronize
@@ -106,7 +107,9 @@ def workload_data(settings: TrainingSettings) -> TensorPairs:
     """`num_samples` MNIST-shaped random images and labels, or the first of the real ones."""
     if settings.data == "mnist":
         # Cached, else downloaded. No setting names its folder here: messages name $MNISTLAB_DATA.
-        splits = build_data({"_target_": "mnistlab.data.mnist.mnist", "key": None})
+        source = shipped.option("dataset", "mnist").source  # as dataset=mnist reads it
+        source.key = None
+        splits = build_data(source)
         images = torch.cat([splits.train.inputs, splits.val.inputs])
         if settings.num_samples > len(images):
             raise SettingError(

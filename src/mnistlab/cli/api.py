@@ -67,5 +67,5 @@ def train(
     if config_dir is not None:  # a resumed run may call what the user's own groups offer
         sources.append(f"file://{Path(config_dir).expanduser().resolve()}")
     resumed = rundir.resumed_folder(cfg.loop.resume)
-    metrics = training.train(cfg, Path(out_dir), overrides, sources)
+    metrics = training.run_training(cfg, Path(out_dir), overrides, sources)
     return Result(metrics=metrics, run_dir=resumed or Path(out_dir))

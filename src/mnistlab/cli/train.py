@@ -8,7 +8,7 @@ mnistlab-train loop.resume=outputs/runs/<run>    # continue an interrupted run
 Only Hydra loads with this module; torch and the training code (mnistlab.run.training) load
 when a job starts, so `--help` and `--cfg job` answer in a fraction of torch's own import time.
 `main` does only Hydra's part (the folder, the sweep's context, the objective to return);
-`mnistlab.run.training.train` is plain Python.
+`mnistlab.run.training.run_training` is plain Python.
 """
 
 import logging
@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from mnistlab import names
 from mnistlab.cli import process, resolvers
 from mnistlab.loop import signals
-from mnistlab.run import build, rundir
+from mnistlab.run import rundir
 from mnistlab.sweep import context, interrupt, optuna_study, rerun
 from mnistlab.sweep.context import SweepContext
 
@@ -85,7 +85,7 @@ def job(
             import torch._dynamo  # noqa: F401  # which torch's optimizers load: frozen with it
 
             from mnistlab.parts import distributed
-            from mnistlab.run import training
+            from mnistlab.run import build, training
         distributed.adopt_slurm()
         if distributed.world().size > 1:
             rundir.set_started(distributed.join())  # a SLURM task; torchrun's joined in `cli`
@@ -95,7 +95,7 @@ def job(
     in_sweep = None
     if sweeping:
         in_sweep = build.InSweep(Path(hydra_cfg.sweep.dir), optuna_study.trial_hook)
-    metrics = training.train(cfg, out_dir, overrides, sources, record, in_sweep)
+    metrics = training.run_training(cfg, out_dir, overrides, sources, record, in_sweep)
     return metrics[cfg.objective]
 
 

@@ -197,13 +197,13 @@ def split_order(
 
 
 def idx(
-    root: str | None = None,
-    mirrors: Sequence[str] = (),
-    md5: Mapping[str, str] | None = None,
-    num_val_samples: int = 5000,
-    num_train_samples: int | None = None,
-    seed: int = 0,
-    download_deadline_s: float = DOWNLOAD_DEADLINE_S,
+    root: str | None,
+    mirrors: Sequence[str],
+    md5: Mapping[str, str] | None,
+    num_val_samples: int,
+    num_train_samples: int | None,
+    seed: int,
+    download_deadline_s: float,
     key: str | None = "dataset.source",
 ) -> Splits:
     """Any dataset in MNIST's four-file IDX layout; sizes and class count come from the files.
@@ -274,14 +274,14 @@ def pixel_std_mean(pixel_counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor
 
 
 def mnist(
-    root: str | None = None,
-    mirrors: Sequence[str] = MNIST_MIRRORS,
-    download: bool = True,
-    checksums: bool = True,
-    num_val_samples: int = 5000,
-    num_train_samples: int | None = None,
-    seed: int = 0,
-    download_deadline_s: float = DOWNLOAD_DEADLINE_S,
+    root: str | None,
+    mirrors: Sequence[str],
+    download: bool,
+    checksums: bool,
+    num_val_samples: int,
+    num_train_samples: int | None,
+    seed: int,
+    download_deadline_s: float,
     key: str | None = "dataset.source",
 ) -> Splits:
     """Real MNIST from `root` (default: $MNISTLAB_DATA, else the user cache); fetched if missing."""

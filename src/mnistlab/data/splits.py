@@ -225,7 +225,7 @@ def _dataloader_batches(
             yield batch
 
 
-def fake_mnist(num_samples: int = 1000, num_val_samples: int = 200, seed: int = 0) -> Splits:
+def fake_mnist(num_samples: int, num_val_samples: int, seed: int) -> Splits:
     """The lesson's noise: `torch.rand(28, 28)` images, uniform labels 0-9. Nothing to learn."""
     generator = torch.Generator().manual_seed(seed)
 
@@ -238,7 +238,7 @@ def fake_mnist(num_samples: int = 1000, num_val_samples: int = 200, seed: int = 
     return Splits(train=noise(num_samples), val=noise(num_val_samples), num_classes=10)
 
 
-def random_dataset(num_samples: int = 10, num_val_samples: int = 10, seed: int = 0) -> Splits:
+def random_dataset(num_samples: int, num_val_samples: int, seed: int) -> Splits:
     """The lesson's RandomDataset: features of shape (3,), labels 0/1."""
     generator = torch.Generator().manual_seed(seed)
 

@@ -99,7 +99,7 @@ def generate(num_samples: int, seed: int, writers_per_digit: int = 200) -> Tenso
     return TensorPairs(images.clamp(0, 1), labels)
 
 
-def synthetic_digits(num_samples: int = 60_000, val_fraction: float = 0.1, seed: int = 0) -> Splits:
+def synthetic_digits(num_samples: int, val_fraction: float, seed: int) -> Splits:
     """Synthetic digits split into training and validation, normalised with training stats."""
     num_val = round(num_samples * val_fraction)
     if not 0 < num_val < num_samples:  # checked before drawing: no time lost on a bad split

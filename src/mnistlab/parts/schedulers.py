@@ -57,9 +57,9 @@ def onecycle(
     total_steps: int,
     steps_per_epoch: int,
     max_lr: float,
-    pct_start: float = 0.25,
-    div_factor: float = 25.0,
-    final_div_factor: float = 1e4,
+    pct_start: float,
+    div_factor: float,
+    final_div_factor: float,
 ) -> LRScheduler:
     """Warm up from max_lr/div_factor to max_lr, then anneal (cosine) far below it."""
     return OneCycleLR(
@@ -76,8 +76,8 @@ def cosine(
     optimizer: Optimizer,
     total_steps: int,
     steps_per_epoch: int,
-    warmup_epochs: float = 0.0,
-    min_factor: float = 0.0,
+    warmup_epochs: float,
+    min_factor: float,
 ) -> LRScheduler:
     """Linear warm-up over `warmup_epochs`, then a cosine from the lr down to lr * min_factor."""
     warmup = round(warmup_epochs * steps_per_epoch)
@@ -106,8 +106,8 @@ def step(
     optimizer: Optimizer,
     total_steps: int,
     steps_per_epoch: int,
-    every_epochs: int = 1,
-    gamma: float = 0.5,
+    every_epochs: int,
+    gamma: float,
 ) -> LRScheduler:
     """Multiply the lr by `gamma` every `every_epochs` epochs."""
     return StepLR(optimizer, step_size=every_epochs * steps_per_epoch, gamma=gamma)

@@ -1,6 +1,7 @@
 """One training run: check the config, build data, model and optimizer, fit, write metrics.
 
-`train(cfg, out_dir)` is plain Python (tests call it); `mnistlab.cli.train` runs it under Hydra.
+`run_training(cfg, out_dir)` is plain Python (tests call it); `mnistlab.cli.train` runs it under
+Hydra, `mnistlab.cli.api.train` from a script.
 """
 
 import dataclasses
@@ -39,7 +40,7 @@ class NoWriter:
         pass
 
 
-def train(
+def run_training(
     cfg: DictConfig,
     out_dir: Path,
     overrides: Sequence[str] = (),
