@@ -1,13 +1,12 @@
-"""Config schemas and the checks that run before anything is built.
+"""The checks of a whole run config, made before anything is built.
 
-The plain settings groups (device, loop, dataset.loader) have dataclass schemas in Hydra's
-ConfigStore, so a wrong type fails while Hydra composes the config. Ranges are checked in
-each dataclass's `__post_init__`. Swappable components (`_target_` nodes) are checked against
-the signature of what they build (keys, and values against the annotations: a list of two
-integers, a number...) and against RANGES, by parameter name. NaN and infinity are refused
-everywhere. So a typo or an impossible value fails before any data is loaded; what depends
-on the data (model x input shape, objective x splits, sizes x split) is checked in
-`mnistlab.run.build.build` once the data is there, before training.
+The plain settings groups (device, loop, sweep, dataset.loader) become their schemas'
+dataclasses (mnistlab.config.schemas: types, and ranges in `__post_init__`); swappable
+components (`_target_` nodes) are checked against what they build (mnistlab.config.targets).
+NaN, infinity and a missing value are refused everywhere. So a typo or an impossible value
+fails before any data is loaded; what depends on the data (model x input shape, objective x
+splits, sizes x split) is checked in `mnistlab.run.build.build` once the data is there, before
+training.
 
 This module does not import torch: `mnistlab-train --help` and `--cfg job` only need it.
 """

@@ -1,4 +1,7 @@
-"""One training run: check the config, build data, model and optimizer, fit, write metrics.
+"""One training run, recorded: build it (mnistlab.run.build), fit it, and write what it did.
+
+TensorBoard gets its curves, HParams session, config and predictions; metrics.json its status
+and figures, also when it fails.
 
 `run_training(cfg, out_dir)` is plain Python (tests call it); `mnistlab.cli.train` runs it under
 Hydra, `mnistlab.cli.api.train` from a script.
