@@ -61,6 +61,7 @@ def test_omegaconf_gives_a_child_node_unresolved() -> None:
     assert omegaconf_private.child(node, "a")._is_interpolation()
 
 
+@pytest.mark.slow  # a Python process of its own (loky's workers)
 def test_joblib_pool_is_found_where_joblib_made_one() -> None:
     code = (
         "from joblib import Parallel, delayed\n"
@@ -76,6 +77,7 @@ def test_joblib_pool_is_found_where_joblib_made_one() -> None:
     assert "_ReusablePoolExecutor" in done.stdout
 
 
+@pytest.mark.slow  # a Python process of its own: the handlers end it
 def test_python_runs_the_exit_handlers_on_request() -> None:
     code = (
         "import atexit, os\n"
