@@ -39,7 +39,7 @@ class SweepCallback(Callback):
         with rundir.refusal():  # Hydra only warns when a callback raises: end the command
             rundir.check_folder(sweep, "hydra.sweep.dir")
             rerun.begin(sweep, config)  # continues the sweep recorded there, or refuses
-        sweep_context = context.start(config)  # before any job folder is named
+            sweep_context = context.start(config)  # before any job folder is named
         interrupt.start(sweep_context)
         # Hydra skips on_multirun_end once a job has failed, and Ctrl-C skips it too; an exit
         # hook runs whether the sweep succeeded, failed or was stopped (after Hydra's error).

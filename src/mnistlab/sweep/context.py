@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mnistlab import SettingError
 from mnistlab.files import write_json
 from mnistlab.names import COMPLETED, FAILED, PRUNED, SWEEP_CONTEXT_FILE, recorded_metrics
 from mnistlab.private import hydra as hydra_private
@@ -72,8 +73,14 @@ def start(config: DictConfig) -> SweepContext:
         pid=os.getpid(),
         launcher=LAUNCHERS.get(launcher, ELSEWHERE),
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / SWEEP_CONTEXT_FILE, dataclasses.asdict(context))
+    path = folder / SWEEP_CONTEXT_FILE
+    try:
+        write_json(path, dataclasses.asdict(context))
+    except OSError as error:  # a folder in its place, a full disk: no job could find it
+        raise SettingError(
+            f"hydra.sweep.dir={folder}: {path.name} could not be written ({error.strerror}): "
+            f"remove what is at {path}, or choose another hydra.sweep.dir"
+        ) from None
     return context
 
 
