@@ -24,7 +24,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import names
-from mnistlab.config import checks as settings
+from mnistlab.config import checks
 from mnistlab.private import hydra as hydra_private
 from mnistlab.run import rundir
 from mnistlab.sweep import record
@@ -60,7 +60,7 @@ class ComposedOnce:
         wrong: before any job trains); keep it for its launch."""
         config = self.loader.load_sweep_config(master_config, list(sweep_overrides))
         if config.hydra.job.config_name == names.TRAIN_CONFIG:  # not the benchmark's, say
-            settings.check_settings(config)  # what needs no import: the components' at the job
+            checks.check_settings(config)  # what needs no import: the components' at the job
         if sum(map(len, self.checked.values())) < KEPT:  # a job given twice: two configs
             self.checked.setdefault(tuple(sweep_overrides), []).append(config)
 

@@ -18,7 +18,7 @@ from mnistlab.benchmark.output import format_table, write_results
 from mnistlab.benchmark.settings import TimeToAccuracySettings
 from mnistlab.cli import api
 from mnistlab.parts.device import describe
-from mnistlab.run import training as run
+from mnistlab.run import training
 
 
 def time_to_accuracy_benchmark(
@@ -38,7 +38,7 @@ def time_to_accuracy_benchmark(
             "benchmark.overrides=[loop.target.metric=...,loop.target.value=...]"
         )
     print(f"device: {describe(device)}; mnistlab-train {' '.join(overrides)}")
-    metrics = run.run_training(cfg, out_dir)
+    metrics = training.run_training(cfg, out_dir)
     results = race_results(metrics, settings, cfg.loop.target.metric, cfg.loop.target.value)
     print(format_table([list(results["table"]), [str(v) for v in results["table"].values()]]))
     print(race_summary(results))

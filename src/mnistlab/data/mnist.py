@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mnistlab import SettingError
-from mnistlab.data import decoded as datacache
+from mnistlab.data import decoded
 from mnistlab.data.download import DOWNLOAD_DEADLINE_S, download
 from mnistlab.data.idx import DamagedFile, find, read_pair, verify
 from mnistlab.data.splits import Splits, TensorPairs, normalize, remembered
@@ -147,12 +147,12 @@ def uint8_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
 
 
-def decode(root: Path, paths: dict[str, Path], key: dict[str, str]) -> datacache.Arrays:
+def decode(root: Path, paths: dict[str, Path], key: dict[str, str]) -> decoded.Arrays:
     """The files' arrays and pixel counts: from their decoded copy where it matches, else parsed.
 
     `key` maps each file's name to its MD5, as on disk now.
     """
-    cached = datacache.read(root, key)
+    cached = decoded.read(root, key)
     if cached is not None:
         return cached
     images, labels = read_pair(paths[TRAIN_IMAGES], paths[TRAIN_LABELS])
@@ -163,7 +163,7 @@ def decode(root: Path, paths: dict[str, Path], key: dict[str, str]) -> datacache
             f"{paths[TEST_IMAGES]} holds {test_images.shape[1:]}"
         )
     arrays = (images, labels, test_images, test_labels, pixel_counts(images))
-    datacache.write(root, key, arrays)
+    decoded.write(root, key, arrays)
     return arrays
 
 
@@ -241,7 +241,7 @@ def load(
         raise SettingError(f"{error}: {advice.replace()}") from None
 
 
-def split(arrays: datacache.Arrays, sizes: tuple[int, int | None, int], key: str | None) -> Splits:
+def split(arrays: decoded.Arrays, sizes: tuple[int, int | None, int], key: str | None) -> Splits:
     """The training, validation and test splits as float tensors, normalised."""
     images, labels, test_images, test_labels, counts = arrays
     num_val_samples, num_train_samples, seed = sizes

@@ -4,7 +4,7 @@ Re-running the same sweep into its folder (`hydra.sweep.dir=<that sweep>`) conti
 total `n_trials`: trials that finished (complete, pruned, failed) count; trials an interrupt
 left running are launched again with their own parameters, job number and folder (the job
 resumes from its checkpoint); new trials get the next numbers. Job number == trial number.
-A job that a signal stopped (SystemExit in the sweep's process, sweepstop.JobInterrupted from
+A job that a signal stopped (SystemExit in the sweep's process, interrupt.JobInterrupted from
 a joblib worker) ends the sweep and leaves its trial running, so that it resumes; only a job
 that raised an error is told as failed.
 Loaded only by hydra_plugins.mnistlab_optuna, once the sweep starts (it imports optuna).
@@ -30,8 +30,7 @@ from mnistlab.private import hydra as hydra_private
 from mnistlab.private import optuna as optuna_private
 from mnistlab.private.optuna import OptunaSweeperImpl, create_params_from_overrides
 from mnistlab.run import rundir
-from mnistlab.sweep import interrupt as sweepstop
-from mnistlab.sweep import optuna_study
+from mnistlab.sweep import interrupt, optuna_study
 from mnistlab.sweep.interrupt import JobInterrupted
 
 log = logging.getLogger(__name__)
@@ -140,7 +139,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         ended = [(number, ret) for number, ret in ended if not signalled(ret)]
         failures = [ret for number, ret in ended if not tell(study, number, ret)]
         if stopped:  # their trials stay running, to be continued by a re-run
-            sweepstop.job_interrupted(stopped[0].signum)
+            interrupt.job_interrupted(stopped[0].signum)
         if failures and len(failures) / len(ended) > self.max_failure_rate:
             for ret in failures:
                 _ = ret.return_value  # raises a job's own error, with its traceback

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnistlab import SettingError, names
 from mnistlab.names import METRICS_FILE, recorded_metrics
 from mnistlab.run import rundir
-from mnistlab.sweep import record as sweeprecord
+from mnistlab.sweep import record
 
 REUSE, RESUME, FRESH, FAILED = "reuse", "resume", "fresh", "failed"
 FINISHED = (names.COMPLETED, names.PRUNED)  # a re-run does not train these again
@@ -84,7 +84,7 @@ def config_subfolder(resume: str | None, retry_failed: bool = False) -> str:
     return rundir.config_subfolder(resume)
 
 
-def start_job(cfg: DictConfig, out_dir: Path, record: Path | None) -> str:
+def start_job(cfg: DictConfig, out_dir: Path, config_dir: Path | None) -> str:
     """Before a sweep's job trains: decide, and prepare its folder and `cfg` for what it does.
 
     REUSE: return `reused_objective` instead of training. RESUME: `cfg.loop.resume` now names
@@ -92,7 +92,7 @@ def start_job(cfg: DictConfig, out_dir: Path, record: Path | None) -> str:
     """
     action = decided(out_dir, cfg.sweep.retry_failed)
     if action in (REUSE, FAILED):
-        drop(record)  # the config Hydra saved for a job that does not run
+        drop(config_dir)  # the config Hydra saved for a job that does not run
     if action == REUSE:
         check_objective(out_dir, cfg.objective)
     if action == FAILED:
@@ -109,7 +109,7 @@ def start_job(cfg: DictConfig, out_dir: Path, record: Path | None) -> str:
 
 
 def check_objective(out_dir: Path, objective: str) -> None:
-    """A finished job's record must hold its objective as a number, or the job fails here."""
+    """A finished job's metrics.json must hold its objective as a number, or the job fails here."""
     value = reused_objective(out_dir, objective)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FailedBefore(
@@ -136,16 +136,16 @@ def fresh_start(folder: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def drop(record: Path | None) -> None:
+def drop(config_dir: Path | None) -> None:
     """Remove `.hydra/resumed_<time>/` where Hydra saved the config of a job that did not run."""
-    if record is not None and record.name.startswith(rundir.RESUMED_PREFIX):
-        shutil.rmtree(record, ignore_errors=True)
+    if config_dir is not None and config_dir.name.startswith(rundir.RESUMED_PREFIX):
+        shutil.rmtree(config_dir, ignore_errors=True)
 
 
-def not_started(out_dir: Path, record: Path | None) -> None:
+def not_started(out_dir: Path, config_dir: Path | None) -> None:
     """A job a stopped sweep did not start: its folder goes back to what it was before."""
     if rundir.holds_run(out_dir):
-        drop(record)
+        drop(config_dir)
         return
     # What Hydra wrote for it (its config, its log's start) and what the run had begun to write
     # (a signal after its TensorBoard writer was made: the events' first lines, scalars.csv).
@@ -154,7 +154,7 @@ def not_started(out_dir: Path, record: Path | None) -> None:
 
 def changeable(overrides: Sequence[str]) -> list[str]:
     """The overrides a resumed job applies to its saved config: those a re-run may change."""
-    return [item for item in overrides if sweeprecord.may_differ(item.partition("=")[0])]
+    return [item for item in overrides if record.may_differ(item.partition("=")[0])]
 
 
 def note_of(folder: Path) -> str:
@@ -166,7 +166,7 @@ def begin(sweep: Path, config: DictConfig) -> None:
     """Before any job: hold the sweep folder, and continue the sweep recorded there or refuse."""
     try:
         hold(sweep)
-        sweeprecord.check(sweep, config)
+        record.check(sweep, config)
     except (OSError, ValueError) as error:
         raise SettingError(
             f"hydra.sweep.dir={sweep} could not be checked ({type(error).__name__}: "
