@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from mnistlab import names
-from mnistlab.names import BATCH_TAGS, SCALARS_FILE, TAGS
+from mnistlab.names import BATCH_TAGS, METRICS_FILE, SCALARS_FILE, TAGS
 from mnistlab.report import page, summary
 from mnistlab.run.scalars import HEADER
 
@@ -40,7 +40,7 @@ def write_job(sweep: Path, num: int, overrides: list[str], rng: random.Random) -
     (folder / ".hydra" / "config.yaml").write_text("objective: val_loss\n")
     if rng.random() < 0.02:
         failed = {"status": "failed", "error": "the training loss at steps 1-100 became nan"}
-        (folder / "metrics.json").write_text(json.dumps(failed))
+        (folder / METRICS_FILE).write_text(json.dumps(failed))
         return
     scale, lines = rng.uniform(0.05, 0.5), [HEADER]
     for step in range(EVERY, STEPS_PER_EPOCH * EPOCHS + 1, EVERY):
@@ -54,7 +54,7 @@ def write_job(sweep: Path, num: int, overrides: list[str], rng: random.Random) -
                 f"{epoch * STEPS_PER_EPOCH},{TAGS[key]},{metrics[key] * (1 + 0.1 / epoch)!r}\n"
             )
     (folder / SCALARS_FILE).write_text("".join(lines))
-    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / METRICS_FILE).write_text(json.dumps(metrics))
 
 
 def make_sweep(root: Path, jobs: int) -> Path:

@@ -10,6 +10,7 @@ stopped. Kept free of torch, so that the command starts in a blink.
 import argparse
 from pathlib import Path
 
+from mnistlab import names
 from mnistlab.report.callback import print_report
 from mnistlab.report.jobs import find_jobs
 from mnistlab.report.summary import write_summary
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     for sweep_dir in args.sweep_dirs:
         print(write_summary(sweep_dir), flush=True)
     first = args.sweep_dirs[0]
-    default = first / "report.html" if len(args.sweep_dirs) == 1 else first.parent / "report.html"
+    folder = first if len(args.sweep_dirs) == 1 else first.parent
+    default = folder / names.REPORT_FILE
     print_report(args.sweep_dirs, args.out or default, args.group_over)
 
 

@@ -25,9 +25,11 @@ from mnistlab.names import (
     BEST_FILE,
     CHECKPOINT_FILE,
     COMPLETED,
+    EARLY_STOPPING,
     INTERRUPTED,
     PRUNED,
     TAGS,
+    TARGET_REACHED,
     better,
     reached,
 )
@@ -295,7 +297,7 @@ def judge(
         else:
             progress.stale += 1
             if plan.patience is not None and progress.stale >= plan.patience:
-                progress.stop_reason = "early_stopping"
+                progress.stop_reason = EARLY_STOPPING
                 log.info(
                     "early stopping: %s has not improved for %d evaluations",
                     plan.objective,
@@ -306,7 +308,7 @@ def judge(
         if metric in values and reached(metric, values[metric], goal):
             progress.target_step = progress.step
             progress.target_seconds = time.perf_counter() - clock
-            progress.stop_reason = "target_reached"
+            progress.stop_reason = TARGET_REACHED
             log.info(
                 "target %s >= %g reached at step %d: %g",
                 metric,

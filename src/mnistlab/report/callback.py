@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from mnistlab import names
 from mnistlab.private import hydra as hydra_private
 from mnistlab.report.jobs import find_jobs
 from mnistlab.report.summary import progress_line, record_failure, write_summary
@@ -77,7 +78,7 @@ def print_summary(sweep_dir: Path) -> None:
     """Rebuild the summary and the report and print them, if the sweep started a job."""
     if find_jobs(sweep_dir):
         print(write_summary(sweep_dir), flush=True)
-        print_report([sweep_dir], sweep_dir / "report.html")
+        print_report([sweep_dir], sweep_dir / names.REPORT_FILE)
 
 
 def print_report(sweep_dirs: list[Path], out: Path, group_over: str = "loop.seed") -> None:

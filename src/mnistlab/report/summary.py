@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from mnistlab import names
 from mnistlab.files import open_atomic
 from mnistlab.names import COMPLETED, FAILED, HIGHER_IS_BETTER, recorded_metrics, write_metrics
 from mnistlab.report.jobs import (
@@ -97,8 +98,8 @@ def write_summary(sweep_dir: Path, jobs: list[Job] | None = None) -> str:
     jobs = rank(jobs, objective)
     text = summary_text(sweep_dir, jobs, objective)
     try:
-        write_csv(sweep_dir / "summary.csv", jobs)
-        with open_atomic(sweep_dir / "summary.md") as file:
+        write_csv(sweep_dir / names.SUMMARY_CSV, jobs)
+        with open_atomic(sweep_dir / names.SUMMARY_MD) as file:
             file.write(text)
     except OSError as error:  # a read-only sweep folder, a full disk: the table still shows
         log.warning("summary.csv/summary.md not written in %s: %s", sweep_dir, error)
