@@ -171,6 +171,7 @@ class SweepSettings:
 
     retry_failed: bool = MISSING  # re-running a sweep into its folder trains failed jobs again
     report_every: float = MISSING  # seconds between rebuilds of report.html during a sweep
+    max_jobs: int = MISSING  # a grid with more jobs is refused before any is composed
     prune: Prune = MISSING
 
     def __post_init__(self) -> None:
@@ -181,6 +182,8 @@ class SweepSettings:
                 f"sweep.report_every={self.report_every} must be a number of seconds >= 0 "
                 "(0: rebuild report.html after every job)"
             )
+        if self.max_jobs < 1:
+            raise SettingError(f"sweep.max_jobs={self.max_jobs} must be at least 1")
 
 
 @dataclass
