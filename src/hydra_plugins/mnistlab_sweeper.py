@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnistlab import names
 from mnistlab.config import checks
 from mnistlab.private import hydra as hydra_private
-from mnistlab.run import rundir
+from mnistlab.run import guard
 from mnistlab.sweep import record
 
 # Checked configs kept for the launch at most (a few MB each at worst): a bigger batch's
@@ -97,7 +97,7 @@ class BasicOnceSweeper(hydra_private.basic_sweeper()):
         """
         sweep = Path(self.config.hydra.sweep.dir).absolute()
         try:
-            with rundir.refusal():  # a setting's one line, without Hydra's hint under it
+            with guard.refusal():  # a setting's one line, without Hydra's hint under it
                 for overrides in batch:
                     self.composed.check(self.config, overrides)
         except (Exception, SystemExit):

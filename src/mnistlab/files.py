@@ -6,12 +6,17 @@ refused, not followed), flushed to disk, then renamed over the final name. A ren
 a link at that name with the file itself; what the link pointed at is never touched. A reader
 (the sweep summary, a second terminal) sees the old file or the new one, never half of one;
 a full disk leaves the old file and no temporary one behind.
+A folder we are about to write into is first checked for links (`links_among`): other
+programs (Hydra's log and config files) open their files by name and would follow one.
 Kept free of torch: `mnistlab-summarize` imports it.
 """
 
+import fcntl
+import fnmatch
 import json
 import os
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -71,3 +76,40 @@ def stale_partials(folder: Path, name: str) -> Iterator[tuple[Path, int]]:
         pid = path.name.removeprefix(prefix).removesuffix(PARTIAL_SUFFIX)
         if pid.isdigit():
             yield path, int(pid)
+
+
+def hold(folder: Path) -> int | None:
+    """Lock `folder` for this process until it exits; None when another process holds it.
+
+    The lock is on the folder itself (flock on its descriptor): nothing is written for it, and
+    the system releases it however the process ends.
+    """
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def links_among(folder: Path, patterns: Iterable[str] = ("*",)) -> list[Path]:
+    """Entries of `folder` named by `patterns` (and all below them) that a write could follow.
+
+    That is a symbolic link (a dangling one included), or a file with a second hard link: an
+    append to it (a log) would change the other name's file too.
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for entry in entries:
+        if not any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in patterns):
+            continue
+        info = entry.stat(follow_symlinks=False)
+        if stat.S_ISLNK(info.st_mode) or (stat.S_ISREG(info.st_mode) and info.st_nlink > 1):
+            found.append(Path(entry.path))
+        elif stat.S_ISDIR(info.st_mode):
+            found += links_among(Path(entry.path))
+    return found

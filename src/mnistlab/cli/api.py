@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from mnistlab import SettingError, names
 from mnistlab.cli import resolvers
 from mnistlab.cli.train import resume_argv
-from mnistlab.run import rundir
+from mnistlab.run import guard, rundir
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,9 @@ def train(
     sources = list(resume.DEFAULT_SOURCES)
     if config_dir is not None:  # a resumed run may call what the user's own groups offer
         sources.append(f"file://{Path(config_dir).expanduser().resolve()}")
-    resumed = rundir.resumed_folder(cfg.loop.resume)
-    metrics = training.run_training(cfg, Path(out_dir), overrides, sources)
-    return Result(metrics=metrics, run_dir=resumed or Path(out_dir))
+    folder = rundir.resumed_folder(cfg.loop.resume) or Path(out_dir).absolute()
+    # The command line's checks, in its words: out_dir is this call's hydra.run.dir.
+    key = "out_dir" if cfg.loop.resume is None else "loop.resume"
+    with guard.claimed(folder, key, cfg.loop.resume, cfg.loop.overwrite):
+        metrics = training.run_training(cfg, Path(out_dir), overrides, sources)
+    return Result(metrics=metrics, run_dir=folder)

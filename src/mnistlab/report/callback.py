@@ -25,7 +25,7 @@ from mnistlab import names
 from mnistlab.private import hydra as hydra_private
 from mnistlab.report.jobs import find_jobs
 from mnistlab.report.summary import progress_line, record_failure, write_summary
-from mnistlab.run import rundir
+from mnistlab.run import guard
 from mnistlab.sweep import context, interrupt, rerun
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Before any job: check, lock and record the folder; decide the sweep's context."""
         sweep = Path(config.hydra.sweep.dir).absolute()
-        with rundir.refusal():  # Hydra only warns when a callback raises: end the command
-            rundir.check_folder(sweep, "hydra.sweep.dir")
+        with guard.refusal():  # Hydra only warns when a callback raises: end the command
+            guard.check_folder(sweep, "hydra.sweep.dir")
             rerun.begin(sweep, config)  # continues the sweep recorded there, or refuses
             sweep_context = context.start(config)  # before any job folder is named
         interrupt.start(sweep_context)
@@ -55,6 +55,9 @@ class SweepCallback(Callback):
         stopped = isinstance(error, interrupt.JobInterrupted)  # metrics.json says so already
         if stopped and not error.started:
             return  # the sweep stopped before this job began: nothing of it to summarise
+        if out_dir.is_symlink():  # refused at its start (mnistlab.run.guard): not ours to write
+            log.error("job failed: %s", error)
+            return
         if job_return.status is JobStatus.FAILED and not stopped:
             log.error("job failed: %s: %s", type(error).__name__, error)
             record_failure(out_dir, error)

@@ -29,7 +29,7 @@ from mnistlab.names import HIGHER_IS_BETTER, PRUNED, recorded_metrics
 from mnistlab.private import hydra as hydra_private
 from mnistlab.private import optuna as optuna_private
 from mnistlab.private.optuna import OptunaSweeperImpl, create_params_from_overrides
-from mnistlab.run import rundir
+from mnistlab.run import guard
 from mnistlab.sweep import interrupt, optuna_study
 from mnistlab.sweep.interrupt import JobInterrupted
 
@@ -48,7 +48,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
 
     def sweep(self, arguments: list[str]) -> None:
         """Run the trials still missing from the study, then write the best one."""
-        with rundir.refusal():  # one line, before any job
+        with guard.refusal():  # one line, before any job
             self.check_settings()
             space, fixed = self.distributions(arguments)
             study = self.open_study()

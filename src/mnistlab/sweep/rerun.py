@@ -19,9 +19,7 @@ re-run job's to `.hydra/resumed_<time>/`, as a single run's resume does, so the 
 Kept free of torch: a job decides before it imports torch.
 """
 
-import fcntl
 import math
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,9 +30,9 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import SettingError, names
+from mnistlab import SettingError, files, names
 from mnistlab.names import METRICS_FILE, recorded_metrics
-from mnistlab.run import rundir
+from mnistlab.run import guard, rundir
 from mnistlab.sweep import record
 
 REUSE, RESUME, FRESH, FAILED = "reuse", "resume", "fresh", "failed"
@@ -90,6 +88,8 @@ def start_job(cfg: DictConfig, out_dir: Path, config_dir: Path | None) -> str:
     REUSE: return `reused_objective` instead of training. RESUME: `cfg.loop.resume` now names
     the folder. FRESH: the folder holds nothing of an earlier run. FAILED raises FailedBefore.
     """
+    # A job folder turned into a link since the sweep began: its files are not this sweep's.
+    guard.check_links(out_dir.parent, "hydra.sweep.dir", (out_dir.name,))
     action = decided(out_dir, cfg.sweep.retry_failed)
     if action in (REUSE, FAILED):
         drop(config_dir)  # the config Hydra saved for a job that does not run
@@ -166,6 +166,7 @@ def begin(sweep: Path, config: DictConfig) -> None:
     """Before any job: hold the sweep folder, and continue the sweep recorded there or refuse."""
     try:
         hold(sweep)
+        guard.check_links(sweep, "hydra.sweep.dir")  # Hydra writes its files through links
         record.check(sweep, config)
     except (OSError, ValueError) as error:
         raise SettingError(
@@ -181,13 +182,9 @@ def hold(sweep: Path) -> None:
     """Refuse a second mnistlab-train in this sweep folder while one runs there."""
     global _lock
     sweep.mkdir(parents=True, exist_ok=True)
-    folder = os.open(sweep, os.O_RDONLY)  # the folder itself: nothing is written into it
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(folder)
+    _lock = files.hold(sweep)
+    if _lock is None:
         raise SettingError(
             f"hydra.sweep.dir={sweep} is in use by another mnistlab-train: wait for it to end "
             "(two at once would train the same jobs twice), or choose another hydra.sweep.dir"
-        ) from None
-    _lock = folder
+        )
