@@ -113,3 +113,11 @@ def links_among(folder: Path, patterns: Iterable[str] = ("*",)) -> list[Path]:
         elif stat.S_ISDIR(info.st_mode):
             found += links_among(Path(entry.path))
     return found
+
+
+def size_text(size: float) -> str:
+    """A size in bytes as a person reads it: 812 bytes, 31.8 kB, 2.4 MB, 1.1 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size:.0f} bytes"

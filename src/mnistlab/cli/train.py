@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnistlab import names
-from mnistlab.cli import process, resolvers
+from mnistlab.cli import logfile, process, resolvers
 from mnistlab.loop import signals
 from mnistlab.run import rundir
 from mnistlab.sweep import context, interrupt, optuna_study, rerun
@@ -38,6 +38,7 @@ resolvers.register()
 def main(cfg: DictConfig) -> Any:
     """Hydra entry point: train in Hydra's output folder, return the objective for sweepers."""
     hydra_cfg = HydraConfig.get()
+    logfile.one_line_on_failure()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     # Where Hydra saved this command's config: .hydra/resumed_<time>/ when resuming.
     record = None if hydra_cfg.output_subdir is None else out_dir / hydra_cfg.output_subdir

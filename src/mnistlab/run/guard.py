@@ -32,6 +32,7 @@ from mnistlab.run.rundir import (
     RUN_OUTPUTS,
     holds_run,
     resume_override,
+    wrote_anything,
     wrote_since,
 )
 
@@ -212,7 +213,7 @@ class RunFolder(Callback):
         if job_return.status is not JobStatus.FAILED or not isinstance(error, SettingError):
             return
         folder = Path(config.hydra.runtime.output_dir)
-        if self.first_new is not None and not holds_run(folder):
+        if self.first_new is not None and not wrote_anything(folder):
             remove_fresh(folder, self.first_new)
         # A resume refused before training wrote nothing (2 s: coarse file times); one that
         # failed in training keeps the record of its command.

@@ -106,6 +106,11 @@ def holds_run(folder: Path) -> bool:
     return any(next(folder.glob(pattern), None) for pattern in RUN_OUTPUTS[:3])
 
 
+def wrote_anything(folder: Path) -> bool:
+    """Whether `folder` holds anything a run writes (a full disk may have stopped it early)."""
+    return any(next(folder.glob(pattern), None) for pattern in RUN_OUTPUTS)
+
+
 def remove_outputs(folder: Path) -> None:
     """Remove what a run and Hydra wrote in `folder`, then `folder` if that empties it.
 

@@ -26,7 +26,7 @@ from mnistlab.loop.signals import Interrupted, Interrupts
 from mnistlab.loop.step import NonFiniteLoss
 from mnistlab.names import COMPLETED, FAILED, PRUNED, write_metrics
 from mnistlab.parts.device import describe
-from mnistlab.run import board, checkpoint, resume, rundir
+from mnistlab.run import board, checkpoint, fulldisk, resume, rundir
 from mnistlab.run.build import InSweep, Run, build, eval_batches, facts, plan, source, trainee
 from mnistlab.run.scalars import History
 
@@ -67,13 +67,13 @@ def run_training(
         cfg, out_dir = resumed.cfg, resumed.folder
         if config_record is not None:
             write_text(config_record / "config.yaml", OmegaConf.to_yaml(cfg))
-    with Interrupts() as stop:
+    with Interrupts() as stop, fulldisk.one_line(out_dir):
         run = build(cfg, out_dir, resumed, sweep)
         stop.hold()  # the writer below must be closed cleanly: no exception from a signal
         with closing(open_writer(run, resumed is not None)) as writer:
             metrics = record_run(run, writer, stop, resumed is None)
-    if run.world.is_main:
-        write_metrics(out_dir, metrics)
+        if run.world.is_main:
+            write_metrics(out_dir, metrics)
     if metrics["status"] == PRUNED:
         say_pruned(out_dir, metrics["pruned_at_epoch"])
         # Pruned before its first validation it has no objective value: a sweeper gets NaN.
