@@ -13,6 +13,7 @@ sweeper still gets that one. (A conf/hydra/sweeper/basic.yaml would do the same 
 deprecation warning: Hydra would check it against its own schema of that name.)
 """
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ KEPT = 100
 # A launcher with worker processes (joblib, SLURM) sends each job this loader: with it the
 # checked configs, where they are this few (about 20 kB each).
 SENT = 16
+SAY_EVERY = 10.0  # seconds between lines while a big grid's configs are checked
 
 
 class ComposedOnce:
@@ -96,9 +98,13 @@ class BasicOnceSweeper(hydra_private.basic_sweeper()):
         loop.overwrite=true the folder's old sweep is replaced only once the first batch passed.
         """
         sweep = Path(self.config.hydra.sweep.dir).absolute()
+        said = time.monotonic()
         try:
             with guard.refusal():  # a setting's one line, without Hydra's hint under it
-                for overrides in batch:
+                for done, overrides in enumerate(batch):
+                    if time.monotonic() - said > SAY_EVERY:  # long work shows progress
+                        print(f"checked the configs of {done:,} of {len(batch):,} jobs", flush=True)
+                        said = time.monotonic()
                     self.composed.check(self.config, overrides)
         except (Exception, SystemExit):
             record.forget(sweep)
