@@ -28,7 +28,7 @@ from mnistlab import names
 from mnistlab.config import checks
 from mnistlab.private import hydra as hydra_private
 from mnistlab.run import guard
-from mnistlab.sweep import record
+from mnistlab.sweep import context, record
 
 # Checked configs kept for the launch at most (a few MB each at worst): a bigger batch's
 # further jobs are composed again when they start.
@@ -63,6 +63,7 @@ class ComposedOnce:
         config = self.loader.load_sweep_config(master_config, list(sweep_overrides))
         if config.hydra.job.config_name == names.TRAIN_CONFIG:  # not the benchmark's, say
             checks.check_settings(config)  # what needs no import: the components' at the job
+            check_device(config)
         if sum(map(len, self.checked.values())) < KEPT:  # a job given twice: two configs
             self.checked.setdefault(tuple(sweep_overrides), []).append(config)
 
@@ -113,6 +114,14 @@ class BasicOnceSweeper(hydra_private.basic_sweeper()):
         if overwrite and not self.overwritten:
             record.overwrite(sweep, self.config)
             self.overwritten = True
+
+
+def check_device(config: DictConfig) -> None:
+    """A GPU the job asks for must be here, where the jobs run here: else no job could train."""
+    if config.device.name in ("cuda", "mps") and context.runs_here(config):
+        from mnistlab.parts.device import resolve_device  # torch: only for these
+
+        resolve_device(config.device.name)
 
 
 @dataclass

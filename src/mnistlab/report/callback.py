@@ -26,7 +26,7 @@ from mnistlab.private import hydra as hydra_private
 from mnistlab.report.jobs import find_jobs
 from mnistlab.report.summary import progress_line, record_failure, write_summary
 from mnistlab.run import guard
-from mnistlab.sweep import context, grid, interrupt, rerun
+from mnistlab.sweep import context, grid, interrupt, rerun, slurm
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class SweepCallback(Callback):
         sweep = Path(config.hydra.sweep.dir).absolute()
         with guard.refusal():  # Hydra only warns when a callback raises: end the command
             grid.check_size(config)  # before anything is built for it
+            slurm.check_cluster(config)
             guard.check_folder(sweep, "hydra.sweep.dir")
             rerun.begin(sweep, config)  # continues the sweep recorded there, or refuses
             sweep_context = context.start(config)  # before any job folder is named

@@ -60,6 +60,12 @@ class SweepContext:
         return self.launcher != ELSEWHERE
 
 
+def runs_here(config: DictConfig) -> bool:
+    """Whether the sweep `config` starts runs its jobs on this machine (not SLURM's, Ray's)."""
+    launcher = str(OmegaConf.select(config, "hydra.launcher._target_"))
+    return LAUNCHERS.get(launcher, ELSEWHERE) != ELSEWHERE
+
+
 def start(config: DictConfig) -> SweepContext:
     """Decide the context of the sweep that `config` starts, and write it into its folder."""
     folder = Path(config.hydra.sweep.dir)

@@ -12,7 +12,9 @@ folder and goes on bit for bit.
 """
 
 import logging
+import shutil
 import signal
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from hydra.core.override_parser.types import Quote, QuotedString
 from hydra.types import TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from mnistlab import names
+from mnistlab import SettingError, names
 from mnistlab.run import rundir
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,37 @@ log = logging.getLogger(__name__)
 PREEMPTION = signal.SIGUSR2  # submitit's default (its SUBMITIT_PREEMPT_SIGNAL is not supported)
 PREEMPTED_EXIT_CODE = 128 + PREEMPTION  # mnistlab.cli.train's exit code after stopping on it
 RESUME, SUBDIR = "loop.resume=", "hydra.sweep.subdir="  # what a requeued job's overrides add
+ASK_TIMEOUT = 20  # seconds for `sinfo` to answer before the cluster is taken as unreachable
+
+
+def check_cluster(config: DictConfig) -> None:
+    """A SLURM sweep needs a cluster that answers here: refused in one line before it starts."""
+    if not str(OmegaConf.select(config, "hydra.launcher._target_")).endswith("SlurmLauncher"):
+        return
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        raise SettingError(
+            "hydra/launcher=slurm needs SLURM's commands (sbatch, sinfo), which are not on PATH "
+            "here: start the sweep on a machine of the cluster (its login node), or leave "
+            "hydra/launcher out to run the jobs on this machine"
+        )
+    try:
+        answer = subprocess.run(
+            ["sinfo", "--noheader", "--format=%P"],
+            capture_output=True,
+            text=True,
+            timeout=ASK_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        why = f"sinfo had no answer in {ASK_TIMEOUT} s"
+    else:
+        if answer.returncode == 0:
+            return
+        why = (answer.stderr.strip().splitlines() or ['sinfo failed'])[-1]
+    raise SettingError(
+        f"hydra/launcher=slurm: no SLURM cluster answers here ({why}): start the sweep where "
+        "the cluster is reachable (SLURM_CONF names its slurm.conf), or a local one with "
+        "scripts/slurm-local.sh start"
+    )
 
 
 @dataclass(frozen=True)
