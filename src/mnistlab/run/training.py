@@ -11,11 +11,12 @@ import dataclasses
 import logging
 import math
 from collections.abc import Sequence
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import names
@@ -107,16 +108,39 @@ def record_run(run: Run, writer: Any, stop: Interrupts, new: bool) -> dict[str, 
         metrics = fit_run(run, writer, stop)
     except NonFiniteLoss as err:
         raise diverged(run, writer, err) from None
-    except Exception as error:  # recorded in TensorBoard, then raised as it was
+    except Exception as error:  # recorded in metrics.json and TensorBoard, then raised
+        error = rank_lost(run, error) or error
         if is_main:
             failed = {"status": FAILED, "error": f"{type(error).__name__}: {error}"}
+            with suppress(OSError):  # a full disk is the error being reported
+                write_metrics(run.out_dir, failed | {"step": run.progress.step})
             board.write_end(writer, failed, run.progress.step)
-        raise
+        raise error from None
     if is_main:
         if metrics["status"] == COMPLETED:
             write_predictions(run, writer)
         board.write_end(writer, metrics, run.progress.step)
     return metrics
+
+
+class RankLost(CompactHydraException):
+    """Another rank of a distributed run ended (killed, out of memory): this one cannot go on."""
+
+
+def rank_lost(run: Run, error: Exception) -> RankLost | None:
+    """The one-line error for a collective that failed because another rank is gone."""
+    lost = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+    if run.world.size == 1 or not any(text in str(error) for text in lost):
+        return None
+    kept = (
+        f"continue it with the same torchrun command and {rundir.resume_override(run.out_dir)}"
+        if (run.out_dir / checkpoint.FILENAME).exists()
+        else "it has no checkpoint yet"
+    )
+    return RankLost(
+        f"another rank of this {run.world.size}-process run ended at step {run.progress.step} "
+        f"(its log or torchrun's report says why): the run is marked failed; {kept}"
+    )
 
 
 def say_pruned(out_dir: Path, epoch: int) -> None:

@@ -57,7 +57,7 @@ def check_cluster(config: DictConfig) -> None:
     else:
         if answer.returncode == 0:
             return
-        why = (answer.stderr.strip().splitlines() or ['sinfo failed'])[-1]
+        why = (answer.stderr.strip().splitlines() or ["sinfo failed"])[-1]
     raise SettingError(
         f"hydra/launcher=slurm: no SLURM cluster answers here ({why}): start the sweep where "
         "the cluster is reachable (SLURM_CONF names its slurm.conf), or a local one with "
