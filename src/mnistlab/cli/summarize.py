@@ -8,11 +8,12 @@ stopped. Kept free of torch, so that the command starts in a blink.
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 from mnistlab import names
 from mnistlab.report.callback import print_report
-from mnistlab.report.jobs import find_jobs
+from mnistlab.report.jobs import Job, find_jobs
 from mnistlab.report.summary import write_summary
 
 
@@ -35,17 +36,28 @@ def main(argv: list[str] | None = None) -> None:
         "the first sweep's folder when several are compared)",
     )
     args = parser.parse_args(argv)
-    for sweep_dir in args.sweep_dirs:
-        if not sweep_dir.is_dir():
-            parser.error(f"{sweep_dir} is not a folder")
-        if not find_jobs(sweep_dir):
-            parser.error(f"{sweep_dir} holds no Hydra job folders (*/.hydra/hydra.yaml)")
-    for sweep_dir in args.sweep_dirs:
-        print(write_summary(sweep_dir), flush=True)
+    found = {sweep_dir: jobs_of(parser, sweep_dir) for sweep_dir in args.sweep_dirs}
+    for sweep_dir, jobs in found.items():
+        print(write_summary(sweep_dir, jobs), flush=True)
     first = args.sweep_dirs[0]
     folder = first if len(args.sweep_dirs) == 1 else first.parent
     default = folder / names.REPORT_FILE
     print_report(args.sweep_dirs, args.out or default, args.group_over)
+    if all(job.status == names.UNREADABLE for jobs in found.values() for job in jobs):
+        sys.exit("mnistlab-summarize: no job folder could be read (each is listed above, why)")
+
+
+def jobs_of(parser: argparse.ArgumentParser, sweep_dir: Path) -> list[Job]:
+    """The sweep's jobs; a one-line error (exit 2) where it is no sweep folder to read."""
+    if not sweep_dir.is_dir():
+        parser.error(f"{sweep_dir} is not a folder")
+    try:
+        jobs = find_jobs(sweep_dir)
+    except OSError as error:  # a folder this user may not list
+        parser.error(f"{sweep_dir} cannot be read: {error.strerror}")
+    if not jobs:
+        parser.error(f"{sweep_dir} holds no Hydra job folders (*/.hydra/hydra.yaml)")
+    return jobs
 
 
 if __name__ == "__main__":

@@ -16,6 +16,25 @@ from mnistlab.report.summary import cell
 SEED_KEY = "loop.seed"
 
 
+def finite(value: object) -> float | None:
+    """`value` as a float where it is a finite number (not a bool, not an int past floats)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int of 400 digits: no figure to average
+        return None
+    return number if math.isfinite(number) else None
+
+
+def average(values: list[float]) -> float:
+    """The mean of finite numbers; finite also where their sum is not (1e308 + 1e308)."""
+    try:
+        return statistics.fmean(values)
+    except OverflowError:
+        return sum(value / len(values) for value in values)
+
+
 @dataclass
 class Group:
     """Jobs of one sweep that differ only in the grouped-over key (e.g. the seed)."""
@@ -35,17 +54,22 @@ class Group:
 
     def values(self, key: str) -> list[float]:
         """`key` of each completed job that has a finite number for it."""
-        found = (job.metrics.get(key) for job in self.completed)
-        return [v for v in found if isinstance(v, int | float) and math.isfinite(v)]
+        found = (finite(job.metrics.get(key)) for job in self.completed)
+        return [value for value in found if value is not None]
 
     def mean(self, key: str) -> float | None:
         values = self.values(key)
-        return statistics.fmean(values) if values else None
+        return average(values) if values else None
 
     def std(self, key: str) -> float | None:
         """The sample standard deviation over the group's jobs (None for fewer than 2)."""
         values = self.values(key)
-        return statistics.stdev(values) if len(values) > 1 else None
+        if len(values) < 2:
+            return None
+        try:
+            return statistics.stdev(values)
+        except OverflowError:  # a spread past the largest float (1e308 and -1e308)
+            return math.inf
 
     @property
     def label(self) -> str:

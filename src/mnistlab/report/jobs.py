@@ -5,7 +5,10 @@ metrics.json; nothing in a job folder chooses code to run, and a damaged folder 
 `unreadable` job with its reason. Kept free of torch.
 """
 
+import errno
 import math
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,7 +83,8 @@ class Job:
 
 
 # What a damaged job folder can raise while it is read: a file missing or unreadable (OSError),
-# bad JSON (ValueError), bad YAML, or YAML without the keys Hydra writes (KeyError, TypeError).
+# bad JSON or a refused file (ValueError), bad YAML, YAML without the keys Hydra writes
+# (KeyError, TypeError), a number too big to be one (OverflowError).
 DAMAGE = (
     OSError,
     ValueError,
@@ -89,6 +93,7 @@ DAMAGE = (
     AttributeError,
     TypeError,
     KeyError,
+    ArithmeticError,
 )
 
 
@@ -103,8 +108,110 @@ def reading(name: str) -> Iterator[None]:
         yield
     except DAMAGE as error:
         lines = str(error).strip().splitlines()
-        detail = f": {lines[0]}" if lines else ""
-        raise Unreadable(f"{name}: {type(error).__name__}{detail}") from None
+        # A refusal's reason is a sentence; an error from a parser or the system needs its kind.
+        kind = "" if type(error) in (Refused, ValueError) else type(error).__name__
+        said = [part for part in (kind, lines[0] if lines else "") if part]
+        raise Unreadable(": ".join([name, *said])) from None
+
+
+class Refused(ValueError):
+    """A job folder file not read (a link, not a regular file, too big): the reason says why."""
+
+
+# A job's .hydra files are a few KB: a bigger one is crafted, and refused before it is read.
+YAML_LIMIT = 10 * 2**20
+
+
+def read_inside(folder: Path, *parts: str) -> bytes:
+    """The file `folder/parts...`, where neither it nor a folder on the way is a link, and it
+    is a regular file of at most YAML_LIMIT bytes; `Refused` or OSError otherwise."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    where = os.open(folder, flags | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = opened(part, flags | os.O_DIRECTORY, where)
+            os.close(where)
+            where = inner
+        mode = os.stat(parts[-1], dir_fd=where, follow_symlinks=False).st_mode
+        if not stat.S_ISREG(mode):  # never opened: a FIFO would block, a device act
+            raise Refused(f"it is {kind_of(mode)}: not read")
+        descriptor = opened(parts[-1], flags, where)
+    finally:
+        os.close(where)
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # replaced since the check
+            raise Refused("it is not a regular file")
+        data = file.read(YAML_LIMIT + 1)
+    if len(data) > YAML_LIMIT:
+        raise Refused(f"it is over {YAML_LIMIT // 2**20} MB: Hydra writes a few KB")
+    return data
+
+
+def opened(name: str, flags: int, where: int) -> int:
+    """os.open of `name` in the folder `where`; a link there is refused (O_NOFOLLOW), named."""
+    try:
+        return os.open(name, flags, dir_fd=where)
+    except OSError as error:
+        if error.errno not in (errno.ELOOP, errno.ENOTDIR):  # what O_NOFOLLOW says of a link
+            raise
+        if stat.S_ISLNK(os.stat(name, dir_fd=where, follow_symlinks=False).st_mode):
+            raise Refused(f"{name} is a link: not read") from None
+        raise
+
+
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular one is, as people say it."""
+    kinds = {
+        stat.S_ISLNK: "a link",
+        stat.S_ISDIR: "a folder",
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "a device")
+
+
+def load_yaml(data: bytes) -> Any:
+    """Plain YAML values: no tag that runs code (a safe loader), no alias (Hydra writes none;
+    a crafted file's aliases multiply what a reader walks), not nested past the stack."""
+    loader = SafeLoader(data)
+    try:
+        node = loader.get_single_node()
+        if node is not None and aliased(node):
+            raise Refused("it uses YAML aliases (*name), which Hydra never writes")
+        return None if node is None else loader.construct_document(node)
+    except RecursionError:
+        raise Refused("it is nested too deeply to be Hydra's") from None
+    finally:
+        loader.dispose()
+
+
+def aliased(root: yaml.Node) -> bool:
+    """Whether any node is reached twice: what an alias (or an alias loop) makes."""
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            return True
+        seen.add(id(node))
+        if isinstance(node.value, list):  # a sequence's items, a mapping's (key, value) pairs
+            for item in node.value:
+                todo.extend(item if isinstance(item, tuple) else (item,))
+    return False
+
+
+def texts(value: Any, what: str) -> list[str]:
+    """`value`, checked to be a list of text as Hydra writes it."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise Refused(f"{what} must be a list of text")
+    return value
+
+
+def text(value: Any, what: str) -> str:
+    """`value`, checked to be text."""
+    if not isinstance(value, str):
+        raise Refused(f"{what} must be text, not {type(value).__name__}")
+    return value
 
 
 def load_job(folder: Path) -> Job:
@@ -112,17 +219,20 @@ def load_job(folder: Path) -> Job:
     # A plain YAML parser, never instantiating anything: nothing in a job folder chooses code
     # to run. And 20x faster than OmegaConf here, where a summary reads every job.
     with reading(".hydra/hydra.yaml"):
-        text = (folder / ".hydra" / "hydra.yaml").read_text()
-        hydra_cfg = yaml.load(text, Loader=SafeLoader)["hydra"]
-        hidden = set(hydra_cfg["job"]["config"]["override_dirname"]["exclude_keys"])
-        task = hydra_cfg["overrides"]["task"]
+        hydra_cfg = load_yaml(read_inside(folder, ".hydra", "hydra.yaml"))["hydra"]
+        job = hydra_cfg["job"]
+        hidden = set(texts(job["config"]["override_dirname"]["exclude_keys"], "exclude_keys"))
+        task = texts(hydra_cfg["overrides"]["task"], "overrides.task")
         overrides = dict(item.split("=", 1) for item in task if "=" in item)
-        num = int(hydra_cfg["job"]["num"])
+        if not isinstance(job["num"], int) or isinstance(job["num"], bool):
+            raise Refused("job.num must be a whole number")
+        num = job["num"]
     with reading(".hydra/config.yaml"):
-        text = (folder / ".hydra" / "config.yaml").read_text()
-        objective = str(yaml.load(text, Loader=SafeLoader)["objective"])
+        config = load_yaml(read_inside(folder, ".hydra", "config.yaml"))
+        objective = text(config["objective"], "objective")
     with reading(METRICS_FILE):
         metrics = load_metrics(folder)
+        text(metrics.get("status", UNFINISHED), "status")
     return Job(
         folder=folder,
         num=num,
@@ -143,10 +253,12 @@ def load_metrics(folder: Path) -> dict[str, Any]:
 def read_job(folder: Path) -> Job:
     """`load_job`, or a job listed as unreadable with the reason where the folder is damaged."""
     try:
+        if folder.is_symlink():  # it may lead anywhere: what it holds is no job of this sweep
+            raise Unreadable("the job folder is a link: not read")
         return load_job(folder)
     except Unreadable as error:
         number = folder.name.split("_", 1)[0]  # Hydra's subdir starts with the job number
-        num = int(number) if number.isdigit() else None
+        num = int(number) if number.isascii() and number.isdigit() and len(number) < 19 else None
         return Job(folder, num, {}, {"status": UNREADABLE, "error": f"unreadable: {error}"})
 
 
@@ -155,7 +267,7 @@ def find_jobs(sweep_dir: Path) -> list[Job]:
     if not sweep_dir.is_dir():
         return []  # the sweep stopped before Hydra made its folder
     folders = [path for path in sweep_dir.iterdir() if is_job_folder(path)]
-    if not any((folder / ".hydra").is_dir() for folder in folders):
+    if not any(is_folder(folder / ".hydra") for folder in folders):
         return []
     jobs = [read_job(folder) for folder in folders]
     return sorted(jobs, key=lambda job: (job.num is None, job.num or 0, job.folder.name))
@@ -163,7 +275,15 @@ def find_jobs(sweep_dir: Path) -> list[Job]:
 
 def is_job_folder(path: Path) -> bool:
     """A sweep's job folders are its visible sub-folders (.submitit/ and the like are not)."""
-    return path.is_dir() and not path.name.startswith(".")
+    return not path.name.startswith(".") and is_folder(path)
+
+
+def is_folder(path: Path) -> bool:
+    """Whether `path` is a folder (or a link to one); False where that cannot be known."""
+    try:
+        return path.is_dir()
+    except OSError:  # a parent folder this user may not enter: read_job will say so
+        return False
 
 
 def objective_of(jobs: list[Job]) -> str | None:

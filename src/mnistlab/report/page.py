@@ -6,8 +6,10 @@ key named with --group-over) folded into mean ± std over n jobs; every job's tr
 validation curves overlaid; and the objective against each swept number.
 """
 
-import html
+import csv
 import logging
+import shlex
+import stat
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -22,25 +24,27 @@ from mnistlab.names import (
     PRUNED,
     REPORT_FILE,
     REPORT_STAMP_FILE,
+    SCALARS_FILE,
     SWEEP_RECORD_FILE,
 )
 from mnistlab.report.groups import SEED_KEY, Group, Sweep, load_sweep, rank_groups, spread
-from mnistlab.report.jobs import Job, rank
+from mnistlab.report.jobs import Job, kind_of, rank
+from mnistlab.report.markup import Html, join, tag, trusted
 from mnistlab.report.plots import curves_figure, objective_figures
 from mnistlab.report.summary import cell
-from mnistlab.run.scalars import read_scalars
+from mnistlab.run.scalars import Series, read_scalars
 
 log = logging.getLogger(__name__)
 
 
-def table(header: list[str], rows: Iterable[list[str]], classes: Iterable[str] = ()) -> str:
-    """An HTML table; cells are escaped here."""
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in header)
-    body = "".join(
-        f'<tr class="{css}">' + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+def table(header: list[str], rows: Iterable[list[object]], classes: Iterable[str] = ()) -> Html:
+    """An HTML table; every header and cell is shown as `cell` has it, escaped by `tag`."""
+    head = tag("tr", *(tag("th", cell("", name)) for name in header))
+    body = (
+        tag("tr", *(tag("td", cell("", value)) for value in row), class_=css)
         for row, css in zip(rows, list(classes) or [""] * 10**9, strict=False)
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return tag("table", tag("thead", head), tag("tbody", *body))
 
 
 def shown_keys(jobs: list[Job], objective: str) -> list[str]:
@@ -49,7 +53,7 @@ def shown_keys(jobs: list[Job], objective: str) -> list[str]:
     return [key for key in keys if any(key in job.metrics for job in jobs)]
 
 
-def group_table(groups: list[Group], keys: list[str], objective: str, sweeps: bool) -> str:
+def group_table(groups: list[Group], keys: list[str], objective: str, sweeps: bool) -> Html:
     """Configurations ranked by mean objective: mean ± std over n completed jobs."""
     metrics = shown_keys([job for group in groups for job in group.jobs], objective)
     header = ["rank", *(["sweep"] if sweeps else []), *keys, "n", *metrics, "not completed"]
@@ -71,7 +75,7 @@ def group_table(groups: list[Group], keys: list[str], objective: str, sweeps: bo
     return table(header, rows, classes)
 
 
-def job_table(sweep: Sweep) -> str:
+def job_table(sweep: Sweep) -> Html:
     """Every job, best first; a job that did not complete with its status and reason."""
     metrics = shown_keys(sweep.jobs, sweep.objective) + ["samples_per_second", "wall_time_s"]
     # The reason last: the one column whose text wraps (a prune rule's reason is a sentence).
@@ -94,7 +98,7 @@ def job_table(sweep: Sweep) -> str:
     return table(header, rows, classes)
 
 
-CSS = """
+STYLE = trusted("""
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1600px; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.2em; margin-top: 2em; } h3 { font-size: 1em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1em; }
@@ -105,55 +109,83 @@ tr.bad td { color: #a00; background: #fff4f4; }
 tr.pruned td { color: #8a5200; background: #fff7e8; }
 code { background: #f4f4f4; padding: 0.1em 0.3em; }
 img { max-width: 100%; }
-"""
+""")
 
 
-def sweep_section(sweep: Sweep, several: bool) -> str:
+def sweep_section(sweep: Sweep, several: bool) -> Html:
     """One sweep: what it swept, its ranked configurations and jobs, its plots."""
     groups = sweep.groups()
-    scalars = {job.folder: read_scalars(job.folder) for job in sweep.jobs}
+    scalars = {job.folder: scalars_of(job) for job in sweep.jobs}
     counts = ", ".join(f"{n} {s}" for s, n in Counter(job.status for job in sweep.jobs).items())
     better = "higher" if sweep.objective in HIGHER_IS_BETTER else "lower"
+    logdir = f"tensorboard --logdir {shlex.quote(str(sweep.folder))}"
     parts = [
-        f"<h2>{html.escape(str(sweep.folder))}</h2>" if several else "",
-        f"<p>{len(sweep.jobs)} jobs ({counts}); swept: "
-        f"{html.escape(', '.join(sweep.keys) or 'nothing')}; ranked by "
-        f"<b>{sweep.objective}</b> ({better} is better). TensorBoard: "
-        f"<code>tensorboard --logdir {html.escape(str(sweep.folder))}</code></p>",
+        tag("h2", cell("", sweep.folder)) if several else "",
+        tag(
+            "p",
+            cell("", f"{len(sweep.jobs)} jobs ({counts}); swept: "),
+            cell("", ", ".join(sweep.keys) or "nothing"),
+            "; ranked by ",
+            tag("b", cell("", sweep.objective)),
+            f" ({better} is better). TensorBoard: ",
+            tag("code", logdir),
+        ),
     ]
     if sweep.group_over:
-        parts.append(f"<h3>Configurations: mean ± std over {sweep.group_over}</h3>")
+        parts.append(tag("h3", "Configurations: mean ± std over ", cell("", sweep.group_over)))
         parts.append(group_table(groups, sweep.config_keys, sweep.objective, sweeps=False))
-    parts += ["<h3>Jobs</h3>", job_table(sweep), "<h3>Curves</h3>"]
+    parts += [tag("h3", "Jobs"), job_table(sweep), tag("h3", "Curves")]
     parts.append(curves_figure(sweep, groups, scalars))
     parts += objective_figures(sweep, groups)
-    return "\n".join(parts)
+    return join(parts, "\n")
 
 
-def page(sweeps: list[Sweep]) -> str:
+def scalars_of(job: Job) -> dict[str, Series]:
+    """The job's scalars.csv, where it is a regular file inside the job folder; else none."""
+    path = job.folder / SCALARS_FILE
+    try:
+        mode = path.lstat().st_mode
+        if not stat.S_ISREG(mode):  # a link is not followed, a FIFO would block the reader
+            log.warning("%s not read: it is %s", cell("", path), kind_of(mode))
+            return {}
+        return read_scalars(job.folder)
+    except FileNotFoundError:
+        return {}  # a job that failed before its first step
+    except (OSError, csv.Error) as error:  # unreadable, or a crafted field over csv's limit
+        log.warning("%s not read: %s", cell("", path), cell("", error))
+        return {}
+
+
+INTRODUCTION = (
+    "Accuracies in %, losses to 4 decimals; ± is the sample standard deviation over the jobs"
+    " counted in n. Failed, interrupted and unfinished jobs are in red with their reason; pruned"
+    " jobs in amber with the epoch and the reason, their curves ending in a cross."
+)
+
+
+def page(sweeps: list[Sweep]) -> Html:
     """The whole report: the sweeps compared (when several), then each one in turn."""
-    title = "Sweep report: " + ", ".join(sweep.folder.name for sweep in sweeps)
+    title = cell("", "Sweep report: " + ", ".join(sweep.folder.name for sweep in sweeps))
+    written = time.strftime("%Y-%m-%d %H:%M:%S")
+    head = tag("head", tag("meta", charset="utf-8"), tag("title", title), tag("style", STYLE))
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-        f"<p>Written {time.strftime('%Y-%m-%d %H:%M:%S')} by mnistlab-summarize. Accuracies in %,"
-        " losses to 4 decimals; ± is the sample standard deviation over the jobs counted in n."
-        " Failed, interrupted and unfinished jobs are in red with their reason; pruned jobs in"
-        " amber with the epoch and the reason, their curves ending in a cross.</p>",
+        tag("h1", title),
+        tag("p", f"Written {written} by mnistlab-summarize. {INTRODUCTION}"),
     ]
     if len(sweeps) > 1:
         objective = sweeps[0].objective
         keys = list(dict.fromkeys(key for sweep in sweeps for key in sweep.config_keys))
         groups = [group for sweep in sweeps for group in sweep.groups()]
-        parts.append(f"<h2>All sweeps, ranked by {objective}</h2>")
+        parts.append(tag("h2", "All sweeps, ranked by ", cell("", objective)))
         parts.append(group_table(groups, keys, objective, sweeps=True))
     parts += [sweep_section(sweep, len(sweeps) > 1) for sweep in sweeps]
-    return "\n".join(parts) + "\n</body></html>\n"
+    body = tag("body", join(parts, "\n"))
+    return join([trusted("<!doctype html>"), tag("html", head, body)], "\n") + "\n"
 
 
 def write_report(folders: list[Path], out: Path, group_over: str = SEED_KEY) -> Path:
     """Build report.html for the sweeps in `folders` and write it (atomically) to `out`."""
-    text = page([load_sweep(folder, group_over) for folder in folders])
+    text = page([load_sweep(folder, group_over) for folder in folders])  # escaped: markup
     with open_atomic(out) as file:
         file.write(text)
     return out

@@ -3,7 +3,6 @@ swept number. Drawn on matplotlib's Agg canvas without pyplot, inlined as PNG da
 """
 
 import base64
-import html
 import io
 import math
 import statistics
@@ -12,11 +11,18 @@ from typing import Any
 
 from mnistlab.names import BATCH_TAGS, HIGHER_IS_BETTER, PRUNED, TAGS
 from mnistlab.private import matplotlib as matplotlib_private
-from mnistlab.report.groups import Group, Sweep
+from mnistlab.report import markup
+from mnistlab.report.groups import Group, Sweep, average
+from mnistlab.report.markup import Html, join, printable, trusted
+from mnistlab.report.summary import cell
 from mnistlab.run.scalars import Series
 
 STYLES = ("-", "--", ":", "-.")
 DPI = 80  # of the PNGs: a 15-inch figure is 1200 pixels wide
+# The largest value an axis spans: past it matplotlib's ticks overflow (`arange: cannot compute
+# length` at ±1e308); a curve beyond it is drawn at its edge, and listed as off the top.
+AXIS_LIMIT = 1e300
+LABEL_LIMIT = 40  # characters of a crafted key or value that a figure shows: it stays a figure
 
 
 def figure_of(width: float, height: float, columns: int = 1) -> tuple[Any, Any]:
@@ -56,12 +62,21 @@ def left_of(axes: Any, renderer: Any) -> float:
     return reach / axes.get_figure().dpi
 
 
-def png(figure: Any) -> str:
+def png(figure: Any) -> Html:
     """A matplotlib figure as an inline <img> (base64 PNG)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="plot" src="data:image/png;base64,{data}">'
+    return markup.tag("img", alt="plot", src=trusted(f"data:image/png;base64,{data}"))
+
+
+def plain(text: str) -> str:
+    """Text for a figure: shown as it is (a `$` pair would start matplotlib's math, and fail on
+    `$\\x$`), on one line, and short enough that the legend leaves room for the plots."""
+    text = printable(text.replace("\n", " "))
+    if len(text) > LABEL_LIMIT:
+        text = text[: LABEL_LIMIT - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 def styles(groups: list[Group], keys: list[str]) -> dict[int, tuple[Any, str]]:
@@ -98,13 +113,13 @@ def group_curve(group: Group, tag: str, scalars: dict[Path, dict[str, Series]]):
     steps = sorted(common)
     columns = [[dict(zip(s, v, strict=True))[step] for step in steps] for s, v in series]
     rows = list(zip(*columns, strict=True))
-    means = [statistics.fmean(row) for row in rows]
+    means = [average(row) for row in rows]
     return steps, means, [min(row) for row in rows], [max(row) for row in rows]
 
 
 def limits(curves: list[list[float]]) -> tuple[float, float, bool]:
     """(bottom, top, log): top leaves out curves far above the typical one (diverged runs)."""
-    finite = [[v for v in curve if math.isfinite(v)] for curve in curves]
+    finite = [[clip(v) for v in curve if math.isfinite(v)] for curve in curves]
     finite = [curve for curve in finite if curve]
     if not finite:
         return 0.0, 1.0, False
@@ -114,9 +129,15 @@ def limits(curves: list[list[float]]) -> tuple[float, float, bool]:
     bottom = min(min(curve) for curve in finite)
     log = bottom > 0 and top / bottom > 10
     margin = (top / bottom) ** 0.05 if log else 0.05 * (top - bottom or 1.0)
-    if log:
-        return bottom / margin, top * margin, True
-    return bottom - margin, top + margin, False
+    low, high = (bottom / margin, top * margin) if log else (bottom - margin, top + margin)
+    if not (math.isfinite(low) and math.isfinite(high)):  # numbers near the largest float
+        return bottom, top, log
+    return low, high, log
+
+
+def clip(value: float) -> float:
+    """`value` within ±AXIS_LIMIT (nan stays nan)."""
+    return value if not abs(value) > AXIS_LIMIT else math.copysign(AXIS_LIMIT, value)
 
 
 def draw_curves(axes: Any, groups, look, tag: str, scalars) -> list[str]:
@@ -130,7 +151,7 @@ def draw_curves(axes: Any, groups, look, tag: str, scalars) -> list[str]:
         return []
     percent = 100 if tag.endswith("accuracy") else 1  # for people: accuracies in %
     for group, (steps, mean, low, high) in drawn:
-        mean, low, high = ([percent * v for v in series] for series in (mean, low, high))
+        mean, low, high = ([clip(percent * v) for v in series] for series in (mean, low, high))
         colour, style = look[id(group)]
         dot = "o" if len(steps) == 1 else None  # one epoch: a lone point draws no line
         axes.plot(steps, mean, color=colour, linestyle=style, linewidth=1.2, marker=dot)
@@ -168,7 +189,7 @@ def legend(figure: Any, groups: list[Group], keys: list[str], look) -> Any:
                     [],
                     color=colour if position == 0 else "black",
                     linestyle=style if position == 1 else "-",
-                    label=f"{key}={value}",
+                    label=plain(f"{key}={value}"),
                 )
             )
     if any(group.pruned for group in groups):
@@ -178,7 +199,7 @@ def legend(figure: Any, groups: list[Group], keys: list[str], look) -> Any:
     return figure.legend(handles=handles, loc="upper right", fontsize=8, borderaxespad=0.2)
 
 
-def curves_figure(sweep: Sweep, groups: list[Group], scalars) -> str:
+def curves_figure(sweep: Sweep, groups: list[Group], scalars) -> Html:
     """Training loss (every logging point) and the validation curves, all jobs overlaid."""
     tags = [BATCH_TAGS["loss"], TAGS["val_loss"], TAGS["val_accuracy"]]
     figure, axes = figure_of(15, 4, columns=3)
@@ -188,25 +209,31 @@ def curves_figure(sweep: Sweep, groups: list[Group], scalars) -> str:
         for label in draw_curves(ax, groups, look, tag, scalars):
             above.setdefault(label, []).append(tag)
     fit(figure, legend(figure, groups, sweep.config_keys, look))
-    return styling_note(sweep) + png(figure) + clipped_note(above)
+    return join([styling_note(sweep), png(figure), clipped_note(above)])
 
 
-def styling_note(sweep: Sweep) -> str:
+def styling_note(sweep: Sweep) -> Html:
     """Which key sets the colour and which the line style, and what a band means."""
     colour, style = (sweep.config_keys + ["–", "–"])[:2]
     text = f"Colour: {colour}; line style: {style}"
     if sweep.group_over:
         text += f"; each line the mean over {sweep.group_over}, shaded from lowest to highest"
-    return f"<p>{html.escape(text)}.</p>"
+    return markup.tag("p", cell("", text), ".")
 
 
-def clipped_note(above: dict[str, list[str]]) -> str:
+def clipped_note(above: dict[str, list[str]]) -> Html:
     """The curves cut off at the top, so that nobody misses a diverged run."""
     if not above:
-        return ""
-    lines = (f"{label}: {', '.join(tags)}" for label, tags in above.items())
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
-    return f"<p>Off the top of the charts (diverged, or far above the rest):</p><ul>{items}</ul>"
+        return Html()
+    items = (
+        markup.tag("li", cell("", f"{label}: {', '.join(tags)}")) for label, tags in above.items()
+    )
+    return join(
+        [
+            markup.tag("p", "Off the top of the charts (diverged, or far above the rest):"),
+            markup.tag("ul", *items),
+        ]
+    )
 
 
 def log_scale(axis: Any) -> None:
@@ -222,13 +249,15 @@ def log_scale(axis: Any) -> None:
 
 
 def number(text: str) -> float | None:
+    """A swept value as a finite number, or None (text, or inf and nan: no place on an axis)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
 
 
-def objective_figures(sweep: Sweep, groups: list[Group]) -> list[str]:
+def objective_figures(sweep: Sweep, groups: list[Group]) -> list[Html]:
     """The objective against each swept numeric key (the "which lr for which optimizer" plot)."""
     figures = []
     for key in sweep.config_keys:
@@ -239,16 +268,16 @@ def objective_figures(sweep: Sweep, groups: list[Group]) -> list[str]:
     return figures
 
 
-def objective_figure(sweep: Sweep, groups: list[Group], key: str) -> str:
+def objective_figure(sweep: Sweep, groups: list[Group], key: str) -> Html | None:
     """The objective against `key`, one line per value of the other keys, ± std as bars."""
     others = [other for other in sweep.config_keys if other != key]
     lines: dict[str, list[tuple[float, Group]]] = {}
     for group in groups:
         if group.mean(sweep.objective) is not None:
             name = ", ".join(f"{o}={group.config.get(o, '')}" for o in others) or sweep.objective
-            lines.setdefault(name, []).append((number(group.config[key]), group))
+            lines.setdefault(plain(name), []).append((number(group.config[key]), group))
     if not lines:
-        return ""
+        return None
     figure, (axes,) = figure_of(7, 4)
     for name, points in lines.items():
         points.sort(key=lambda point: point[0])
@@ -266,8 +295,9 @@ def objective_figure(sweep: Sweep, groups: list[Group], key: str) -> str:
         log_scale(axes.yaxis)
     axes.set_ylim(bottom, top)
     better = "higher" if sweep.objective in HIGHER_IS_BETTER else "lower"
-    axes.set(xlabel=key, ylabel=f"{sweep.objective} ({better} is better)")
-    axes.set_title(f"{sweep.objective} against {key}")
+    objective, name = plain(sweep.objective), plain(key)
+    axes.set(xlabel=name, ylabel=f"{objective} ({better} is better)")
+    axes.set_title(f"{objective} against {name}")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     fit(figure)

@@ -26,6 +26,7 @@ from mnistlab.report.jobs import (
     row,
     swept_keys,
 )
+from mnistlab.report.markup import printable
 from mnistlab.sweep import timeleft
 from mnistlab.sweep.context import SweepContext
 
@@ -34,11 +35,20 @@ log = logging.getLogger(__name__)
 
 def write_csv(path: Path, jobs: list[Job]) -> None:
     """All columns, values as Python writes them (floats round-trip exactly)."""
-    header = columns(jobs, METRIC_KEYS)
+    header = [encodable(key) for key in columns(jobs, METRIC_KEYS)]
     with open_atomic(path) as file:
         writer = csv.DictWriter(file, fieldnames=header, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(row(job) for job in jobs)
+        for job in jobs:
+            writer.writerow({encodable(key): encodable(v) for key, v in row(job).items()})
+
+
+def encodable(value: Any) -> Any:
+    """`value`, but text with lone surrogates (a JSON `\\udcff`, a file name's bad byte) escaped:
+    UTF-8 cannot write them."""
+    if not isinstance(value, str):
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def markdown_table(jobs: list[Job]) -> str:
@@ -55,26 +65,55 @@ def markdown_table(jobs: list[Job]) -> str:
             if (has_error or key != "error") and key not in shared
         ),
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [markdown_row([cell("", key) for key in header]), "|" + "---|" * len(header)]
     for place, job in enumerate(jobs, start=1):
         shown = {"rank": place if job.status == COMPLETED else "-", "status": job.status_text}
         values = row(job) | shown
-        cells = [cell(key, values.get(key, "")) for key in header]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row([cell(key, values.get(key, "")) for key in header]))
     return "\n".join(lines)
 
 
+def markdown_row(cells: list[str]) -> str:
+    """One table row of Markdown text."""
+    return "| " + " | ".join(markdown(text) for text in cells) + " |"
+
+
+def markdown(text: str) -> str:
+    """Text that Markdown shows as it is: a `|` would split a row, a `<` start HTML where
+    summary.md is shown as a page, `](` make a link (printed, a backslash shows before each)."""
+    for special, escaped in (("\\", "\\\\"), ("|", "\\|"), ("<", "\\<"), ("](", "]\\(")):
+        text = text.replace(special, escaped)
+    return text
+
+
+# A cell's most characters: a crafted value (100,000 brackets) stays a cell, not a page.
+CELL_LIMIT = 1000
+
+
 def cell(key: str, value: Any) -> str:
-    """A value as a table cell: accuracies in %, losses to 4 decimals, no stray pipes."""
+    """A value as people read it: accuracies in %, losses to 4 decimals; text on one line,
+    printable (no control characters) and at most CELL_LIMIT characters."""
     if isinstance(value, float) and math.isfinite(value):
-        if key.endswith("accuracy"):
-            return f"{100 * value:.2f}%"
-        if key == "samples_per_second":
-            return f"{value:.0f}"
-        if key == "wall_time_s":
-            return f"{value:.1f}"
-        return f"{value:.4f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+        return figure(key, value)
+    if isinstance(value, int) and not -(10**15) < value < 10**15:
+        return power_of_ten(value)
+    text = printable(str(value).replace("\r\n", " ").replace("\n", " ").replace("\t", " "))
+    return text if len(text) <= CELL_LIMIT else text[: CELL_LIMIT - 1] + "…"
+
+
+def figure(key: str, value: float) -> str:
+    """A finite number, rounded for its kind; in powers of ten where digits would run on."""
+    percent = key.endswith("accuracy")
+    shown = 100 * value if percent else value
+    decimals = 2 if percent else {"samples_per_second": 0, "wall_time_s": 1}.get(key, 4)
+    text = f"{shown:.{decimals}f}" if abs(shown) < 1e9 else f"{shown:.4g}"
+    return text + ("%" if percent else "")
+
+
+def power_of_ten(value: int) -> str:
+    """A whole number of many digits as 1.234e+400 (float() would overflow past 1e308)."""
+    digits = str(abs(value))
+    return f"{'-' if value < 0 else ''}{digits[0]}.{digits[1:4]}e+{len(digits) - 1}"
 
 
 def summary_text(sweep_dir: Path, jobs: list[Job], objective: str | None) -> str:
@@ -86,7 +125,8 @@ def summary_text(sweep_dir: Path, jobs: list[Job], objective: str | None) -> str
     else:
         better = "higher" if objective in HIGHER_IS_BETTER else "lower"
         ranked = f"ranked by {objective} ({better} is better)"
-    return f"Sweep {sweep_dir}: {len(jobs)} jobs ({tally}), {ranked}\n\n{markdown_table(jobs)}\n"
+    line = cell("", f"Sweep {sweep_dir}: {len(jobs)} jobs ({tally}), {ranked}")
+    return f"{markdown(line)}\n\n{markdown_table(jobs)}\n"
 
 
 def write_summary(sweep_dir: Path, jobs: list[Job] | None = None) -> str:
@@ -131,10 +171,10 @@ def progress_line(jobs: list[Job], folder_name: str, note: str, sweep: SweepCont
     job = next((job for job in jobs if job.folder.name == folder_name), None)
     if job is None:  # its folder is not a job folder: say what is known
         return timeleft.line(label, "ended", len(finished(jobs)), total, started, before)
-    result = f"{job.status_text} ({note})" if note else job.status_text
+    result = cell("", f"{job.status_text} ({note})" if note else job.status_text)
     value = job.metrics.get(job.objective) if job.objective is not None else None
     if isinstance(value, float):
-        result += f", {job.objective}={cell(job.objective, value)}"
+        result += f", {cell('', job.objective)}={cell(job.objective, value)}"
     reason = job.metrics.get("error") or job.metrics.get("prune_reason")
     if reason:
         result += f": {cell('error', reason)[:120]}"
