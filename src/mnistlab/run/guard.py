@@ -40,8 +40,14 @@ NAME_MAX = 255  # bytes in one file name, where the file system does not say
 
 
 def check_folder(folder: Path, key: str) -> None:
-    """Refuse a folder that is a file, lies below a file, cannot be created or written, or
-    whose name is longer than the file system allows."""
+    """Refuse a folder whose name is too long for the file system, that is a file, lies below
+    a file, or cannot be created or written."""
+    longest = max(len(os.fsencode(part)) for part in folder.parts)
+    if longest > name_max(folder):
+        raise SettingError(
+            f"{key}: a folder name of {longest} bytes is longer than this file system allows "
+            f"({name_max(folder)}): choose a shorter {key}"
+        )
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -53,20 +59,16 @@ def check_folder(folder: Path, key: str) -> None:
             f"{key}={folder} cannot be written ({existing} is not writable): choose a folder "
             "you can write to"
         )
-    longest = max(len(os.fsencode(part)) for part in folder.parts)
-    if longest > name_max(existing):
-        raise SettingError(
-            f"{key}: a folder name of {longest} bytes is longer than this file system allows "
-            f"({name_max(existing)}): choose a shorter {key}"
-        )
 
 
 def name_max(folder: Path) -> int:
-    """The longest file name, in bytes, that the file system holding `folder` allows."""
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return NAME_MAX
+    """The longest file name, in bytes, allowed where `folder` is (its nearest existing parent)."""
+    for parent in folder.parents:
+        try:
+            return os.pathconf(parent, "PC_NAME_MAX")
+        except (OSError, ValueError):  # missing, or itself a name too long to look up
+            continue
+    return NAME_MAX
 
 
 def check_links(folder: Path, key: str, patterns: tuple[str, ...] = ("*",)) -> None:
