@@ -96,8 +96,9 @@ def hold(folder: Path) -> int | None:
 def links_among(folder: Path, patterns: Iterable[str] = ("*",)) -> list[Path]:
     """Entries of `folder` named by `patterns` (and all below them) that a write could follow.
 
-    That is a symbolic link (a dangling one included), or a file with a second hard link: an
-    append to it (a log) would change the other name's file too.
+    That is a symbolic link (a dangling one included), a file with a second hard link (an
+    append to it, a log's, would change the other name's file too), or what is neither a file
+    nor a folder (a FIFO would block its reader, a device would take the write).
     """
     try:
         entries = list(os.scandir(folder))
@@ -108,10 +109,10 @@ def links_among(folder: Path, patterns: Iterable[str] = ("*",)) -> list[Path]:
         if not any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in patterns):
             continue
         info = entry.stat(follow_symlinks=False)
-        if stat.S_ISLNK(info.st_mode) or (stat.S_ISREG(info.st_mode) and info.st_nlink > 1):
-            found.append(Path(entry.path))
-        elif stat.S_ISDIR(info.st_mode):
+        if stat.S_ISDIR(info.st_mode):
             found += links_among(Path(entry.path))
+        elif not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            found.append(Path(entry.path))
     return found
 
 

@@ -50,6 +50,11 @@ class SweepCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """In the job's own process, whichever launcher ran it: the sweep's files, and a line."""
+        with guard.refusal():  # a summary that cannot be written stops the sweep, in one line
+            self.record_job(config, job_return)
+
+    def record_job(self, config: DictConfig, job_return: JobReturn) -> None:
+        """Record a failure; rewrite the summary, print the progress line, refresh the report."""
         if config.hydra.mode is not RunMode.MULTIRUN:
             return  # a single run reports its own failure on the terminal
         sweep, out_dir = Path(config.hydra.sweep.dir), Path(config.hydra.runtime.output_dir)

@@ -77,15 +77,17 @@ def check_links(folder: Path, key: str, patterns: tuple[str, ...] = ("*",)) -> N
     if not found:
         return
     path = found[0]
-    what = (
-        f"the link {path} -> {os.readlink(path)}"
-        if path.is_symlink()
-        else (f"{path}, which has another name (a hard link)")
-    )
+    through = "mnistlab never writes through a link, which could change a file outside the folder"
+    if path.is_symlink():
+        what, why = f"the link {path} -> {os.readlink(path)}", through
+    elif path.is_file():
+        what, why = f"{path}, which has another name (a hard link)", through
+    else:
+        what = f"{path}, which is neither a file nor a folder"
+        why = "a FIFO would stop the run, a device would take its writes"
     others = f" (and the {len(found) - 1} others like it)" if len(found) > 1 else ""
     raise SettingError(
-        f"{key}={folder} holds {what}: mnistlab never writes through a link, which could change "
-        f"a file outside the folder; remove it{others}, or choose another {key}"
+        f"{key}={folder} holds {what}: {why}; remove it{others}, or choose another {key}"
     )
 
 
@@ -211,6 +213,11 @@ class RunFolder(Callback):
 
     def on_run_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """A run refused before training leaves no new folder (or resumed_<time>/) behind."""
+        with refusal():
+            self.tidy(config, job_return)
+
+    def tidy(self, config: DictConfig, job_return: JobReturn) -> None:
+        """Remove what a run refused before training made: its new folder, its resumed_<time>/."""
         error = hydra_private.returned(job_return)
         if job_return.status is not JobStatus.FAILED or not isinstance(error, SettingError):
             return

@@ -7,6 +7,7 @@ run goes. `History` is its one writer, `read_scalars` its one reader. Kept free 
 
 import csv
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,27 +46,32 @@ class History:
 
 
 def keep_before(path: Path, step: int) -> None:
-    """Drop the points at `step` or later: a resumed run logs them again."""
-    with path.open(newline="") as file:
-        rows = [row for row in csv.reader(file)][1:]
-    kept = [",".join(row) for row in rows if len(row) == 3 and int(row[0]) < step]
-    write_text(path, HEADER + "".join(line + "\n" for line in kept))
+    """Drop the points at `step` or later: a resumed run logs them again (and damaged rows)."""
+    kept = [f"{at},{tag},{value!r}\n" for at, tag, value in points(path) if at < step]
+    write_text(path, HEADER + "".join(kept))
+
+
+def points(path: Path) -> Iterator[tuple[int, str, float]]:
+    """The (step, tag, value) rows of a scalars.csv; damaged rows (a kill, a stray byte) skipped."""
+    with path.open(newline="", errors="replace") as file:
+        reader = csv.reader(file)
+        next(reader, None)
+        for row in reader:
+            try:
+                step, tag, value = int(row[0]), row[1], float(row[2])
+            except (ValueError, IndexError):
+                continue
+            if len(row) == 3:
+                yield step, tag, value
 
 
 def read_scalars(folder: Path) -> dict[str, Series]:
     """tag -> (steps, values) from a run folder's scalars.csv; empty if it has none."""
     series: dict[str, Series] = defaultdict(lambda: ([], []))
     path = folder / SCALARS_FILE
-    if not path.exists():
+    if not path.is_file():
         return {}
-    with path.open(newline="", errors="replace") as file:  # damaged bytes: a row skipped
-        reader = csv.reader(file)
-        next(reader, None)
-        for row in reader:
-            try:
-                step, tag, value = int(row[0]), row[1], float(row[2])
-            except (ValueError, IndexError):  # a line cut short by a kill
-                continue
-            series[tag][0].append(step)
-            series[tag][1].append(value)
+    for step, tag, value in points(path):
+        series[tag][0].append(step)
+        series[tag][1].append(value)
     return dict(series)
