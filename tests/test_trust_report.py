@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import yaml
 
 from conftest import child_env, run_cli
 from mnistlab.names import read_metrics
-from mnistlab.report import groups, jobs, markup
+from mnistlab.report import groups, jobs, markup, page
 from mnistlab.report.summary import cell
 
 IMG = "<img src=x onerror=\"document.title='pwned'\">"
@@ -119,23 +120,22 @@ def assert_only_our_markup(page: str) -> str:
 
 
 @pytest.mark.slow  # mnistlab-summarize, twice
-@pytest.mark.parametrize("payload", PAYLOADS, ids=["img", "script", "breakout", "closes"])
-def test_every_field_of_a_crafted_sweep_is_text_in_the_report(tmp_path: Path, payload: str) -> None:
-    sweep = tmp_path / f"sweep {payload.replace('/', '|')}"
-    key = crafted_sweep(sweep, payload)
-    other = shutil.copytree(sweep, tmp_path / "second")
-    alone = run_cli("mnistlab.cli.summarize", str(sweep), "--group-over", key, cwd=tmp_path)
+def test_every_field_of_a_crafted_sweep_is_text_in_the_report(tmp_path: Path) -> None:
+    sweeps = [tmp_path / f"s{n} {payload.replace('/', '|')}" for n, payload in enumerate(PAYLOADS)]
+    keys = [crafted_sweep(sweep, payload) for sweep, payload in zip(sweeps, PAYLOADS, strict=True)]
+    alone = run_cli("mnistlab.cli.summarize", str(sweeps[0]), "--group-over", keys[0], cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr
-    both = run_cli("mnistlab.cli.summarize", str(sweep), str(other), cwd=tmp_path)
-    assert both.returncode == 0, both.stderr  # the comparison: "All sweeps, ranked by ..."
-    for page in (sweep / "report.html", tmp_path / "report.html"):
-        text = assert_only_our_markup(page.read_text())
-        assert payload in text  # shown, as text: escaped, not dropped
+    text = assert_only_our_markup((sweeps[0] / "report.html").read_text())
+    assert IMG in text and f"mean ± std over {keys[0]}" in text  # shown as text, not dropped
+    compared = tmp_path / "compared.html"  # each sweep's section, and "All sweeps, ranked by"
+    both = run_cli("mnistlab.cli.summarize", *map(str, sweeps), f"--out={compared}", cwd=tmp_path)
+    assert both.returncode == 0, both.stderr
+    text = assert_only_our_markup(compared.read_text())
+    for sweep, payload in zip(sweeps, PAYLOADS, strict=True):
         assert f"ranked by {payload}" in text and f"1 {payload}" in text  # objective, counts
-    assert f"mean ± std over {key}" in assert_only_our_markup((sweep / "report.html").read_text())
-    # summary.md is Markdown: where it is shown as a page, a `<` would start HTML.
-    summary = (sweep / "summary.md").read_text()
-    assert payload.replace("<", "\\<") in summary and not re.search(r"(?<!\\)<", summary)
+        # summary.md is Markdown: where it is shown as a page, a `<` would start HTML.
+        summary = (sweep / "summary.md").read_text()
+        assert payload.replace("<", "\\<") in summary and not re.search(r"(?<!\\)<", summary)
 
 
 def test_a_value_never_reaches_the_page_as_markup() -> None:
@@ -349,6 +349,18 @@ def test_unreadable_files_are_one_line_each_and_nothing_readable_is_an_error() -
         assert nothing.stderr.strip().splitlines()[-1] == (
             "mnistlab-summarize: no job folder could be read (each is listed above, why)"
         )
+        sweep.chmod(0o311)  # may be entered, not listed
+        unlisted = subprocess.run(
+            as_nobody("mnistlab.cli.summarize", str(sweep)),
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert unlisted.returncode == 2
+        assert unlisted.stderr.splitlines()[-1] == (
+            f"mnistlab-summarize: error: {sweep} cannot be read: Permission denied"
+        )
     finally:
         for path in [base, *base.rglob("*")]:
             if not path.is_symlink():
@@ -404,3 +416,14 @@ def test_cells_show_any_number_in_a_few_characters() -> None:
     assert cell("steps", 10**400) == "1.000e+400" and cell("steps", -(10**20)) == "-1.000e+20"
     assert cell("val_loss", float("nan")) == "nan" and cell("x", "a\nb\x1b[2J") == "a b\\u001b[2J"
     assert groups.average([1e308, 1e308]) == 1e308  # where the sum is past the largest float
+
+
+def test_a_fifo_in_place_of_the_report_stamp_is_not_waited_on(tmp_path: Path) -> None:
+    """After each job a sweep reads .report.time: a FIFO there would block the sweep for good."""
+    craft_job(tmp_path, "0_good", 0, ["optimizer.lr=0.1"], "val_loss", GOOD)
+    os.mkfifo(tmp_path / ".report.time")
+    rebuild = threading.Thread(target=page.refresh, args=(tmp_path, 60.0), daemon=True)
+    rebuild.start()
+    rebuild.join(timeout=60)
+    assert not rebuild.is_alive(), "refresh waits on the FIFO"
+    assert (tmp_path / "report.html").exists()  # no stamp to read: built

@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def jobs_of(parser: argparse.ArgumentParser, sweep_dir: Path) -> list[Job]:
     """The sweep's jobs; a one-line error (exit 2) where it is no sweep folder to read."""
-    if not sweep_dir.is_dir():
-        parser.error(f"{sweep_dir} is not a folder")
     try:
+        if not sweep_dir.is_dir():
+            parser.error(f"{sweep_dir} is not a folder")
         jobs = find_jobs(sweep_dir)
-    except OSError as error:  # a folder this user may not list
+    except OSError as error:  # a folder this user may not enter or list
         parser.error(f"{sweep_dir} cannot be read: {error.strerror}")
     if not jobs:
         parser.error(f"{sweep_dir} holds no Hydra job folders (*/.hydra/hydra.yaml)")

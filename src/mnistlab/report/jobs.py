@@ -123,10 +123,14 @@ YAML_LIMIT = 10 * 2**20
 
 
 def read_inside(folder: Path, *parts: str) -> bytes:
-    """The file `folder/parts...`, where neither it nor a folder on the way is a link, and it
-    is a regular file of at most YAML_LIMIT bytes; `Refused` or OSError otherwise."""
+    """The file `folder/parts...`, where neither it nor a folder between it and `folder` is a
+    link, and it is a regular file of at most YAML_LIMIT bytes; `Refused` or OSError otherwise.
+
+    `folder` itself is the caller's to trust (the sweep folder the user named, or a job folder
+    `read_job` found to be no link): links below it are never followed out of it.
+    """
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    where = os.open(folder, flags | os.O_DIRECTORY)
+    where = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in parts[:-1]:
             inner = opened(part, flags | os.O_DIRECTORY, where)
@@ -140,7 +144,7 @@ def read_inside(folder: Path, *parts: str) -> bytes:
         os.close(where)
     with os.fdopen(descriptor, "rb") as file:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # replaced since the check
-            raise Refused("it is not a regular file")
+            raise Refused("it is no regular file: not read")
         data = file.read(YAML_LIMIT + 1)
     if len(data) > YAML_LIMIT:
         raise Refused(f"it is over {YAML_LIMIT // 2**20} MB: Hydra writes a few KB")
@@ -264,7 +268,7 @@ def read_job(folder: Path) -> Job:
 
 def find_jobs(sweep_dir: Path) -> list[Job]:
     """Every job folder directly under `sweep_dir`; none if no folder has Hydra's .hydra/ record."""
-    if not sweep_dir.is_dir():
+    if not is_folder(sweep_dir):
         return []  # the sweep stopped before Hydra made its folder
     folders = [path for path in sweep_dir.iterdir() if is_job_folder(path)]
     if not any(is_folder(folder / ".hydra") for folder in folders):

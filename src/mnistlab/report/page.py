@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from contextlib import suppress
+from itertools import chain, repeat
 from pathlib import Path
 
 from mnistlab.files import open_atomic, write_text
@@ -28,7 +29,7 @@ from mnistlab.names import (
     SWEEP_RECORD_FILE,
 )
 from mnistlab.report.groups import SEED_KEY, Group, Sweep, load_sweep, rank_groups, spread
-from mnistlab.report.jobs import Job, kind_of, rank
+from mnistlab.report.jobs import Job, kind_of, rank, read_inside
 from mnistlab.report.markup import Html, join, tag, trusted
 from mnistlab.report.plots import curves_figure, objective_figures
 from mnistlab.report.summary import cell
@@ -42,7 +43,7 @@ def table(header: list[str], rows: Iterable[list[object]], classes: Iterable[str
     head = tag("tr", *(tag("th", cell("", name)) for name in header))
     body = (
         tag("tr", *(tag("td", cell("", value)) for value in row), class_=css)
-        for row, css in zip(rows, list(classes) or [""] * 10**9, strict=False)
+        for row, css in zip(rows, chain(classes, repeat("")), strict=False)
     )
     return tag("table", tag("thead", head), tag("tbody", *body))
 
@@ -202,9 +203,9 @@ def refresh(sweep_dir: Path, every: float) -> None:
     """
     stamp = sweep_dir / REPORT_STAMP_FILE
     with suppress(OSError, ValueError):  # no record of either, or a damaged stamp: build
-        if stamp.exists():
-            built_at, took = map(float, stamp.read_text().split())
-        else:
+        try:  # read as a job's files are: a FIFO or a link in its place is refused, not waited on
+            built_at, took = map(float, read_inside(sweep_dir, REPORT_STAMP_FILE).split())
+        except FileNotFoundError:
             built_at, took = (sweep_dir / SWEEP_RECORD_FILE).stat().st_mtime, 0.0
         if time.time() - built_at < max(every, 10 * took):
             return
