@@ -347,7 +347,7 @@ def test_unreadable_files_are_one_line_each_and_nothing_readable_is_an_error() -
         )
         assert nothing.returncode == 1
         assert nothing.stderr.strip().splitlines()[-1] == (
-            "mnistlab-summarize: no job folder could be read (each is listed above, why)"
+            "mnistlab-summarize: no job folder could be read: the table gives each reason"
         )
         sweep.chmod(0o311)  # may be entered, not listed
         unlisted = subprocess.run(
@@ -427,3 +427,19 @@ def test_a_fifo_in_place_of_the_report_stamp_is_not_waited_on(tmp_path: Path) ->
     rebuild.join(timeout=60)
     assert not rebuild.is_alive(), "refresh waits on the FIFO"
     assert (tmp_path / "report.html").exists()  # no stamp to read: built
+
+
+@pytest.mark.slow  # mnistlab-summarize
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    """`mnistlab-summarize <sweep> | head -1`: the pipe closes before the table is printed."""
+    craft_job(tmp_path / "sweep", "0_good", 0, ["optimizer.lr=0.1"], "val_loss", GOOD)
+    reader, writer = os.pipe()
+    os.close(reader)  # gone before the command prints: its first line meets a closed pipe
+    try:
+        command = [sys.executable, "-m", "mnistlab.cli.summarize", str(tmp_path / "sweep")]
+        result = subprocess.run(
+            command, stdout=writer, stderr=subprocess.PIPE, text=True, env=child_env(), timeout=120
+        )
+    finally:
+        os.close(writer)
+    assert (result.returncode, result.stderr) == (1, "")

@@ -8,6 +8,7 @@ stopped. Kept free of torch, so that the command starts in a blink.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,15 @@ from mnistlab.report.summary import write_summary
 
 def main(argv: list[str] | None = None) -> None:
     """mnistlab-summarize <sweep dir> [<sweep dir> ...]: rebuild summaries and report.html."""
+    try:
+        summarize(argv)
+    except BrokenPipeError:  # `mnistlab-summarize x | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        sys.exit(1)
+
+
+def summarize(argv: list[str] | None) -> None:
+    """Parse the command line; write and print each sweep's summary, then the report."""
     parser = argparse.ArgumentParser(prog="mnistlab-summarize", description=main.__doc__)
     parser.add_argument(
         "sweep_dirs", nargs="+", type=Path, help="e.g. outputs/sweeps/2024-05-01_12-00-00_0"
@@ -44,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     default = folder / names.REPORT_FILE
     print_report(args.sweep_dirs, args.out or default, args.group_over)
     if all(job.status == names.UNREADABLE for jobs in found.values() for job in jobs):
-        sys.exit("mnistlab-summarize: no job folder could be read (each is listed above, why)")
+        sys.exit("mnistlab-summarize: no job folder could be read: the table gives each reason")
 
 
 def jobs_of(parser: argparse.ArgumentParser, sweep_dir: Path) -> list[Job]:
