@@ -231,7 +231,9 @@ def damaged_sweep(sweep: Path, outside: Path) -> dict[str, str]:
     )
     shutil.rmtree(job(11, "hydra_link") / ".hydra")
     (sweep / "11_hydra_link" / ".hydra").symlink_to(sweep / "0_good" / ".hydra")
-    (sweep / "12_job_link").symlink_to(sweep / "0_good")
+    elsewhere = shutil.copytree(sweep / "0_good", outside.with_name("elsewhere"))
+    os.mkfifo(elsewhere / "scalars.csv")  # were anything read through the link, it would say so
+    (sweep / "12_job_link").symlink_to(elsewhere)
     return {
         "1_fifo": "unreadable: metrics.json: it is a FIFO: not read",
         "2_fifo_config": "unreadable: .hydra/config.yaml: it is a FIFO: not read",
@@ -267,6 +269,7 @@ def test_summarize_lists_each_damaged_job_in_one_line_and_ranks_the_rest(tmp_pat
     assert {name: row["error"] for name, row in rows.items() if name != "0_good"} == expected
     assert (rows["0_good"]["status"], rows["0_good"]["val_loss"]) == ("completed", "0.5")
     assert "SECRET" not in (sweep / "report.html").read_text() + result.stdout
+    assert "12_job_link" not in result.stderr  # nothing read through a linked job folder
     assert (sweep / "report.html").stat().st_size > 10_000  # with its plots
 
 

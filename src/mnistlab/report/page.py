@@ -27,6 +27,7 @@ from mnistlab.names import (
     REPORT_STAMP_FILE,
     SCALARS_FILE,
     SWEEP_RECORD_FILE,
+    UNREADABLE,
 )
 from mnistlab.report.groups import SEED_KEY, Group, Sweep, load_sweep, rank_groups, spread
 from mnistlab.report.jobs import Job, kind_of, rank, read_inside
@@ -143,6 +144,8 @@ def sweep_section(sweep: Sweep, several: bool) -> Html:
 
 def scalars_of(job: Job) -> dict[str, Series]:
     """The job's scalars.csv, where it is a regular file inside the job folder; else none."""
+    if job.status == UNREADABLE:  # a folder that is a link among them: nothing read through it
+        return {}
     path = job.folder / SCALARS_FILE
     try:
         mode = path.lstat().st_mode
