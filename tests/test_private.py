@@ -4,6 +4,7 @@ An upgrade that removes or changes one fails here, naming it, rather than deep i
 """
 
 import atexit
+import importlib
 import subprocess
 import sys
 
@@ -54,6 +55,36 @@ def test_hydra_job_return_keeps_a_failed_jobs_error_without_raising_it() -> None
     error = ValueError("boom")
     job_return = JobReturn(status=JobStatus.FAILED, _return_value=error)
     assert hydra_private.returned(job_return) is error
+
+
+def test_hydra_reads_a_command_line_as_its_entry_point_does() -> None:
+    command = hydra_private.command_line(["-m", "--cfg", "job", "-cn", "other", "a=1", "b=x,y"])
+    assert command.overrides == ["a=1", "b=x,y"] and command.config_name == "other"
+    assert command.multirun and command.cfg == "job"
+    assert hydra_private.command_line(["--version"]) is None  # Hydra answers that itself
+
+
+def test_hydra_reports_errors_through_our_translation(monkeypatch) -> None:
+    utils = importlib.import_module("hydra._internal.utils")
+    monkeypatch.setattr(utils, "run_and_report", utils.run_and_report)  # put back afterwards
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    original = utils.run_and_report
+    for _ in range(2):  # installed twice: one wrapper around Hydra's own
+        hydra_private.report_errors(
+            lambda error: "one line" if isinstance(error, KeyError) else None
+        )
+    assert utils.run_and_report.hydras is original
+    # Hydra's entry point (_run_hydra) looks the function up by name each time it reports.
+    assert "run_and_report" in utils._run_hydra.__code__.co_names
+    with pytest.raises(SystemExit, match="^one line$"):
+        utils.run_and_report(lambda: {}["missing"])
+    assert utils.run_and_report(lambda: 3) == 3
+    with pytest.raises(SystemExit) as hydras_report:  # what translate leaves: Hydra's own way
+        utils.run_and_report(lambda: 1 / 0)
+    assert hydras_report.value.code == 1
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # Hydra's switch for the whole traceback
+    with pytest.raises(KeyError):
+        utils.run_and_report(lambda: {}["missing"])
 
 
 def test_omegaconf_gives_a_child_node_unresolved() -> None:

@@ -73,6 +73,33 @@ def test_a_trickling_mirror_is_given_up_at_the_deadline(
     assert list(root.iterdir()) == []  # no .part file left
 
 
+class SlowHeaders(QuietHandler):
+    """Sends a status line at once, then its headers one byte a second (for a minute)."""
+
+    def do_GET(self) -> None:
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for byte in b"X-Slow: " + b"x" * 60:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(1)
+        except OSError:
+            pass  # the client gave up: what the test wants
+        self.close_connection = True
+
+
+def test_the_deadline_covers_a_response_whose_headers_trickle(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mnistlab.data.download")
+    started = time.monotonic()
+    with serving(SlowHeaders) as url, pytest.raises(SettingError, match="no mirror served them"):
+        ensure_files(tmp_path / "data", [f"{url}/"], {}, deadline_s=2.0)
+    assert time.monotonic() - started < 6  # each byte came within the read timeout
+    assert "past the download deadline of 2 s" in caplog.text
+    assert list((tmp_path / "data").iterdir()) == []
+
+
 def test_the_deadline_is_a_dataset_setting(server: str, tmp_path: Path) -> None:
     cfg = compose_config(
         "dataset=idx",

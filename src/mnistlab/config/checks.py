@@ -11,12 +11,14 @@ training.
 This module does not import torch: `mnistlab-train --help` and `--cfg job` only need it.
 """
 
+import os
 from dataclasses import fields
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from mnistlab import SettingError
+from mnistlab.config import shipped
 from mnistlab.config.schemas import (
     DeviceSettings,
     LoaderSettings,
@@ -25,22 +27,55 @@ from mnistlab.config.schemas import (
     SweepSettings,
 )
 from mnistlab.config.targets import check_finite, check_target
-from mnistlab.names import METRICS
+from mnistlab.names import HIGHER_IS_BETTER, METRICS
 
 SECTIONS = ("device", "dataset", "model", "optimizer", "scheduler", "loop", "sweep", "objective")
 
 
 def check(cfg: DictConfig) -> Settings:
     """Validate the whole run config; raise SettingError naming the key and the fix."""
+    check_sections(cfg)
     check_target(cfg.dataset.source, "dataset.source")
     check_target(cfg.model, "model")
     check_target(cfg.optimizer, "optimizer")
     check_target(cfg.scheduler, "scheduler")
-    return check_settings(cfg)
+    settings = check_settings(cfg)
+    check_host(settings)
+    return settings
+
+
+def check_sections(cfg: DictConfig) -> None:
+    """Refuse a config without one of the sections a run needs (`~model` removed it)."""
+    for section in SECTIONS:
+        if section not in cfg:
+            raise SettingError(f"{section} is missing: a run needs one; {choose(section)}")
+
+
+def choose(section: str) -> str:
+    """How to give a run's section a value, in words: its group's options, or its values."""
+    if section == "objective":
+        return f"choose one of objective={', '.join(METRICS)}"
+    return f"choose one of {section}={', '.join(shipped.options(section))}"
+
+
+def check_host(settings: Settings) -> None:
+    """Refuse more threads or loader workers than this machine gives the process (checked
+    where the run trains: a sweep's jobs may run on bigger machines than the one submitting)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for key, count in (
+        ("device.threads", settings.device.threads),
+        ("dataset.loader.num_workers", settings.loader.num_workers),
+    ):
+        if cores and count is not None and count > cores:
+            raise SettingError(
+                f"{key}={count} is more than the {cores} CPU cores this process may use: use "
+                f"at most {key}={cores}"
+            )
 
 
 def check_settings(cfg: DictConfig) -> Settings:
     """The checks that import nothing (a sweep makes them on every job before the first)."""
+    check_sections(cfg)
     unknown = sorted(set(cfg) - set(SECTIONS) - {"hydra"})  # hydra: Hydra's own, when composed
     if unknown:  # e.g. +epochs=5 where loop.epochs=5 was meant: nothing would read it
         raise SettingError(
@@ -59,7 +94,18 @@ def check_settings(cfg: DictConfig) -> Settings:
     )
     check_choice(settings.loop, settings.sweep, cfg.objective)
     check_measured(settings.loop, cfg.objective)
+    check_improvable(settings.loop, cfg.objective)
     return settings
+
+
+def check_improvable(loop: LoopSettings, objective: str) -> None:
+    """Refuse an early-stopping margin no accuracy can beat (every check would be no gain)."""
+    patience, min_delta = loop.early_stopping.patience, loop.early_stopping.min_delta
+    if patience is not None and objective in HIGHER_IS_BETTER and min_delta >= 1:
+        raise SettingError(
+            f"loop.early_stopping.min_delta={min_delta} can never be beaten by {objective}, a "
+            "fraction of 1: use a margin below 1, e.g. 0.001"
+        )
 
 
 def check_choice(loop: LoopSettings, sweep: SweepSettings, objective: str) -> None:

@@ -5,14 +5,17 @@ type fails while Hydra composes the config; ranges are checked in `__post_init__
 from the YAML files alone: no field has a default here. No torch.
 """
 
+import dataclasses
 import math
+import typing
 from dataclasses import dataclass
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from mnistlab import SettingError
-from mnistlab.names import METRICS
+from mnistlab.names import HIGHER_IS_BETTER, METRICS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -43,6 +46,9 @@ PRECISIONS = ("32", "bf16", "16-mixed")  # loop.precision (mnistlab.parts.precis
 
 
 TEST_ON = ("final", "best")
+# Seeds go to torch's generators, and scaled per epoch (data.splits.epoch_seed): numpy's range
+# keeps every derived seed within what torch takes.
+SEED_LIMIT = 2**32
 
 
 @dataclass
@@ -112,6 +118,8 @@ class LoopSettings:
             raise SettingError(
                 f"loop.target.metric={metric!r} is unknown: use one of {', '.join(METRICS)}"
             )
+        if metric is not None:
+            check_goal(metric, value, "loop.target.value")
         if self.eval_every_n_steps is not None and self.eval_every_n_steps < 1:
             raise SettingError(
                 f"loop.eval_every_n_steps={self.eval_every_n_steps} must be >= 1 (null: only at "
@@ -147,6 +155,24 @@ class LoopSettings:
             )
         if self.nan_policy not in NAN_POLICIES:
             raise SettingError(f"loop.nan_policy={self.nan_policy!r} is unknown: use stop or skip")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise SettingError(
+                f"loop.seed={self.seed} must be an integer from 0 to {SEED_LIMIT - 1}, e.g. 1"
+            )
+
+
+def check_goal(metric: str, value: float, key: str) -> None:
+    """Refuse a goal `metric` can never reach, or reaches before any training: accuracies are
+    fractions in (0, 1] (0 is reached at once); cross-entropy losses are >= 0."""
+    if metric in HIGHER_IS_BETTER and not 0 < value <= 1:
+        raise SettingError(
+            f"{key}={value} cannot be reached by {metric}, a fraction of 1: use a value in "
+            "(0, 1], e.g. 0.99 for 99%"
+        )
+    if metric not in HIGHER_IS_BETTER and value < 0:
+        raise SettingError(
+            f"{key}={value} cannot be reached by {metric}: use a loss >= 0, e.g. 0.05"
+        )
 
 
 @dataclass
@@ -204,6 +230,12 @@ class LoaderSettings:
             )
         if self.num_workers < 0:
             raise SettingError(f"dataset.loader.num_workers={self.num_workers} must be >= 0")
+        if self.num_workers > 0 and self.mode == "tensor":
+            raise SettingError(
+                f"dataset.loader.num_workers={self.num_workers} has no effect with "
+                "dataset.loader.mode=tensor (no DataLoader): add dataset.loader.mode=dataloader, "
+                "or leave num_workers=0"
+            )
 
 
 @dataclass(frozen=True)
@@ -212,6 +244,32 @@ class Settings:
     loader: LoaderSettings
     loop: LoopSettings
     sweep: SweepSettings
+
+
+# Where each schema's group lies in a run config.
+GROUPS: dict[str, type] = {
+    "device": DeviceSettings,
+    "dataset.loader": LoaderSettings,
+    "loop": LoopSettings,
+    "sweep": SweepSettings,
+}
+
+
+def setting_type(key: str) -> Any:
+    """The type a schema gives `key` (e.g. loop.target.value: float | None); None if none does."""
+    for group, kind in GROUPS.items():
+        if not key.startswith(f"{group}."):
+            continue
+        annotation: Any = kind
+        for name in key[len(group) + 1 :].split("."):
+            if not dataclasses.is_dataclass(annotation):
+                return None
+            hints = typing.get_type_hints(annotation)
+            if name not in hints:
+                return None
+            annotation = hints[name]
+        return annotation
+    return None
 
 
 def store() -> None:

@@ -11,6 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 from mnistlab.names import CONF_DIR
 
 
+def options(group: str) -> list[str]:
+    """The shipped options of a group, by name: conf/<group>/*.yaml."""
+    return sorted(path.stem for path in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
 def option(group: str, name: str) -> DictConfig:
     """conf/<group>/<name>.yaml without its defaults list (the schema it names adds no value)."""
     node = OmegaConf.load(Path(CONF_DIR) / group / f"{name}.yaml")

@@ -11,6 +11,7 @@ import math
 import os
 import types
 import typing
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -51,7 +52,11 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "num_val_samples": (lambda x: x >= 1, "an integer >= 1"),
     "num_train_samples": (lambda x: x >= 1, "an integer >= 1, or null for all"),
     "val_fraction": (lambda x: 0 < x < 1, "between 0 and 1, e.g. 0.1"),
+    # Seeds go to torch's generators; numpy's range keeps the ones derived from them in torch's.
+    "seed": (lambda x: 0 <= x < 2**32, f"an integer from 0 to {2**32 - 1}, e.g. 1"),
+    "download_deadline_s": (lambda x: x > 0, "a number of seconds > 0, e.g. 600"),
     # The schedulers' (mnistlab.parts.schedulers).
+    "max_lr": (lambda x: x > 0, "> 0"),
     "pct_start": (lambda x: 0 < x < 1, "in (0, 1), e.g. 0.25"),
     "div_factor": (lambda x: x > 0, "> 0, e.g. 25"),
     "final_div_factor": (lambda x: x > 0, "> 0, e.g. 10000"),
@@ -76,22 +81,47 @@ def load_target(path: str, name: str) -> Any:
     return target
 
 
+# What the builders pass at the call site, never the config: the parameters for the model
+# (parts.models.build), the optimizer (parts.optimizers) and the schedule (parts.schedulers).
+CALL_SITE = (
+    "self",
+    "input_shape",
+    "num_classes",
+    "params",
+    "optimizer",
+    "total_steps",
+    "steps_per_epoch",
+)
+VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+def settings_of(target: Any) -> tuple[list[str], bool]:
+    """The parameters a config may give `target`, and whether it takes any other (**kwargs)."""
+    parameters = inspect.signature(target, eval_str=True).parameters.values()
+    named = [p.name for p in parameters if p.name not in CALL_SITE and p.kind not in VARIADIC]
+    return named, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
 def check_target(node: DictConfig, name: str) -> None:
     """Refuse keys the `_target_` does not accept, values of the wrong type or out of range."""
+    if "_target_" not in node:
+        raise SettingError(
+            f"{name}._target_ is missing: {name} must name the class or function that builds it"
+        )
     target = load_target(node._target_, name)
     parameters = inspect.signature(target, eval_str=True).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    allowed, takes_any = settings_of(target)
     values = OmegaConf.to_container(node, resolve=True)
     check_finite(values, name)
+    check_required(parameters, values, name)
     for key, value in values.items():
         if key.startswith("_"):
             continue
         if key not in parameters:
             if takes_any:
                 continue
-            allowed = ", ".join(p for p in parameters if p not in ("self", "params"))
             raise SettingError(
-                f"{name}.{key} is not accepted by {node._target_}: use one of {allowed}"
+                f"{name}.{key} is not accepted by {node._target_}: use one of {', '.join(allowed)}"
             )
         parameter = parameters[key]
         if not fits(value, parameter.annotation):
@@ -102,6 +132,20 @@ def check_target(node: DictConfig, name: str) -> None:
                 f"{name}.{key}={value!r} must be {describe(parameter.annotation)}{hint}"
             )
         check_range(value, f"{name}.{key}", key)
+        check_urls(value, f"{name}.{key}", key)
+
+
+def check_required(
+    parameters: typing.Mapping[str, inspect.Parameter], values: dict, name: str
+) -> None:
+    """Refuse a config without a value its target needs (`~model.hidden` removed it)."""
+    for parameter in parameters.values():
+        needed = parameter.default is inspect.Parameter.empty and parameter.kind not in VARIADIC
+        if needed and parameter.name not in CALL_SITE and parameter.name not in values:
+            raise SettingError(
+                f"{name}.{parameter.name} is missing: {values.get('_target_')} needs it; give "
+                f"it a value, e.g. +{name}.{parameter.name}=<value>"
+            )
 
 
 def check_range(value: Any, name: str, key: str) -> None:
@@ -112,6 +156,24 @@ def check_range(value: Any, name: str, key: str) -> None:
     numbers = value if isinstance(value, list) else [value]
     if not all(has_type(number, float) and allowed(number) for number in numbers):
         raise SettingError(f"{name}={value!r} must be {text}")
+
+
+# Where urllib can fetch a dataset's files from: a web server, or a folder (file:///...).
+URL_SCHEMES = ("http", "https", "ftp", "file")
+
+
+def check_urls(value: Any, name: str, key: str) -> None:
+    """Refuse a mirror that is no URL urllib can open (`mirrors=[abc]`: a traceback at download)."""
+    if key != "mirrors" or not isinstance(value, list):
+        return
+    for mirror in value:
+        parts = urllib.parse.urlsplit(mirror) if isinstance(mirror, str) else None
+        if parts is None or parts.scheme not in URL_SCHEMES or not (parts.netloc or parts.path):
+            raise SettingError(
+                f"{name}={value!r}: {mirror!r} is not a URL to download from: use "
+                "https://<server>/<folder>/ (or file:///<folder>/), e.g. "
+                "[https://ossci-datasets.s3.amazonaws.com/mnist/]"
+            )
 
 
 def plain(value: Any) -> Any:

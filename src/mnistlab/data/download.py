@@ -63,11 +63,41 @@ def stoppable() -> Iterator[None]:
         raise SystemExit(128 + pending)  # it only took note: the download stops all the same
 
 
+@contextmanager
+def alarm(seconds: float) -> Iterator[None]:
+    """Raise TimeoutError in the block once `seconds` of wall-clock time have passed.
+
+    A socket timeout bounds each read, not their sum: a server that sends its status line and
+    then a header byte a second held `urlopen` for minutes past the deadline. A timer signal
+    ends any wait. Only the main thread takes signals: elsewhere the reads' own bounds remain.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"past the download deadline of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    earlier, _ = signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))  # 0 would disarm it
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if earlier:  # someone else's timer was running: it goes on where it was
+            signal.setitimer(signal.ITIMER_REAL, max(earlier - time.monotonic() + started, 1e-3))
+
+
 def fetch(url: str, target: Path, md5: str | None, deadline_s: float) -> None:
-    """Download `url` to `target` via a temporary file renamed only once complete and verified."""
+    """Download `url` to `target` via a temporary file renamed only once complete and verified.
+
+    The deadline covers it all: connecting, the response's headers and its body.
+    """
     deadline = time.monotonic() + deadline_s
     timeout = min(DOWNLOAD_TIMEOUT_S, deadline_s)
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    with alarm(deadline_s), urllib.request.urlopen(url, timeout=timeout) as response:
         size = int(response.headers.get("Content-Length") or 0) or None
         # The final name only ever holds a whole, verified file: an error below leaves none.
         with open_atomic(target, binary=True) as file:

@@ -5,8 +5,10 @@ its core plugin modules again, and a class captured before the scan would no lon
 Hydra's own code refers to (`super()` inside it then fails).
 """
 
+import argparse
 import importlib
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hydra.core.utils import JobReturn
@@ -53,3 +55,40 @@ def config_repository_of(sources: Sequence[str]) -> Any:
 def returned(job_return: JobReturn) -> Any:
     """What a job returned or raised (`return_value` would raise a failed job's error)."""
     return require(job_return, "_return_value", "hydra-core")
+
+
+def command_line(argv: Sequence[str]) -> argparse.Namespace | None:
+    """A command line as Hydra's own parser reads it (its overrides, config name...); None for
+    --version, which that parser would answer itself."""
+    if "--version" in argv:
+        return None
+    parser = internal("utils", "get_args_parser")()
+    return parser.parse_known_args(list(argv))[0]
+
+
+def report_errors(translate: Callable[[Exception], str | None]) -> None:
+    """Have Hydra end on an error that `translate` puts in one line with that line (exit 1).
+
+    Hydra catches what composing or running the config raises and prints it itself, with
+    OmegaConf's details and a HYDRA_FULL_ERROR hint (`hydra._internal.utils.run_and_report`),
+    before any code of ours runs; `_run_hydra` looks the function up by name at each call, so
+    a wrapper put in its place sees the error first. HYDRA_FULL_ERROR=1 keeps Hydra's traceback.
+    """
+    utils = importlib.import_module("hydra._internal.utils")
+    hydras = getattr(require(utils, "run_and_report", "hydra-core"), "hydras", None)
+    original = hydras or utils.run_and_report  # installed twice: still one wrapper
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        def translated() -> Any:
+            try:
+                return func()
+            except Exception as error:
+                line = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else translate(error)
+                if line is None:
+                    raise
+                raise SystemExit(line) from None
+
+        return original(translated)
+
+    run_and_report.hydras = original  # type: ignore[attr-defined]
+    utils.run_and_report = run_and_report
