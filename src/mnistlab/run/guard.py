@@ -165,9 +165,12 @@ def remove_fresh(folder: Path, first_new: Path, everything: bool = True) -> None
     if everything:
         shutil.rmtree(folder, ignore_errors=True)
     for path in (folder, *folder.parents):
-        if not path.is_relative_to(first_new) or not path.is_dir() or any(path.iterdir()):
+        if not path.is_relative_to(first_new):
             return
-        path.rmdir()
+        if path.is_dir():  # the folder itself is gone already where `everything`
+            if any(path.iterdir()):
+                return
+            path.rmdir()
 
 
 @contextmanager
