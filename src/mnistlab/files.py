@@ -8,9 +8,12 @@ a link at that name with the file itself; what the link pointed at is never touc
 a full disk leaves the old file and no temporary one behind.
 A folder we are about to write into is first checked for links (`links_among`): other
 programs (Hydra's log and config files) open their files by name and would follow one.
+What is read back from a run or sweep folder is read the same careful way (`read_inside`):
+never through a link, never a FIFO or device, never more than a bounded size.
 Kept free of torch: `mnistlab-summarize` imports it.
 """
 
+import errno
 import fcntl
 import fnmatch
 import json
@@ -114,6 +117,65 @@ def links_among(folder: Path, patterns: Iterable[str] = ("*",)) -> list[Path]:
         elif not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
             found.append(Path(entry.path))
     return found
+
+
+class Refused(ValueError):
+    """A file not read (a link, not a regular file, too big): the reason says why."""
+
+
+READ_LIMIT = 10_000_000  # what mnistlab reads back (metrics, Hydra's records) is a few KB
+
+
+def read_inside(folder: Path, *parts: str, limit: int = READ_LIMIT) -> bytes:
+    """The file `folder/parts...`, where neither it nor a folder between it and `folder` is a
+    link, and it is a regular file of at most `limit` bytes; `Refused` or OSError otherwise.
+
+    `folder` itself is the caller's to trust (the sweep folder the user named, or a job folder
+    `read_job` found to be no link): links below it are never followed out of it.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    where = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            inner = opened(part, flags | os.O_DIRECTORY, where)
+            os.close(where)
+            where = inner
+        mode = os.stat(parts[-1], dir_fd=where, follow_symlinks=False).st_mode
+        if not stat.S_ISREG(mode):  # never opened: a FIFO would block, a device act
+            raise Refused(f"it is {kind_of(mode)}: not read")
+        descriptor = opened(parts[-1], flags, where)
+    finally:
+        os.close(where)
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # replaced since the check
+            raise Refused("it is no regular file: not read")
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise Refused(f"it is over {size_text(limit)}: mnistlab writes less")
+    return data
+
+
+def opened(name: str, flags: int, where: int) -> int:
+    """os.open of `name` in the folder `where`; a link there is refused (O_NOFOLLOW), named."""
+    try:
+        return os.open(name, flags, dir_fd=where)
+    except OSError as error:
+        if error.errno not in (errno.ELOOP, errno.ENOTDIR):  # what O_NOFOLLOW says of a link
+            raise
+        if stat.S_ISLNK(os.stat(name, dir_fd=where, follow_symlinks=False).st_mode):
+            raise Refused(f"{name} is a link: not read") from None
+        raise
+
+
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular one is, as people say it."""
+    kinds = {
+        stat.S_ISLNK: "a link",
+        stat.S_ISDIR: "a folder",
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "a device")
 
 
 def size_text(size: float) -> str:

@@ -6,13 +6,11 @@ tags, run statuses and stop reasons: each is spelled here once. Kept free of tor
 """
 
 import json
-import os
-import stat
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from mnistlab.files import write_json
+from mnistlab.files import read_inside, write_json
 
 # The configs shipped in the package (in a checkout, src/mnistlab/conf links to conf/).
 CONF_DIR = str(files("mnistlab") / "conf")
@@ -84,25 +82,11 @@ TARGET_REACHED = "target_reached"
 def read_metrics(folder: Path) -> dict[str, Any]:
     """A run folder's metrics.json as plain values.
 
-    FileNotFoundError where there is none; ValueError where it is damaged or not to be read: a
-    link (never followed: it may lead out of the folder), not a regular file (opening a FIFO
-    would block), over 10 MB (a run writes a few KB), nested too deeply, not a JSON object.
+    FileNotFoundError where there is none; ValueError where it is damaged or not to be read
+    (mnistlab.files.read_inside: a link, not a regular file, too big), nested too deeply, or
+    not a JSON object.
     """
-    limit = 10 * 2**20
-    path = folder / METRICS_FILE
-    mode = path.lstat().st_mode
-    if not stat.S_ISREG(mode):  # a link may lead out of the folder; opening a FIFO would block
-        kinds = {stat.S_ISLNK: "a link", stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO"}
-        kind = next((kind for test, kind in kinds.items() if test(mode)), "no regular file")
-        raise ValueError(f"it is {kind}: not read")
-    # O_NOFOLLOW and O_NONBLOCK: a link or FIFO put in its place since is refused, not waited on.
-    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(descriptor, "rb") as file:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise ValueError("it is no regular file: not read")
-        raw = file.read(limit + 1)
-    if len(raw) > limit:
-        raise ValueError(f"it is over {limit // 2**20} MB: a run writes a few KB")
+    raw = read_inside(folder, METRICS_FILE)  # FileNotFoundError, or Refused (a ValueError)
     try:
         metrics = json.loads(raw)
     except RecursionError:

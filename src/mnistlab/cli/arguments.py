@@ -34,6 +34,7 @@ from omegaconf.errors import (
 from mnistlab import SettingError, names
 from mnistlab.config import checks, schemas, targets
 from mnistlab.private import hydra as hydra_private
+from mnistlab.run import fulldisk
 
 GRAMMAR = "https://hydra.cc/docs/1.3/advanced/override_grammar/basic/"
 # Config groups that a Hydra plugin adds: the plugin's module, what it is, the extra with it.
@@ -134,6 +135,8 @@ def translate(error: Exception, parsed: list[Override], config_name: str) -> str
         return unreadable(error)
     if isinstance(error, MissingConfigException):
         return missing_option(error, parsed)
+    if isinstance(error, OSError):  # Hydra writing its files (.hydra/, a folder): one line
+        return file_error(error)
     if not isinstance(error, ConfigCompositionException):
         return None
     cause, message = error.__cause__, str(error)
@@ -153,6 +156,13 @@ def translate(error: Exception, parsed: list[Override], config_name: str) -> str
         key = message.split("'")[1]
         return f"+{given_as(key, parsed)}: {key} is set already: leave out the +"
     return None
+
+
+def file_error(error: OSError) -> str:
+    """A file Hydra could not write (a full disk, a folder it may not create) in one line."""
+    where = f" ({error.filename})" if error.filename else ""
+    fix = "free some space and start again" if fulldisk.is_full(error) else "choose another folder"
+    return f"mnistlab-train: could not write the run's files{where}: {error.strerror}: {fix}"
 
 
 def given_as(key: str, parsed: list[Override]) -> str | None:

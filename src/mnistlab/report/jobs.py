@@ -5,10 +5,7 @@ metrics.json; nothing in a job folder chooses code to run, and a damaged folder 
 `unreadable` job with its reason. Kept free of torch.
 """
 
-import errno
 import math
-import os
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +15,7 @@ from typing import Any
 import yaml
 from omegaconf.errors import OmegaConfBaseException
 
+from mnistlab.files import Refused, read_inside
 from mnistlab.names import (
     COMPLETED,
     HIGHER_IS_BETTER,
@@ -112,66 +110,6 @@ def reading(name: str) -> Iterator[None]:
         kind = "" if type(error) in (Refused, ValueError) else type(error).__name__
         said = [part for part in (kind, lines[0] if lines else "") if part]
         raise Unreadable(": ".join([name, *said])) from None
-
-
-class Refused(ValueError):
-    """A job folder file not read (a link, not a regular file, too big): the reason says why."""
-
-
-# A job's .hydra files are a few KB: a bigger one is crafted, and refused before it is read.
-YAML_LIMIT = 10 * 2**20
-
-
-def read_inside(folder: Path, *parts: str) -> bytes:
-    """The file `folder/parts...`, where neither it nor a folder between it and `folder` is a
-    link, and it is a regular file of at most YAML_LIMIT bytes; `Refused` or OSError otherwise.
-
-    `folder` itself is the caller's to trust (the sweep folder the user named, or a job folder
-    `read_job` found to be no link): links below it are never followed out of it.
-    """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    where = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in parts[:-1]:
-            inner = opened(part, flags | os.O_DIRECTORY, where)
-            os.close(where)
-            where = inner
-        mode = os.stat(parts[-1], dir_fd=where, follow_symlinks=False).st_mode
-        if not stat.S_ISREG(mode):  # never opened: a FIFO would block, a device act
-            raise Refused(f"it is {kind_of(mode)}: not read")
-        descriptor = opened(parts[-1], flags, where)
-    finally:
-        os.close(where)
-    with os.fdopen(descriptor, "rb") as file:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # replaced since the check
-            raise Refused("it is no regular file: not read")
-        data = file.read(YAML_LIMIT + 1)
-    if len(data) > YAML_LIMIT:
-        raise Refused(f"it is over {YAML_LIMIT // 2**20} MB: Hydra writes a few KB")
-    return data
-
-
-def opened(name: str, flags: int, where: int) -> int:
-    """os.open of `name` in the folder `where`; a link there is refused (O_NOFOLLOW), named."""
-    try:
-        return os.open(name, flags, dir_fd=where)
-    except OSError as error:
-        if error.errno not in (errno.ELOOP, errno.ENOTDIR):  # what O_NOFOLLOW says of a link
-            raise
-        if stat.S_ISLNK(os.stat(name, dir_fd=where, follow_symlinks=False).st_mode):
-            raise Refused(f"{name} is a link: not read") from None
-        raise
-
-
-def kind_of(mode: int) -> str:
-    """What a file that is not a regular one is, as people say it."""
-    kinds = {
-        stat.S_ISLNK: "a link",
-        stat.S_ISDIR: "a folder",
-        stat.S_ISFIFO: "a FIFO",
-        stat.S_ISSOCK: "a socket",
-    }
-    return next((name for test, name in kinds.items() if test(mode)), "a device")
 
 
 def load_yaml(data: bytes) -> Any:

@@ -6,10 +6,8 @@ key named with --group-over) folded into mean ± std over n jobs; every job's tr
 validation curves overlaid; and the objective against each swept number.
 """
 
-import csv
 import logging
 import shlex
-import stat
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -17,7 +15,7 @@ from contextlib import suppress
 from itertools import chain, repeat
 from pathlib import Path
 
-from mnistlab.files import open_atomic, write_text
+from mnistlab.files import open_atomic, read_inside, write_text
 from mnistlab.names import (
     COMPLETED,
     HIGHER_IS_BETTER,
@@ -30,7 +28,7 @@ from mnistlab.names import (
     UNREADABLE,
 )
 from mnistlab.report.groups import SEED_KEY, Group, Sweep, load_sweep, rank_groups, spread
-from mnistlab.report.jobs import Job, kind_of, rank, read_inside
+from mnistlab.report.jobs import Job, rank
 from mnistlab.report.markup import Html, join, tag, trusted
 from mnistlab.report.plots import curves_figure, objective_figures
 from mnistlab.report.summary import cell
@@ -146,17 +144,10 @@ def scalars_of(job: Job) -> dict[str, Series]:
     """The job's scalars.csv, where it is a regular file inside the job folder; else none."""
     if job.status == UNREADABLE:  # a folder that is a link among them: nothing read through it
         return {}
-    path = job.folder / SCALARS_FILE
     try:
-        mode = path.lstat().st_mode
-        if not stat.S_ISREG(mode):  # a link is not followed, a FIFO would block the reader
-            log.warning("%s not read: it is %s", cell("", path), kind_of(mode))
-            return {}
-        return read_scalars(job.folder)
-    except FileNotFoundError:
-        return {}  # a job that failed before its first step
-    except (OSError, csv.Error) as error:  # unreadable, or a crafted field over csv's limit
-        log.warning("%s not read: %s", cell("", path), cell("", error))
+        return read_scalars(job.folder)  # never through a link, never a FIFO (files.read_inside)
+    except (OSError, ValueError) as error:  # unreadable, a link, a FIFO, too big
+        log.warning("%s not read: %s", cell("", job.folder / SCALARS_FILE), cell("", error))
         return {}
 
 
