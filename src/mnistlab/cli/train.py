@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnistlab import names
-from mnistlab.cli import logfile, process, resolvers
+from mnistlab.cli import arguments, logfile, process, resolvers
 from mnistlab.loop import signals
 from mnistlab.run import rundir
 from mnistlab.sweep import context, interrupt, optuna_study, rerun
@@ -129,6 +129,7 @@ def cli() -> None:
 def command() -> None:
     """mnistlab-train itself. Under torchrun the ranks meet before Hydra picks the run folder."""
     sys.argv[1:] = resume_argv(sys.argv[1:])
+    arguments.prepare(sys.argv[1:])  # bad overrides, and Hydra's errors, in one line each
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # A sweep (-m, or a preset's hydra.mode) that a signal stops exits with 130 / 143
         # and prints the command that continues it (mnistlab.sweep.interrupt).
