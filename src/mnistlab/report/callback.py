@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from mnistlab import names
 from mnistlab.private import hydra as hydra_private
+from mnistlab.report import markup
 from mnistlab.report.jobs import find_jobs
 from mnistlab.report.summary import progress_line, record_failure, write_summary
 from mnistlab.run import guard
@@ -100,6 +101,7 @@ def print_report(sweep_dirs: list[Path], out: Path, group_over: str = "loop.seed
     except OSError as error:  # a read-only sweep folder, a full disk: the table was printed
         log.warning("report.html not written: %s", error)
     else:
-        print(f"report: {out}")
+        print(f"report: {markup.printable(str(out))}")  # a folder name's bad bytes escaped
     for sweep_dir in sweep_dirs:  # one sweep per logdir: HParams compares like with like
-        print(f"TensorBoard: tensorboard --logdir {shlex.quote(str(sweep_dir))}", flush=True)
+        folder = markup.printable(shlex.quote(str(sweep_dir)))
+        print(f"TensorBoard: tensorboard --logdir {folder}", flush=True)
