@@ -93,7 +93,7 @@ def check(state: object, key: dict[str, str]) -> str | None:
     for part, tensor, dims, dtype in zip(PARTS, tensors, DIMS, DTYPES, strict=True):
         if not isinstance(tensor, torch.Tensor) or tensor.dtype != dtype:
             return f"{part} is not a {dtype} tensor"
-        if tensor.dim() != dims or len(tensor) == 0:
+        if tensor.dim() != dims or tensor.numel() == 0:
             return f"{part} has shape {tuple(tensor.shape)}"
     images, labels, test_images, test_labels, pixel_counts = tensors
     if len(images) != len(labels) or len(test_images) != len(test_labels):

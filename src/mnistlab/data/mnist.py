@@ -21,7 +21,7 @@ from mnistlab import SettingError
 from mnistlab.data import decoded
 from mnistlab.data.download import DOWNLOAD_DEADLINE_S, download
 from mnistlab.data.idx import DamagedFile, find, read_pair, verify
-from mnistlab.data.splits import Splits, TensorPairs, normalize, remembered
+from mnistlab.data.splits import Origin, Splits, TensorPairs, normalize, remembered
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,10 @@ class Advice:
 
     def setting(self, name: str) -> str:
         return f"{self.key}.{name}"
+
+    def named(self, root: Path) -> str:
+        """The dataset folder as the setting that gives it, where there is one."""
+        return str(root) if self.key is None else f"{self.setting('root')}={root}"
 
     def elsewhere(self) -> str:
         """How to use another folder."""
@@ -124,9 +128,20 @@ def obtain(
     root: Path, mirrors: Sequence[str], md5: Mapping[str, str], deadline_s: float, advice: Advice
 ) -> dict[str, Path]:
     """The four files in `root`, downloading the missing ones (each checked as it arrives)."""
+    if root.exists() and not root.is_dir():
+        raise SettingError(
+            f"{advice.named(root)} is a file, not the folder of the dataset's files: "
+            f"{advice.elsewhere()}"
+        )
     missing = [name for name in FILES if find(root, name) is None]
     if missing and mirrors:
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a file where a parent folder should be, no permission
+            reason = error.strerror or type(error).__name__
+            raise SettingError(
+                f"{advice.named(root)}: cannot make that folder ({reason}): {advice.elsewhere()}"
+            ) from None
         if not os.access(root, os.W_OK):
             raise SettingError(f"{root} is not writable: {advice.elsewhere()}")
     for name in missing:
@@ -225,9 +240,11 @@ def load(
     advice: Advice,
     deadline_s: float,
     sizes: tuple[int, int | None, int],
+    classes: int | None = None,
 ) -> Splits:
     """Find (or fetch), verify, decode and split the four files; damage named with the fix.
 
+    `classes`: how many the labels may name (MNIST's 10); None: as many as the files name.
     The jobs of a sweep that run in one process (the basic launcher, a joblib worker) load the
     same files with the same split: the later ones get the first one's tensors back
     (`data.remembered`), once the files' MD5s show they are still the same files.
@@ -235,13 +252,36 @@ def load(
     try:
         paths = obtain(root, advice.sources, md5, deadline_s, advice)
         key = {path.name: verify(path, md5) for path in paths.values()}  # one MD5 pass: check + key
-        made = ("idx", tuple(sorted(key.items())), sizes)
-        return remembered(made, lambda: split(decode(root, paths, key), sizes, advice.key))
+
+        def make() -> Splits:
+            arrays = decode(root, paths, key)
+            check_labels(arrays, paths, classes)
+            return split(arrays, sizes, advice.key, Origin(f"the IDX files in {root}"))
+
+        return remembered(("idx", tuple(sorted(key.items())), sizes, classes), make)
     except DamagedFile as error:
         raise SettingError(f"{error}: {advice.replace()}") from None
+    except OSError as error:  # a file that cannot be read: no permission, an I/O error
+        raise SettingError(
+            f"cannot read {error.filename or root} ({error.strerror or error}): make it "
+            f"readable, or {advice.elsewhere()}"
+        ) from None
 
 
-def split(arrays: decoded.Arrays, sizes: tuple[int, int | None, int], key: str | None) -> Splits:
+def check_labels(arrays: decoded.Arrays, paths: dict[str, Path], classes: int | None) -> None:
+    """Refuse a label beyond the dataset's classes, naming the file that holds it."""
+    _, labels, _, test_labels, _ = arrays
+    for name, found in ((TRAIN_LABELS, labels), (TEST_LABELS, test_labels)):
+        if classes is not None and int(found.max()) >= classes:
+            raise DamagedFile(
+                f"{paths[name]} holds the label {int(found.max())}, but this dataset's labels "
+                f"are 0 to {classes - 1}"
+            )
+
+
+def split(
+    arrays: decoded.Arrays, sizes: tuple[int, int | None, int], key: str | None, origin: Origin
+) -> Splits:
     """The training, validation and test splits as float tensors, normalised."""
     images, labels, test_images, test_labels, counts = arrays
     num_val_samples, num_train_samples, seed = sizes
@@ -252,7 +292,8 @@ def split(arrays: decoded.Arrays, sizes: tuple[int, int | None, int], key: str |
     else:  # all but the validation images: fewer to count
         counts = counts - pixel_counts(val[0])
     num_classes = int(max(labels.max(), test_labels.max())) + 1
-    data = Splits(to_pairs(*train), to_pairs(*val), num_classes, to_pairs(test_images, test_labels))
+    test = to_pairs(test_images, test_labels)
+    data = Splits(to_pairs(*train), to_pairs(*val), num_classes, test, origin)
     return normalize(data, pixel_std_mean(counts))
 
 
@@ -292,4 +333,5 @@ def mnist(
         advice,
         download_deadline_s,
         (num_val_samples, num_train_samples, seed),
+        classes=10,
     )

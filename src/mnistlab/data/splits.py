@@ -6,6 +6,7 @@ with `__len__`/`__getitem__`. Batches come either from a `DataLoader` over that 
 shuffle per epoch, which skips per-sample indexing and collation.
 """
 
+import hashlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,6 +48,17 @@ class TensorPairs(Dataset):
         return torch.equal(self.inputs, other.inputs) and torch.equal(self.targets, other.targets)
 
 
+@dataclass(frozen=True)
+class Origin:
+    """What a builder made its splits from: named in messages, and part of the fingerprint."""
+
+    what: str  # in words: "the IDX files in /data/mnist", "synthetic_digits(seed=0, ...)"
+    # Inputs drawn from a seeded generator: their float values may differ in the last bit
+    # between machines (vector widths change the order of sums), so the fingerprint takes
+    # `what` (the recipe and its settings), the labels and the shapes instead of the inputs.
+    drawn: bool = False
+
+
 @dataclass
 class Splits:
     """The data of a run: training, validation and (where there is one) test samples."""
@@ -55,15 +67,17 @@ class Splits:
     val: TensorPairs
     num_classes: int
     test: TensorPairs | None = None
+    origin: Origin | None = None  # what the builder made them from; None: a user's builder
 
     def to(self, device: torch.device) -> "Splits":
         test = None if self.test is None else self.test.to(device)
-        return Splits(self.train.to(device), self.val.to(device), self.num_classes, test)
+        parts = (self.train.to(device), self.val.to(device))
+        return Splits(*parts, self.num_classes, test, self.origin)
 
     def clone(self) -> "Splits":
         """A copy of every tensor: what is done to one copy leaves the other as it was."""
         test = None if self.test is None else self.test.clone()
-        return Splits(self.train.clone(), self.val.clone(), self.num_classes, test)
+        return Splits(self.train.clone(), self.val.clone(), self.num_classes, test, self.origin)
 
     def equal(self, other: "Splits") -> bool:
         """Whether both hold the same values (NaN equals nothing: a copy with one is unequal)."""
@@ -75,6 +89,33 @@ class Splits:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.inputs.shape[1:])
+
+
+def fingerprint(data: Splits) -> str:
+    """A SHA-256 of what the run trains on: every split's values (or, for drawn data, its
+    recipe), labels and shapes. A resume checks it: the same settings may name other data.
+
+    About 0.12 s for MNIST's 220 MB of float splits (one core), against 0.3 s to load them.
+    """
+    drawn = data.origin is not None and data.origin.drawn
+    digest = hashlib.sha256(f"classes={data.num_classes}".encode())
+    if drawn:
+        digest.update(data.origin.what.encode())
+    for name, part in (("train", data.train), ("val", data.val), ("test", data.test)):
+        if part is None:
+            continue
+        shapes = (tuple(part.inputs.shape), str(part.inputs.dtype), tuple(part.targets.shape))
+        digest.update(f"{name}={shapes}".encode())
+        digest.update(raw_bytes(part.targets))
+        if not drawn:
+            digest.update(raw_bytes(part.inputs))
+    return digest.hexdigest()
+
+
+def raw_bytes(tensor: torch.Tensor) -> memoryview:
+    """A tensor's values as bytes, whatever its dtype (bfloat16 included) and device."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy())
 
 
 # The jobs of a sweep that run in one process (the basic launcher, a joblib worker) mostly ask
@@ -235,7 +276,11 @@ def fake_mnist(num_samples: int, num_val_samples: int, seed: int) -> Splits:
             torch.randint(0, 10, (n,), generator=generator),
         )
 
-    return Splits(train=noise(num_samples), val=noise(num_val_samples), num_classes=10)
+    origin = Origin(
+        f"fake_mnist(num_samples={num_samples}, num_val_samples={num_val_samples}, seed={seed})",
+        drawn=True,
+    )
+    return Splits(noise(num_samples), noise(num_val_samples), 10, origin=origin)
 
 
 def random_dataset(num_samples: int, num_val_samples: int, seed: int) -> Splits:
@@ -247,7 +292,9 @@ def random_dataset(num_samples: int, num_val_samples: int, seed: int) -> Splits:
             torch.randn(n, 3, generator=generator), torch.randint(0, 2, (n,), generator=generator)
         )
 
-    return Splits(train=draw(num_samples), val=draw(num_val_samples), num_classes=2)
+    recipe = f"random_dataset(num_samples={num_samples}, num_val_samples={num_val_samples}, "
+    origin = Origin(f"{recipe}seed={seed})", drawn=True)
+    return Splits(draw(num_samples), draw(num_val_samples), 2, origin=origin)
 
 
 def normalize(splits: Splits, std_mean: tuple[torch.Tensor, torch.Tensor] | None = None) -> Splits:

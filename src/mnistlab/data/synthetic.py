@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from mnistlab import SettingError
-from mnistlab.data.splits import Splits, TensorPairs, normalize, remembered
+from mnistlab.data.splits import Origin, Splits, TensorPairs, normalize, remembered
 
 SIZE = 28
+WRITERS = 200  # drawn versions of each glyph: part of the data's recipe
 
 
 def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float, n: int = 10):
@@ -87,7 +88,7 @@ def _warp(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return F.grid_sample(images.unsqueeze(1), grid, align_corners=False).squeeze(1)
 
 
-def generate(num_samples: int, seed: int, writers_per_digit: int = 200) -> TensorPairs:
+def generate(num_samples: int, seed: int, writers_per_digit: int = WRITERS) -> TensorPairs:
     """`num_samples` labelled digit images in [0, 1], the same for the same seed."""
     generator = torch.Generator().manual_seed(seed)
     writers = _render_writers(writers_per_digit, generator)
@@ -109,11 +110,14 @@ def synthetic_digits(num_samples: int, val_fraction: float, seed: int) -> Splits
             "samples: each split needs at least one; raise num_samples or change val_fraction"
         )
 
+    recipe = f"synthetic_digits(num_samples={num_samples}, val_fraction={val_fraction}, "
+    origin = Origin(f"{recipe}seed={seed}, writers_per_digit={WRITERS})", drawn=True)
+
     def draw() -> Splits:
-        data = generate(num_samples, seed)
+        data = generate(num_samples, seed, WRITERS)
         train = TensorPairs(data.inputs[num_val:], data.targets[num_val:])
         val = TensorPairs(data.inputs[:num_val], data.targets[:num_val])
-        return normalize(Splits(train=train, val=val, num_classes=10))
+        return normalize(Splits(train=train, val=val, num_classes=10, origin=origin))
 
     # A sweep's earlier job in this process may have drawn them already.
     return remembered(("synthetic", num_samples, num_val, seed), draw)

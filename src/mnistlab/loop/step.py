@@ -5,7 +5,8 @@ sums kept on the device and read only at logging points; `evaluate` measures a s
 """
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -23,6 +24,35 @@ from mnistlab.parts.distributed import SINGLE, World
 
 class NonFiniteLoss(SettingError):
     """The loss became NaN or infinite: the run stops as failed."""
+
+
+class OutOfMemory(SettingError):
+    """A step or an evaluation did not fit in memory: the run stops, in one line."""
+
+
+# How torch's allocators say it: the CPU's "can't allocate memory", CUDA's "out of memory",
+# a C++ kernel's std::bad_alloc.
+OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "not enough memory", "bad_alloc")
+
+
+@contextmanager
+def within_memory(what: Callable[[], str], device: torch.device) -> Iterator[None]:
+    """Turn an allocation that failed into one line saying what ran out and what to change.
+
+    mnistlab.run.build refuses what will clearly not fit before training; this catches what
+    its estimate cannot see (a custom model, kernels' scratch space, memory others took since).
+    """
+    try:
+        yield
+    except (MemoryError, RuntimeError) as err:
+        text = " ".join(str(err).split())
+        if not isinstance(err, MemoryError) and not any(s in text.lower() for s in OUT_OF_MEMORY):
+            raise
+        where = "CPU" if device.type == "cpu" else device.type.upper()
+        raise OutOfMemory(
+            f"{what()} ran out of {where} memory ({text[:200] or 'MemoryError'}): use a smaller "
+            "model or dataset.loader.batch_size, or free some memory"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -64,14 +94,17 @@ def train_epoch(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=options.label_smoothing)
     step = Step(optimizer, loss_fn, options, scheduler, scaler)
     model.train()
-    with tqdm(
-        total=total,
-        initial=progress.epoch_step,
-        desc=description,
-        disable=None if world.is_main else True,  # one progress bar: rank 0's
-        leave=False,
-        mininterval=0.5,
-    ) as bar:
+    with (
+        tqdm(
+            total=total,
+            initial=progress.epoch_step,
+            desc=description,
+            disable=None if world.is_main else True,  # one progress bar: rank 0's
+            leave=False,
+            mininterval=0.5,
+        ) as bar,
+        within_memory(lambda: f"training step {progress.step + 1}", progress.epoch_loss.device),
+    ):
         for inputs, targets in batches:
             train_step(model, inputs, targets, progress, step)
             progress.advance(len(targets))
@@ -190,11 +223,12 @@ def evaluate(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     count = 0
-    for inputs, targets in batches:
-        inputs, targets = to_device(inputs, device, options.channels_last), targets.to(device)
-        with precision.autocast(options.precision, device):
-            logits = model(inputs).float()
-        loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
-        correct += (logits.argmax(dim=1) == targets).sum()
-        count += len(targets)
+    with within_memory(lambda: "evaluation", device):
+        for inputs, targets in batches:
+            inputs, targets = to_device(inputs, device, options.channels_last), targets.to(device)
+            with precision.autocast(options.precision, device):
+                logits = model(inputs).float()
+            loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
+            correct += (logits.argmax(dim=1) == targets).sum()
+            count += len(targets)
     return loss_sum.item() / count, correct.item() / count

@@ -14,20 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
 from mnistlab import SettingError, names
 from mnistlab.config import checks, schemas
-from mnistlab.data.splits import Batch, Splits, batches, check_sizes, num_batches
+from mnistlab.data.memory import refuse_beyond, size
+from mnistlab.data.splits import Batch, Splits, batches, check_sizes, fingerprint, num_batches
 from mnistlab.data.splits import build as build_data
 from mnistlab.loop import prune
 from mnistlab.loop.fit import Plan, Source, Trainee
 from mnistlab.loop.progress import Progress
 from mnistlab.loop.step import StepOptions
 from mnistlab.names import FAILED, write_metrics
-from mnistlab.parts import distributed, precision, schedulers
+from mnistlab.parts import distributed, memory, precision, schedulers
 from mnistlab.parts.device import configure as configure_device
 from mnistlab.parts.device import denormals, describe, resolve_device
 from mnistlab.parts.distributed import World
@@ -37,6 +38,11 @@ from mnistlab.parts.optimizers import probe as probe_optimizer
 from mnistlab.run import checkpoint, resume
 
 log = logging.getLogger(__name__)
+
+EVAL_BATCH_SIZE = 1024  # at least: evaluation keeps no gradients
+# The model settings that set its size, named when it will not fit in memory.
+MODEL_SIZES = ("hidden", "channels")
+NEEDS = ("parameters", "gradients", "optimizer state", "activations")  # memory.Needs' fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +70,7 @@ class Run:
     world: World
     clock: float = dataclasses.field(init=False)  # perf_counter() when the run's time was 0
     best_weights: dict[str, torch.Tensor] | None = None  # as saved in best.pt by this process
+    data_record: dict[str, str] | None = None  # what the data is (data_record): checkpoints keep it
     scaler: torch.amp.GradScaler | None = None  # loop.precision=16-mixed only
     sweep: InSweep | None = None  # a sweep's job: what the sweep hands it
 
@@ -90,7 +97,7 @@ class Run:
             path = self.out_dir / name
             parts = (self.net, self.optimizer, self.scheduler)
             try:
-                checkpoint.save(path, self.cfg, *parts, progress, self.scaler)
+                checkpoint.save(path, self.cfg, *parts, progress, self.scaler, self.data_record)
             except checkpoint.DiskFull as err:
                 failed = {"status": FAILED, "error": str(err), "step": progress.step}
                 with suppress(OSError):  # the disk may be too full for this small file too
@@ -117,7 +124,10 @@ def build(
     schedulers.probe(cfg.scheduler, settings.loop.epochs)
     log.info("device: %s; CPU denormal floats %s", describe(device), denormals())
     torch.manual_seed(settings.loop.seed)
-    data = load_data(cfg, settings, device, layout)
+    data, record = load_data(cfg, settings, device, layout)
+    if resumed is not None:
+        resume.check_data(resumed, record)
+    check_memory(cfg, settings, data, device, layout)
     model = build_net(cfg, settings, data, device, layout)
     optimizer = build_optimizer(
         cfg.optimizer, model.parameters(), device, settings.loop.fast_optimizer
@@ -127,8 +137,9 @@ def build(
     scaler = precision.grad_scaler(settings.loop.precision, device)
     if resumed is not None:
         net, changes = getattr(model, "module", model), resumed.changes
+        overrides = [str(change) for change in changes]
         progress = checkpoint.restore(
-            resumed.state, net, optimizer, scheduler, device, [str(c) for c in changes], scaler
+            resumed.state, net, optimizer, scheduler, device, overrides, scaler, resumed.path
         )
         resume.carry_on(optimizer, changes)
         log.info("resumed at epoch %d, step %d", progress.epoch, progress.step)
@@ -136,16 +147,27 @@ def build(
         progress = Progress.on(device)
     parts = (model, optimizer, scheduler)
     return Run(
-        cfg, settings, device, data, *parts, out_dir, progress, layout, scaler=scaler, sweep=sweep
+        cfg,
+        settings,
+        device,
+        data,
+        *parts,
+        out_dir,
+        progress,
+        layout,
+        scaler=scaler,
+        sweep=sweep,
+        data_record=record,
     )
 
 
 def load_data(
     cfg: DictConfig, settings: schemas.Settings, device: torch.device, layout: World
-) -> Splits:
-    """The dataset, checked against the settings, on the device in tensor mode."""
+) -> tuple[Splits, dict[str, str]]:
+    """The dataset, checked against the settings, on the device in tensor mode; its record."""
     data = build_data(cfg.dataset.source)
     check_data(cfg, data, settings.loader.batch_size, layout.size)
+    record = data_record(data, cfg.dataset.source)
     if settings.loader.mode == "tensor":
         data = data.to(device)
     log.info(
@@ -155,7 +177,51 @@ def load_data(
         data.input_shape,
         data.num_classes,
     )
-    return data
+    return data, record
+
+
+def data_record(data: Splits, source: DictConfig) -> dict[str, str]:
+    """What the run trains on, as its checkpoints record it: a fingerprint and where it is from."""
+    started = time.perf_counter()
+    found = fingerprint(data)  # on the CPU, before the splits move to the device
+    where = data.origin.what if data.origin is not None else f"the data of {source._target_}"
+    log.debug("data fingerprint %s (%.2f s): %s", found, time.perf_counter() - started, where)
+    return {"fingerprint": found, "source": where}
+
+
+def check_memory(
+    cfg: DictConfig, settings: schemas.Settings, data: Splits, device: torch.device, layout: World
+) -> None:
+    """Refuse, before the model is built, one whose training will not fit in memory."""
+    batch = settings.loader.batch_size
+    needs = memory.estimate(
+        cfg.model, data.input_shape, data.num_classes, cfg.optimizer, (batch, eval_size(batch))
+    )
+    if needs is None:  # a model the meta device cannot run: not estimated
+        return
+    ranks = layout.size if device.type == "cpu" else 1  # CPU ranks share the machine's memory
+    sizes = [cfg.model._target_.rsplit(".", 1)[-1]] + [
+        f"model.{key}={show(cfg.model[key])}" for key in MODEL_SIZES if key in cfg.model
+    ]
+    held = ", ".join(
+        f"{name} {size(figure * ranks)}"
+        for name, figure in zip(NEEDS, dataclasses.astuple(needs), strict=True)
+    )
+    each = f" on each of {ranks} ranks" if ranks > 1 else ""
+    refuse_beyond(
+        needs.total * ranks,
+        device,
+        f"training the model ({', '.join(sizes)}) with dataset.loader.batch_size={batch}{each} "
+        f"({held})",
+        "use a smaller model or batch size",
+    )
+
+
+def show(value: Any) -> str:
+    """A setting as the command line writes it: lists in brackets, no spaces."""
+    if isinstance(value, ListConfig):
+        return "[" + ",".join(str(item) for item in value) + "]"
+    return str(value)
 
 
 def build_net(
@@ -247,10 +313,15 @@ def plan(loop: schemas.LoopSettings, objective: str) -> Plan:
     )
 
 
+def eval_size(batch_size: int) -> int:
+    """Evaluation batches are larger, since no gradients are kept."""
+    return max(batch_size, EVAL_BATCH_SIZE)
+
+
 def eval_batches(run: Run, split) -> Iterator[Batch]:
     """Batches for evaluation: in order, and larger, since no gradients are kept."""
     loader = run.settings.loader
-    loader = dataclasses.replace(loader, shuffle=False, batch_size=max(loader.batch_size, 1024))
+    loader = dataclasses.replace(loader, shuffle=False, batch_size=eval_size(loader.batch_size))
     return batches(split, loader, seed=0, epoch=0)
 
 

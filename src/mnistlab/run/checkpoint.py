@@ -14,8 +14,12 @@ import pickle
 import random
 import re
 import shutil
+import types
+import typing
 import zipfile
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +29,19 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch.optim.lr_scheduler import LRScheduler
+from yaml import SafeLoader
 
 from mnistlab import SettingError, names
 from mnistlab.files import stale_partials, write_bytes
 from mnistlab.loop.progress import SUMS, Progress
 from mnistlab.run import rundir
 
+PROGRESS_FIELDS = {field.name: field.type for field in fields(Progress)}
 FILENAME = names.CHECKPOINT_FILE
 FORMAT = "mnistlab-checkpoint/1"
+# A run's saved config is a few KB, four levels deep; these leave room for any real one.
+MAX_CONFIG_CHARS = 1_000_000
+MAX_CONFIG_DEPTH = 64
 
 
 class DiskFull(SettingError):
@@ -47,8 +56,12 @@ def save(
     scheduler: LRScheduler | None,
     progress: Progress,
     scaler: torch.amp.GradScaler | None = None,
+    data: dict[str, str] | None = None,
 ) -> None:
-    """Write the checkpoint to a temporary file, then rename it over `path`."""
+    """Write the checkpoint to a temporary file, then rename it over `path`.
+
+    `data`: what the run trains on (`fingerprint`, `source`), which a resume checks.
+    """
     state = {
         "format": FORMAT,
         # Resolved: a saved config holds plain values only (mnistlab.run.resume refuses `${...}`).
@@ -61,6 +74,7 @@ def save(
         "scaler": None if scaler is None else scaler.state_dict(),
         "progress": asdict(progress),
         "rng": rng_states(),
+        "data": data,
     }
     # Serialised in memory first: torch's zip writer turns a full disk into an opaque
     # RuntimeError, a plain write says ENOSPC, and the size says how much room is needed.
@@ -153,6 +167,8 @@ def config_of(state: dict[str, Any], path: Path | str = "the checkpoint") -> Dic
     """
     text = state.get("config")
     try:
+        if isinstance(text, str):
+            check_yaml(text, f"loop.resume: {path}")
         cfg = OmegaConf.create(text) if isinstance(text, str) else None
     except (yaml.YAMLError, OmegaConfBaseException) as err:
         reason = str(err).splitlines()[0]
@@ -160,6 +176,36 @@ def config_of(state: dict[str, Any], path: Path | str = "the checkpoint") -> Dic
     if not isinstance(cfg, DictConfig):
         raise SettingError(f"loop.resume: {path} holds no run config: not an mnistlab checkpoint")
     return cfg
+
+
+def check_yaml(text: str, source: str) -> None:
+    """Refuse YAML that would cost more to read than a run's config: too long, aliased, deep.
+
+    A run's config is a few KB of plain values, four levels deep, with no aliases (OmegaConf
+    never writes one). Read as a stream of events (no recursion, no alias expanded), a YAML
+    "billion laughs" or 5,000 nested brackets is refused in one line, before it is built.
+    """
+    if len(text) > MAX_CONFIG_CHARS:
+        raise SettingError(
+            f"{source} holds a config of {len(text):,} characters, more than any run's "
+            f"({MAX_CONFIG_CHARS:,} at most): not an mnistlab run; nothing was run"
+        )
+    depth = 0
+    for event in yaml.parse(text, Loader=SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise SettingError(
+                f"{source}: its config uses YAML anchors or aliases (&name, *name), which "
+                "mnistlab never writes: refused for safety, nothing was run"
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                raise SettingError(
+                    f"{source}: its config nests more than {MAX_CONFIG_DEPTH} levels deep, "
+                    "far more than a run's config: not an mnistlab run; nothing was run"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def restore(
@@ -170,24 +216,143 @@ def restore(
     device: torch.device,
     overrides: list[str],
     scaler: torch.amp.GradScaler | None = None,
+    path: Path | str = "the checkpoint",
 ) -> Progress:
     """Load weights, optimizer, schedule, loss scaler, RNG states; return the progress, on `device`.
 
-    The progress records this resume: its step, and the `overrides` it continues with.
+    The progress records this resume: its step, and the `overrides` it continues with. A part
+    that does not fit the run (a checkpoint not written by mnistlab) is one line naming `path`.
     """
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    with fitting(path, "model weights"):
+        model.load_state_dict(state["model"])
+    with fitting(path, "optimizer state"):
+        optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
-        scheduler.load_state_dict(state["scheduler"])
+        with fitting(path, "lr schedule"):
+            scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler") is not None:  # older checkpoints have none
-        scaler.load_state_dict(state["scaler"])
+        with fitting(path, "loss scaler"):
+            scaler.load_state_dict(state["scaler"])
     saved = dict(state["progress"])
     for key in SUMS:  # a checkpoint from before train accuracy lacks the correct counts
         saved[key] = saved[key].to(device) if key in saved else torch.zeros((), device=device)
-    set_rng_states(state["rng"])
+    with fitting(path, "RNG states"):
+        set_rng_states(state["rng"])
     progress = Progress(**saved)
     progress.resumes.append({"at_step": progress.step, "overrides": overrides})
     return progress
+
+
+@contextmanager
+def fitting(path: Path | str, part: str) -> Iterator[None]:
+    """Turn torch's refusal of a checkpoint's part into one line naming the file and the part."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+        # torch's state_dict message says where on its later lines: one line of all of them.
+        reason = " ".join(str(err).split())[:300] or type(err).__name__
+        raise SettingError(
+            f"loop.resume: {path}: the {part} it holds cannot be loaded into the run its config "
+            f"describes ({reason}). Resume only checkpoints mnistlab-train wrote, or start a new "
+            "run"
+        ) from None
+
+
+def check_parts(state: dict[str, Any], path: Path | str) -> None:
+    """Refuse a checkpoint whose parts are not those mnistlab saves, naming the first wrong one.
+
+    Checked before anything is built from it: a torch file that is not ours (no progress, an
+    RNG state of another size, a tensor where a dict belongs) is one line, not a KeyError.
+    """
+    problem = wrong_part(state)
+    if problem is not None:
+        raise SettingError(
+            f"loop.resume: {path} is not a checkpoint mnistlab can resume: {problem}. Resume "
+            "only checkpoints mnistlab-train wrote, or start a new run"
+        )
+
+
+def wrong_part(state: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's parts, in a few words; None if they look like ours."""
+    model = state.get("model")
+    if not isinstance(model, dict) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in model.items()
+    ):
+        return f"its model is {kind(model)}, not a dict of named tensors"
+    optimizer = state.get("optimizer")
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict):
+        return f"its optimizer is {kind(optimizer)}, not an optimizer's state"
+    if not isinstance(optimizer.get("param_groups"), list):
+        return "its optimizer has no list of parameter groups"
+    for part in ("scheduler", "scaler", "data"):
+        if state.get(part) is not None and not isinstance(state[part], dict):
+            return f"its {part} is {kind(state[part])}, not a dict"
+    return wrong_progress(state.get("progress")) or wrong_rng(state.get("rng"))
+
+
+def wrong_progress(progress: object) -> str | None:
+    """What is wrong with a saved `Progress`; None if every field has its type."""
+    if not isinstance(progress, dict):
+        return f"its progress is {kind(progress)}, not a dict"
+    for key in ("epoch", "step"):
+        if key not in progress:
+            return f"its progress has no {key}"
+    for key, value in progress.items():
+        if key not in PROGRESS_FIELDS:
+            return f"its progress has a field {str(key)[:50]!r} that mnistlab never saves"
+        if not fits(value, PROGRESS_FIELDS[key]) or (key in SUMS and value.dim() != 0):
+            return f"its progress.{key} is {kind(value)}"
+    if progress["epoch"] < 0 or progress["step"] < 0:
+        return "its progress counts are negative"
+    return None
+
+
+def fits(value: object, annotation: Any) -> bool:
+    """Whether `value` has the type a `Progress` field declares (containers: their kind only)."""
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        return any(fits(value, option) for option in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    kind_ = typing.get_origin(annotation) or annotation
+    if kind_ is float:
+        kind_ = (int, float)
+    return isinstance(value, kind_) and not (isinstance(value, bool) and annotation is not bool)
+
+
+def wrong_rng(rng: object) -> str | None:
+    """What is wrong with the saved RNG states; None if each has the form `rng_states` gives."""
+    if not isinstance(rng, dict):
+        return f"its RNG states are {kind(rng)}, not a dict"
+    expected = torch.get_rng_state()
+    cpu = rng.get("torch")
+    if not isinstance(cpu, torch.Tensor) or cpu.dtype != torch.uint8 or cpu.shape != expected.shape:
+        found = f"{cpu.numel()} {cpu.dtype}" if isinstance(cpu, torch.Tensor) else kind(cpu)
+        return f"its torch RNG state holds {found} values, not {expected.numel()} bytes"
+    cuda = rng.get("cuda")
+    if not isinstance(cuda, list) or not all(
+        isinstance(one, torch.Tensor) and one.dtype == torch.uint8 and one.dim() == 1
+        for one in cuda
+    ):
+        return "its CUDA RNG states are not a list of byte tensors"
+    numpy_state, python = rng.get("numpy"), rng.get("python")
+    if not (
+        isinstance(numpy_state, list)
+        and len(numpy_state) == 5
+        and numpy_state[0] == "MT19937"
+        and isinstance(numpy_state[1], torch.Tensor)
+        and numpy_state[1].shape == (624,)
+    ):
+        return "its numpy RNG state is not numpy's MT19937 state"
+    if not (isinstance(python, list) and len(python) == 3 and isinstance(python[1], list)):
+        return "its Python RNG state is not the random module's"
+    if len(python[1]) != len(random.getstate()[1]):
+        return f"its Python RNG state has {len(python[1])} numbers, not {len(random.getstate()[1])}"
+    return None
+
+
+def kind(value: object) -> str:
+    """What a value is, in words: "a Tensor", "None"."""
+    return "None" if value is None else f"a {type(value).__name__}"
 
 
 def rng_states() -> dict[str, Any]:

@@ -25,6 +25,16 @@ compared leaf by leaf with the saved values. A change to a setting in
 applied, logged, and recorded in metrics.json's `resumes`; any other change stops the run in
 one line naming the key, the saved and the new value. A group choice (`device=cpu`) brings that
 option's settings, as on a fresh command line.
+
+Data. Where the data lives may change (`dataset.source.root`: moved files); what it is may not.
+The checkpoint records the data's fingerprint (mnistlab.data.splits.fingerprint) and source;
+once the data has loaded, a resume on data with another fingerprint is refused in one line
+naming both (`check_data`). A checkpoint from before fingerprints is resumed unchecked.
+
+Limits. Everything in a checkpoint is checked before it is used: the config's YAML is read
+without aliases and no deeper or longer than a run's config can be (checkpoint.check_yaml),
+each part must have the form mnistlab saves (checkpoint.check_parts), and a part that does not
+fit the run is named in one line (checkpoint.restore).
 """
 
 import logging
@@ -55,6 +65,7 @@ SET_BY_SCHEDULE = ("loop.epochs", "optimizer.lr")
 # Switching these on from 0 needs optimizer state (a momentum buffer) the checkpoint lacks.
 NEEDS_STATE = ("optimizer.momentum",)
 INSTANTIATE_KEYS = ("_args_", "_partial_", "_recursive_", "_convert_")
+FINGERPRINT_SHOWN = 16  # hex digits of a data fingerprint shown in a message
 
 
 class Absent:
@@ -91,6 +102,7 @@ class Resume:
     cfg: DictConfig
     changes: list[Change]
     finished: dict[str, Any] | None  # a completed run's metrics, when no epochs are left
+    path: Path | None = None  # the checkpoint file, named in messages
 
 
 def prepare(cfg: DictConfig, overrides: Sequence[str], sources: Sequence[str]) -> Resume:
@@ -105,6 +117,7 @@ def prepare(cfg: DictConfig, overrides: Sequence[str], sources: Sequence[str]) -
         saved.sweep = shipped.option("sweep", "default")
     refuse_code(saved, f"loop.resume: {path}")
     check_targets(saved, offered_targets(sources, cfg), f"loop.resume: {path}")
+    checkpoint.check_parts(state, path)  # after the config: what it may call is said first
     keys = explicit_keys(overrides)
     changes = list({c.key: c for key in keys for c in changes_at(saved, cfg, key)}.values())
     # A changed `_target_` is the change to report: dataset=... first names the dataset.
@@ -119,7 +132,39 @@ def prepare(cfg: DictConfig, overrides: Sequence[str], sources: Sequence[str]) -
     if done is None:
         applied = ", ".join(map(str, changes)) or "its saved config unchanged"
         log.info("resuming %s with %s", path.parent, applied)
-    return Resume(state, path.parent, saved, changes, done)
+    else:
+        check_objective(saved.objective, done, path.parent)
+    return Resume(state, path.parent, saved, changes, done, path)
+
+
+def check_objective(objective: str, metrics: dict[str, Any], folder: Path) -> None:
+    """A finished run answers with its objective's value: refuse one its metrics do not hold."""
+    if objective not in metrics:
+        figures = ", ".join(key for key in metrics if key.startswith(("val_", "test_", "train_")))
+        raise SettingError(
+            f"objective={objective}: {folder} finished without a {objective} (its metrics.json "
+            f"has {figures or 'no figures'}): choose one of those, or leave objective as saved"
+        )
+
+
+def check_data(resumed: Resume, now: dict[str, str]) -> None:
+    """Refuse to go on with other data than the run was trained on, naming both.
+
+    `now` is what the data is: its fingerprint and source (mnistlab.run.build.data_record).
+    A checkpoint saved before fingerprints were recorded is resumed unchecked.
+    """
+    saved = resumed.state.get("data")
+    if saved is None:
+        log.info("%s has no data fingerprint (an older mnistlab's): not checked", resumed.path)
+        return
+    if saved.get("fingerprint") == now["fingerprint"]:
+        return
+    old = f"{saved.get('source')} (fingerprint {str(saved.get('fingerprint'))[:FINGERPRINT_SHOWN]})"
+    new = f"{now['source']} (fingerprint {now['fingerprint'][:FINGERPRINT_SHOWN]})"
+    raise SettingError(
+        f"loop.resume: {resumed.path} was trained on {old}, but the data is now {new}: it "
+        "would go on with other data. Resume with the data it was trained on, or start a new run"
+    )
 
 
 def carry_on(optimizer: torch.optim.Optimizer, changes: list[Change]) -> None:
