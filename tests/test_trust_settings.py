@@ -27,14 +27,14 @@ CLI_CASES = [
         "accuracy-target-2",
         ["loop.target.metric=val_accuracy", "loop.target.value=2"],
         "loop.target.value=2.0 cannot be reached by val_accuracy, a fraction of 1: use a value",
-        True,
+        False,  # checked before Hydra runs the job: no job frame
     ),
     (
         "threads-1000",
         ["device.threads=1000"],
         f"device.threads=1000 is more than the {CORES} CPU cores this process may use: use at "
         f"most device.threads={CORES}",
-        True,
+        False,  # checked before Hydra runs the job: no job frame
     ),
     ("compile-3", ["loop.compile=3"], "loop.compile=3: must be true or false", False),
     ("shuffle-2", ["dataset.loader.shuffle=2"], "dataset.loader.shuffle=2: must be true or", False),
@@ -55,7 +55,7 @@ CLI_CASES = [
         "seed-too-big",
         ["loop.seed=99999999999999999999999"],
         "loop.seed=99999999999999999999999 must be an integer from 0 to 4294967295, e.g. 1",
-        True,
+        False,  # checked before Hydra runs the job: no job frame
     ),
     ("delete-model", ["~model"], "~model: a run needs model; choose one of model=cnn, mlp", False),
     (
@@ -348,3 +348,21 @@ def test_a_shift_beyond_half_the_image_is_refused():
     ConvNet((28, 28), 10, **settings, shift=13)  # as far as a digit's centre stays in view
     with pytest.raises(SettingError, match=r"^model.shift=100 .* 28x28 images"):
         ConvNet((28, 28), 10, **settings, shift=100)
+
+
+def test_api_train_makes_the_command_lines_checks(tmp_path):
+    from mnistlab.cli import api
+
+    with pytest.raises(SettingError, match="loop.overwrite=yes: must be true or false"):
+        api.train(["dataset=random", "loop.overwrite=yes"], out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # the real CLI
+def test_a_sweep_asking_for_more_cores_than_here_stops_before_any_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ("-m", "dataset=random", "device.threads=1000", "optimizer.lr=0.1,0.2")
+    result = run_cli("mnistlab.cli.train", *args, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert one_line(result, frame=False).startswith("device.threads=1000 is more than the")
+    assert not sweep.exists()

@@ -62,8 +62,10 @@ class ComposedOnce:
         wrong: before any job trains); keep it for its launch."""
         config = self.loader.load_sweep_config(master_config, list(sweep_overrides))
         if config.hydra.job.config_name == names.TRAIN_CONFIG:  # not the benchmark's, say
-            checks.check_settings(config)  # what needs no import: the components' at the job
-            check_device(config)
+            settings = checks.check_settings(config)  # what needs no import (the rest: the job)
+            if context.runs_here(config):  # a cluster's nodes may have more cores, or a GPU
+                checks.check_host(settings)
+                check_device(config)
         if sum(map(len, self.checked.values())) < KEPT:  # a job given twice: two configs
             self.checked.setdefault(tuple(sweep_overrides), []).append(config)
 
@@ -117,8 +119,8 @@ class BasicOnceSweeper(hydra_private.basic_sweeper()):
 
 
 def check_device(config: DictConfig) -> None:
-    """A GPU the job asks for must be here, where the jobs run here: else no job could train."""
-    if config.device.name in ("cuda", "mps") and context.runs_here(config):
+    """A GPU the job asks for must be here (where the jobs run): else no job could train."""
+    if config.device.name in ("cuda", "mps"):
         from mnistlab.parts.device import resolve_device  # torch: only for these
 
         resolve_device(config.device.name)

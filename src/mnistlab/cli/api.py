@@ -19,7 +19,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from mnistlab import SettingError, names
-from mnistlab.cli import resolvers
+from mnistlab.cli import arguments, resolvers
 from mnistlab.cli.train import resume_argv
 from mnistlab.run import guard, rundir
 
@@ -35,6 +35,8 @@ class Result:
 def run_config(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
     """The config `mnistlab-train [--config-dir config_dir] overrides...` would run."""
     overrides = list(overrides)
+    for override in arguments.parse(overrides):  # the command line's checks before Hydra's
+        arguments.check(override)
     if config_dir is not None:
         folder = Path(config_dir).expanduser().resolve()
         if not folder.is_dir():

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mnistlab import SettingError, files
+from mnistlab.config import checks
 from mnistlab.private import hydra as hydra_private
 from mnistlab.run.rundir import (
     HYDRA_OUTPUTS,
@@ -184,6 +186,8 @@ def refusal() -> Iterator[None]:
         yield
     except SettingError as err:
         raise SystemExit(str(err)) from None
+    except HydraException:  # composing a job's config (the sweeper's check): Hydra reports it
+        raise
     except OSError as err:
         where = f": {err.filename}" if err.filename else ""
         raise SystemExit(f"mnistlab-train: {err.strerror or err}{where}") from None
@@ -206,6 +210,8 @@ class RunFolder(Callback):
         self.started_at = time.time()
         loop = config.loop
         with refusal():
+            if loop.resume is None:  # a resume's settings are the saved run's: checked there
+                checks.check_host(checks.check_settings(config))  # before Hydra's job frame
             try:
                 key = "hydra.run.dir" if loop.resume is None else "loop.resume"
                 self.lock = claim(folder, key, loop.resume, loop.overwrite)
