@@ -68,9 +68,9 @@ def train(
     sources = list(resume.DEFAULT_SOURCES)
     if config_dir is not None:  # a resumed run may call what the user's own groups offer
         sources.append(f"file://{Path(config_dir).expanduser().resolve()}")
-    folder = rundir.resumed_folder(cfg.loop.resume) or Path(out_dir).absolute()
+    folder = rundir.resumed_folder(cfg.loop.resume) or Path(out_dir)  # as given: relative stays
     # The command line's checks, in its words: out_dir is this call's hydra.run.dir.
     key = "out_dir" if cfg.loop.resume is None else "loop.resume"
-    with guard.claimed(folder, key, cfg.loop.resume, cfg.loop.overwrite):
+    with guard.claimed(folder.absolute(), key, cfg.loop.resume, cfg.loop.overwrite):
         metrics = training.run_training(cfg, Path(out_dir), overrides, sources)
     return Result(metrics=metrics, run_dir=folder)
