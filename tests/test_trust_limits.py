@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -273,7 +274,8 @@ def test_a_gzip_file_is_read_no_further_than_its_header_declares(tmp_path):
     zero_stream(path, header, 200 * 2**20)  # 200 MB where the header says 7,840 bytes
     tracemalloc.start()
     try:
-        with pytest.raises(SettingError, match="has more bytes but its header") as refusal:
+        more = r"holds more than the 7856 bytes its header \(10, 28, 28\) says"
+        with pytest.raises(SettingError, match=more) as refusal:
             read_idx(path, IMAGES_MAGIC)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -316,6 +318,38 @@ def test_a_dataset_file_too_big_for_memory_is_refused_before_it_is_unpacked(tmp_
         "2.4 GB of CPU memory, but "
     )
     assert line.endswith("are available: use a smaller dataset, or free some memory")
+
+
+@pytest.mark.slow  # the real CLI
+def test_a_checkpoint_that_unpacks_beyond_memory_is_refused_before_it_is_read(
+    tmp_path, finished_run, child_mapped
+):
+    # Its first weights' record replaced by 1.5 GB of zeros, deflated to a few MB: torch.load
+    # unpacks such records too.
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(finished_run), str(run)], check=True)
+    path = run / checkpoint.FILENAME
+    packed = tmp_path / "packed.pt"
+    with zipfile.ZipFile(path) as saved, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as out:
+        for record in saved.infolist():
+            if record.filename.endswith("/data/0"):
+                with out.open(record.filename, "w", force_zip64=True) as big:
+                    for _ in range(96):
+                        big.write(bytes(1 << 24))
+            else:
+                out.writestr(record.filename, saved.read(record.filename))
+    packed.replace(path)
+    result = run_cli(
+        "mnistlab.cli.train",
+        f"loop.resume={run}",
+        "loop.epochs=2",
+        cwd=tmp_path,
+        timeout=120,
+        preexec_fn=limited(child_mapped, 2**30),
+    )
+    line = one_line(result)
+    assert line.startswith(f"loop.resume: loading {path} needs about 1.6 GB of CPU memory, but ")
+    assert line.endswith("are available: free some memory, or resume it on a machine with more")
 
 
 # --- YAML in a checkpoint -----------------------------------------------------------------------

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mnistlab.data.idx import IMAGES_MAGIC, LOAD_BYTES
+from mnistlab.data.memory import available, size
 from mnistlab.files import write_bytes
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,8 @@ def read(root: Path, key: dict[str, str]) -> Arrays | None:
     if not path.is_file():
         return None
     try:
+        if not fits_in_memory(path):  # decoding checks each file's size, and says why
+            return None
         state = torch.load(path, map_location="cpu", weights_only=True)
     except DAMAGE as error:
         log.warning("ignoring %s, to be rewritten: %s", path, first_line(error))
@@ -81,6 +85,17 @@ def read(root: Path, key: dict[str, str]) -> Arrays | None:
         return None
     log.debug("read the decoded dataset from %s", path)
     return tuple(state[part].numpy() for part in PARTS)
+
+
+def fits_in_memory(path: Path) -> bool:
+    """Whether the copy's arrays, unpacked and made into splits, fit in free memory."""
+    with zipfile.ZipFile(path) as archive:  # its index says what its records unpack to
+        unpacked = sum(record.file_size for record in archive.infolist())
+    free = available()
+    if free is not None and unpacked * LOAD_BYTES[IMAGES_MAGIC] > free:
+        log.warning("ignoring %s: its %s would not fit in memory", path, size(unpacked))
+        return False
+    return True
 
 
 def check(state: object, key: dict[str, str]) -> str | None:

@@ -62,7 +62,7 @@ def parse_idx(raw: bytes, name: str, magic: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def wrong_size(name: str, found: int | str, shape: tuple[int, ...], expected: int) -> DamagedFile:
+def wrong_size(name: str, found: int, shape: tuple[int, ...], expected: int) -> DamagedFile:
     return DamagedFile(
         f"{name} has {found} bytes but its header {shape} says {expected}: "
         "the file is truncated or damaged"
@@ -80,9 +80,14 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
             body = stream.read(declared + 1)  # one byte more shows a file longer than declared
     except (EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise DamagedFile(f"{path} is not a complete gzip file ({error})") from error
-    if len(body) != declared:
-        found = header_size(magic) + len(body) if len(body) < declared else "more"
-        raise wrong_size(str(path), found, shape, header_size(magic) + declared)
+    expected = header_size(magic) + declared
+    if len(body) > declared:  # the rest is never read: it may unpack to gigabytes
+        raise DamagedFile(
+            f"{path} holds more than the {expected} bytes its header {shape} says: the file is "
+            "damaged or not an IDX file"
+        )
+    if len(body) < declared:
+        raise wrong_size(str(path), header_size(magic) + len(body), shape, expected)
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 

@@ -32,6 +32,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from yaml import SafeLoader
 
 from mnistlab import SettingError, names
+from mnistlab.data.memory import refuse_beyond
 from mnistlab.files import stale_partials, write_bytes
 from mnistlab.loop.progress import SUMS, Progress
 from mnistlab.run import rundir
@@ -137,6 +138,16 @@ def load(path: Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):  # what torch.save writes; a cut file loses its zip index
         raise SettingError(f"{unreadable}: it is truncated, damaged, or another kind of file")
     try:
+        # What its records unpack to (torch reads deflated ones too), from the zip's index:
+        # checked before any is read.
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(record.file_size for record in archive.infolist())
+        refuse_beyond(
+            unpacked,
+            None,
+            f"loop.resume: loading {path}",
+            "free some memory, or resume it on a machine with more",
+        )
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise SettingError(f"{unreadable}: {refused(str(err))}") from None
