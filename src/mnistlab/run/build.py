@@ -135,30 +135,31 @@ def build(
     steps = num_batches(len(data.train) // layout.size, settings.loader.batch_size)
     scheduler = schedulers.build(cfg.scheduler, optimizer, settings.loop.epochs * steps, steps)
     scaler = precision.grad_scaler(settings.loop.precision, device)
-    if resumed is not None:
-        net, changes = getattr(model, "module", model), resumed.changes
-        overrides = [str(change) for change in changes]
-        progress = checkpoint.restore(
-            resumed.state, net, optimizer, scheduler, device, overrides, scaler, resumed.path
-        )
-        resume.carry_on(optimizer, changes)
-        log.info("resumed at epoch %d, step %d", progress.epoch, progress.step)
-    else:
-        progress = Progress.on(device)
     parts = (model, optimizer, scheduler)
-    return Run(
-        cfg,
-        settings,
-        device,
-        data,
-        *parts,
-        out_dir,
-        progress,
-        layout,
-        scaler=scaler,
-        sweep=sweep,
-        data_record=record,
+    progress = start(resumed, *parts, device, scaler)
+    built = (cfg, settings, device, data, *parts, out_dir, progress, layout)
+    return Run(*built, scaler=scaler, sweep=sweep, data_record=record)
+
+
+def start(
+    resumed: resume.Resume | None,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler | None,
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None,
+) -> Progress:
+    """Where training starts: a resumed run's parts restored from its checkpoint, or step 0."""
+    if resumed is None:
+        return Progress.on(device)
+    net, changes = getattr(model, "module", model), resumed.changes
+    overrides = [str(change) for change in changes]
+    progress = checkpoint.restore(
+        resumed.state, net, optimizer, scheduler, device, overrides, scaler, resumed.path
     )
+    resume.carry_on(optimizer, changes)
+    log.info("resumed at epoch %d, step %d", progress.epoch, progress.step)
+    return progress
 
 
 def load_data(
