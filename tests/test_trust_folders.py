@@ -290,12 +290,10 @@ def test_a_grid_above_sweep_max_jobs_is_refused_at_once_naming_the_count(tmp_pat
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_sweep_on_a_device_this_machine_lacks_is_refused_before_any_job(tmp_path):
-    sweep = tmp_path / "sweep"
-    result = train(
-        tmp_path, "-m", *TINY_RUN, "optimizer.lr=0.1,0.2", "device=cuda", f"hydra.sweep.dir={sweep}"
-    )
+    args = ("-m", *TINY_RUN, "optimizer.lr=0.1,0.2", "device=cuda")
+    result = train(tmp_path, *args)  # into outputs/sweeps/<time>, made for it
     assert one_line(result, "device=cuda but CUDA is not available here").startswith("device=")
-    assert not sweep.exists()
+    assert not (tmp_path / "outputs").exists()  # nor the folders made for it
 
 
 @pytest.mark.slow

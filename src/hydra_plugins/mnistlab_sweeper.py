@@ -28,7 +28,7 @@ from mnistlab import names
 from mnistlab.config import checks
 from mnistlab.private import hydra as hydra_private
 from mnistlab.run import guard
-from mnistlab.sweep import context, record
+from mnistlab.sweep import context, record, rerun
 
 # Checked configs kept for the launch at most (a few MB each at worst): a bigger batch's
 # further jobs are composed again when they start.
@@ -110,7 +110,7 @@ class BasicOnceSweeper(hydra_private.basic_sweeper()):
                         said = time.monotonic()
                     self.composed.check(self.config, overrides)
         except (Exception, SystemExit):
-            record.forget(sweep)
+            rerun.refused(sweep)
             raise
         overwrite = OmegaConf.select(self.config, "loop.overwrite") is True  # mnistlab-train's
         if overwrite and not self.overwritten:

@@ -176,11 +176,20 @@ def begin(sweep: Path, config: DictConfig) -> None:
 
 
 _lock: int | None = None  # the sweep folder, open and locked; the system unlocks it at exit
+_made: Path | None = None  # the topmost folder this sweep had to create
+
+
+def refused(sweep: Path) -> None:
+    """The grid was refused before any job ran: its records go, and the folders made for it."""
+    record.forget(sweep)
+    if _made is not None:
+        guard.remove_fresh(sweep, _made, everything=False)
 
 
 def hold(sweep: Path) -> None:
     """Refuse a second mnistlab-train in this sweep folder while one runs there."""
-    global _lock
+    global _lock, _made
+    _made = guard.first_missing(sweep)
     sweep.mkdir(parents=True, exist_ok=True)
     _lock = files.hold(sweep)
     if _lock is None:
