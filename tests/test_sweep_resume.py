@@ -386,7 +386,10 @@ def nested_record(sweep: Path) -> str:
     path = sweep / names.SWEEP_RECORD_FILE
     record = path.read_text().replace("swept:\n", "swept:\n- [1, 2]\n")  # not a key's text
     path.write_text(record + "params: {a: &x [1, *x]}\n")  # nor this: an alias loop
-    return "its sweep.yaml is not a sweep's record"
+    return (
+        "its sweep.yaml cannot be read: it uses YAML anchors or aliases (&name, *name), which "
+        "we never write"
+    )
 
 
 @pytest.mark.slow

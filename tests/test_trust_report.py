@@ -243,8 +243,8 @@ def damaged_sweep(sweep: Path, outside: Path) -> dict[str, str]:
         "6_nested_json": "unreadable: metrics.json: it is nested too deeply to be a run's figures",
         "7_nested_yaml": "unreadable: .hydra/config.yaml: ScannerError: while increasing flow "
         "level",
-        "8_aliases": "unreadable: .hydra/config.yaml: it uses YAML aliases (*name), which Hydra "
-        "never writes",
+        "8_aliases": "unreadable: .hydra/config.yaml: it uses YAML anchors or aliases (&name, "
+        "*name), which we never write",
         "9_big": "unreadable: metrics.json: it is over 10.0 MB: mnistlab writes less",
         "10_digits": "unreadable: metrics.json: it holds a number of over 4300 digits: not a "
         "run's figure",
@@ -399,8 +399,8 @@ def test_metrics_json_is_read_only_where_it_is_a_small_regular_file(tmp_path: Pa
     ("config", "reason"),
     [
         ("objective: [val_loss]\n", "objective must be text, not list"),
-        ("\n".join(BOMB) + "\nobjective: a0\n", "it uses YAML aliases"),
-        ("a: &a [*a]\nobjective: x\n", "it uses YAML aliases"),
+        ("\n".join(BOMB) + "\nobjective: a0\n", "it uses YAML anchors or aliases"),
+        ("a: &a [*a]\nobjective: x\n", "it uses YAML anchors or aliases"),
         ("objective: !!python/object/apply:os.system [echo]\n", "ConstructorError"),
     ],
     ids=["list", "alias bomb", "alias loop", "code"],

@@ -24,6 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import yaml
+
+SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's where it is built in
+
 PARTIAL_SUFFIX = ".partial"  # .<name>.<pid>.partial: a file being written, beside <name>
 
 
@@ -176,6 +180,30 @@ def kind_of(mode: int) -> str:
         stat.S_ISSOCK: "a socket",
     }
     return next((name for test, name in kinds.items() if test(mode)), "a device")
+
+
+YAML_DEPTH = 64  # levels: a run's config has four, Hydra's record about six
+
+
+def load_yaml(text: str | bytes) -> Any:
+    """Plain YAML values, as Hydra and mnistlab write them: Refused where they cannot be.
+
+    Read first as a stream of events (no recursion, no alias expanded): an anchor or alias
+    (Hydra and OmegaConf never write one; a crafted "billion laughs" multiplies what a reader
+    walks) or nesting past YAML_DEPTH is refused before anything is built; then a safe loader
+    (no tag runs code) builds the values. yaml.YAMLError where it is no YAML.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise Refused("it uses YAML anchors or aliases (&name, *name), which we never write")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > YAML_DEPTH:
+                raise Refused(f"it nests more than {YAML_DEPTH} levels deep: not ours")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return yaml.load(text, Loader=SafeLoader)
 
 
 def size_text(size: float) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from omegaconf.errors import OmegaConfBaseException
 
-from mnistlab.files import Refused, read_inside
+from mnistlab.files import Refused, load_yaml, read_inside
 from mnistlab.names import (
     COMPLETED,
     HIGHER_IS_BETTER,
@@ -27,9 +27,6 @@ from mnistlab.names import (
     UNREADABLE,
     read_metrics,
 )
-
-SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's where it is built in
-
 
 # metrics.json keys in the order the summary shows them (mnistlab.cli.train writes them).
 METRIC_KEYS = (
@@ -110,36 +107,6 @@ def reading(name: str) -> Iterator[None]:
         kind = "" if type(error) in (Refused, ValueError) else type(error).__name__
         said = [part for part in (kind, lines[0] if lines else "") if part]
         raise Unreadable(": ".join([name, *said])) from None
-
-
-def load_yaml(data: bytes) -> Any:
-    """Plain YAML values: no tag that runs code (a safe loader), no alias (Hydra writes none;
-    a crafted file's aliases multiply what a reader walks), not nested past the stack."""
-    loader = SafeLoader(data)
-    try:
-        node = loader.get_single_node()
-        if node is not None and aliased(node):
-            raise Refused("it uses YAML aliases (*name), which Hydra never writes")
-        return None if node is None else loader.construct_document(node)
-    except RecursionError:
-        raise Refused("it is nested too deeply to be Hydra's") from None
-    finally:
-        loader.dispose()
-
-
-def aliased(root: yaml.Node) -> bool:
-    """Whether any node is reached twice: what an alias (or an alias loop) makes."""
-    seen: set[int] = set()
-    todo = [root]
-    while todo:
-        node = todo.pop()
-        if id(node) in seen:
-            return True
-        seen.add(id(node))
-        if isinstance(node.value, list):  # a sequence's items, a mapping's (key, value) pairs
-            for item in node.value:
-                todo.extend(item if isinstance(item, tuple) else (item,))
-    return False
 
 
 def texts(value: Any, what: str) -> list[str]:

@@ -29,11 +29,10 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch.optim.lr_scheduler import LRScheduler
-from yaml import SafeLoader
 
 from mnistlab import SettingError, names
 from mnistlab.data.memory import refuse_beyond
-from mnistlab.files import stale_partials, write_bytes
+from mnistlab.files import Refused, load_yaml, stale_partials, write_bytes
 from mnistlab.loop.progress import SUMS, Progress
 from mnistlab.run import rundir
 
@@ -42,7 +41,6 @@ FILENAME = names.CHECKPOINT_FILE
 FORMAT = "mnistlab-checkpoint/1"
 # A run's saved config is a few KB, four levels deep; these leave room for any real one.
 MAX_CONFIG_CHARS = 1_000_000
-MAX_CONFIG_DEPTH = 64
 
 
 class DiskFull(SettingError):
@@ -193,30 +191,20 @@ def check_yaml(text: str, source: str) -> None:
     """Refuse YAML that would cost more to read than a run's config: too long, aliased, deep.
 
     A run's config is a few KB of plain values, four levels deep, with no aliases (OmegaConf
-    never writes one). Read as a stream of events (no recursion, no alias expanded), a YAML
-    "billion laughs" or 5,000 nested brackets is refused in one line, before it is built.
+    never writes one): a YAML "billion laughs" or 5,000 nested brackets is refused in one line
+    (mnistlab.files.load_yaml), before it is built.
     """
     if len(text) > MAX_CONFIG_CHARS:
         raise SettingError(
             f"{source} holds a config of {len(text):,} characters, more than any run's "
             f"({MAX_CONFIG_CHARS:,} at most): not an mnistlab run; nothing was run"
         )
-    depth = 0
-    for event in yaml.parse(text, Loader=SafeLoader):
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise SettingError(
-                f"{source}: its config uses YAML anchors or aliases (&name, *name), which "
-                "mnistlab never writes: refused for safety, nothing was run"
-            )
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_CONFIG_DEPTH:
-                raise SettingError(
-                    f"{source}: its config nests more than {MAX_CONFIG_DEPTH} levels deep, "
-                    "far more than a run's config: not an mnistlab run; nothing was run"
-                )
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
+    try:
+        load_yaml(text)
+    except Refused as why:
+        raise SettingError(
+            f"{source}: its config: {why}; refused for safety, nothing was run"
+        ) from None
 
 
 def restore(

@@ -26,14 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import SettingError
 from mnistlab.config import changeable
-from mnistlab.files import write_text
+from mnistlab.files import load_yaml, read_inside, write_text
 from mnistlab.names import HYDRA_SWEEP_FILE, SWEEP_CONTEXT_FILE, SWEEP_RECORD_FILE
 from mnistlab.private import hydra as hydra_private
 from mnistlab.run import rundir
 from mnistlab.sweep import naming
 
 log = logging.getLogger(__name__)
-SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 UNSET = "unset"
 BASIC_SWEEPER = hydra_private.BASIC_SWEEPER
 # mnistlab's default sweeper (hydra_plugins/mnistlab_sweeper.py): Hydra's basic sweeper,
@@ -106,8 +105,8 @@ def differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
 def read(path: Path) -> dict[str, Any]:
     """A sweep's record, as plain data; SettingError where it cannot be one."""
     try:
-        record = yaml.load(path.read_text(), Loader=SafeLoader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        record = load_yaml(read_inside(path.parent, path.name))
+    except (OSError, ValueError, yaml.YAMLError) as error:  # ValueError: Refused, bad bytes
         reason = (str(error).splitlines() or [type(error).__name__])[0]  # one line
         why = f"its {SWEEP_RECORD_FILE} cannot be read: {reason}"
         raise SettingError(refusal(path.parent, why)) from None
@@ -163,10 +162,9 @@ def single_run(sweep: Path) -> Path | None:
     """A folder in `sweep` where Hydra recorded a single run (mode RUN, no -m), if there is one."""
     for folder in sweep.iterdir():
         try:
-            text = (folder / ".hydra" / "hydra.yaml").read_text()
-            if yaml.load(text, Loader=SafeLoader)["hydra"]["mode"] == "RUN":
+            if load_yaml(read_inside(folder, ".hydra", "hydra.yaml"))["hydra"]["mode"] == "RUN":
                 return folder
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
             continue  # not a run's folder, or not one Hydra wrote
     return None
 
