@@ -37,6 +37,7 @@ from conftest import (
 from mnistlab import SettingError
 from mnistlab.benchmark import job
 from mnistlab.cli import summarize
+from mnistlab.files import size_text
 from mnistlab.loop.progress import Progress
 from mnistlab.run import checkpoint
 from mnistlab.run.training import run_training
@@ -121,8 +122,8 @@ def save_twice(path: Path, limit: bool) -> tuple[str, int]:
 
 def assert_disk_full_handled(folder: Path, message: str, size: int) -> None:
     """One line naming the folder and the room needed; no temporary; the old checkpoint kept."""
-    assert "\n" not in message and str(folder) in message and "MB free there" in message
-    assert f"needs {size / 1e6:.1f} MB" in message
+    assert "\n" not in message and str(folder) in message and " free there, " in message
+    assert f"needs {size_text(size)} free" in message
     assert "previous checkpoint.pt is kept" in message
     assert sorted(path.name for path in folder.iterdir()) == ["checkpoint.pt"]
     state = checkpoint.load(folder / "checkpoint.pt")
@@ -184,7 +185,7 @@ def test_a_run_whose_disk_fills_stops_in_one_line_and_says_failed(tmp_path: Path
     assert process.returncode == 1
     assert "Traceback" not in stderr
     line = next(line for line in stderr.splitlines() if "could not save the checkpoint" in line)
-    assert str(run_dir) in line and "MB free there" in line
+    assert str(run_dir) in line and " free there, " in line
     assert not list(run_dir.glob(".checkpoint.pt.*"))
     metrics = metrics_of(run_dir)
     assert metrics["status"] == "failed" and "could not save the checkpoint" in metrics["error"]

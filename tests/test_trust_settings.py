@@ -338,9 +338,6 @@ def test_meaningful_values_of_the_same_settings_pass():
         checks.check(compose_config(*overrides.split()))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the bound belongs in parts/models.py (ConvNet), another helper's file"
-)
 def test_a_shift_beyond_half_the_image_is_refused():
     from mnistlab.parts.models import ConvNet
 

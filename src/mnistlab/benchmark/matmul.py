@@ -1,7 +1,7 @@
 """`benchmark=matmul`: the lesson's CPU-versus-GPU matrix product, timed properly."""
 
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ import torch
 from mnistlab import SettingError
 from mnistlab.benchmark.output import format_table, write_results, write_scalars
 from mnistlab.benchmark.settings import DTYPE_NAMES, MatmulSettings
+from mnistlab.data.memory import available
 from mnistlab.parts.device import cpu_model, describe
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
@@ -164,26 +165,12 @@ def check_memory(settings: MatmulSettings, gpu: torch.device | None) -> None:
     if gpu is not None and gpu.type == "cuda":
         needs["GPU"] = n * n * 5 * itemsize
     for where, needed in needs.items():
-        free = free_cpu_memory() if where == "CPU" else torch.cuda.mem_get_info(gpu)[0]
+        free = available() if where == "CPU" else available(gpu)
         if free is not None and needed > free:
             raise SettingError(
                 f"benchmark.sizes: {n}×{n} matrices need about {needed / 1e9:.1f} GB of "
                 f"{where} memory, {free / 1e9:.1f} GB are free: use smaller sizes"
             )
-
-
-def free_cpu_memory() -> int | None:
-    """Bytes of memory this process may still use: the system's and its cgroup's limit."""
-    free = []
-    with suppress(OSError, ValueError, IndexError):
-        meminfo = Path("/proc/meminfo").read_text()
-        free.append(int(meminfo.split("MemAvailable:")[1].split()[0]) * 1024)
-    with suppress(OSError, ValueError):
-        cgroup = Path("/sys/fs/cgroup")
-        limit = (cgroup / "memory.max").read_text().strip()
-        if limit != "max":
-            free.append(int(limit) - int((cgroup / "memory.current").read_text()))
-    return min(free) if free else None  # None: not Linux, nothing to check against
 
 
 def gpu_absence(device: torch.device) -> str:

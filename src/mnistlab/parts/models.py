@@ -108,6 +108,13 @@ class ConvNet(nn.Module):
         super().__init__()
         self.shift = RandomShift(shift)
         height, width, in_channels = image_layout(input_shape, kernel_sizes, padding)
+        # Half the image or more moves a centred digit out of view: only edge pixels are left.
+        rows, columns = input_shape[-2:]
+        if 2 * shift >= min(rows, columns):
+            raise SettingError(
+                f"model.shift={shift} would move {rows}x{columns} images by half their size or "
+                f"more: use at most {(min(rows, columns) - 1) // 2} pixels, e.g. model.shift=2"
+            )
         first, second = channels
         # Pooling before the ReLU gives the same values and gradients as after it (the max of
         # rectified values is the rectified max), with the ReLU on a quarter of the values:

@@ -32,7 +32,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from mnistlab import SettingError, names
 from mnistlab.data.memory import refuse_beyond
-from mnistlab.files import Refused, load_yaml, stale_partials, write_bytes
+from mnistlab.files import Refused, load_yaml, size_text, stale_partials, write_bytes
 from mnistlab.loop.progress import SUMS, Progress
 from mnistlab.run import rundir
 
@@ -90,16 +90,17 @@ def save(
 def disk_full(path: Path, needed: int, err: OSError) -> DiskFull:
     """One line: which folder, how much room the checkpoint needs, and what was kept."""
     free = shutil.disk_usage(path.parent).free
+    resumable = (path.parent / FILENAME).exists()
     kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} yet"
+    then = (
+        f"then continue with {rundir.resume_command(path.parent)}"
+        if resumable
+        else "then start the run again (it has no checkpoint yet)"
+    )
     return DiskFull(
         f"could not save the checkpoint in {path.parent} ({err.strerror}): it needs "
-        f"{megabytes(needed)} free there, {megabytes(free)} are; {kept}. Free some space "
-        "and resume with loop.resume=<this run's folder>"
+        f"{size_text(needed)} free there, {size_text(free)} are; {kept}. Free some space, {then}"
     )
-
-
-def megabytes(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
 
 
 def remove_stale(folder: Path) -> None:

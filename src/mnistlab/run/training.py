@@ -188,6 +188,8 @@ def fit_run(run: Run, writer: Any, stop: Interrupts) -> dict[str, Any]:
         "world_size": run.world.size,
         "global_batch_size": run.world.size * run.settings.loader.batch_size,
         "device": describe(run.device),
+        # What the run trained on (checkpoints keep it too: a resume on other data is refused).
+        **({} if run.data_record is None else {"data": run.data_record}),
     }
 
 
