@@ -39,7 +39,7 @@ from mnistlab.benchmark import job
 from mnistlab.cli import summarize
 from mnistlab.files import size_text
 from mnistlab.loop.progress import Progress
-from mnistlab.run import checkpoint
+from mnistlab.run import checkpoint, fulldisk
 from mnistlab.run.training import run_training
 
 TINY = (*TINY_RUN, *ONE_CPU)
@@ -115,7 +115,7 @@ def save_twice(path: Path, limit: bool) -> tuple[str, int]:
     with torch.no_grad():
         model.weight.fill_(7.0)
     limited = file_size_limit(size // 2) if limit else nullcontext()
-    with pytest.raises(checkpoint.DiskFull) as error, limited:
+    with pytest.raises(fulldisk.DiskFull) as error, limited:
         save(path, model)
     return str(error.value), size
 

@@ -34,7 +34,7 @@ from conftest import (
 )
 from mnistlab import SettingError, files, names
 from mnistlab.cli import api, logfile
-from mnistlab.run import checkpoint, fulldisk, guard
+from mnistlab.run import fulldisk, guard
 from mnistlab.run.training import run_training
 from mnistlab.sweep import grid
 
@@ -334,7 +334,7 @@ def test_a_log_file_that_cannot_be_written_says_so_once(capsys):
 
 def test_a_write_that_finds_no_room_ends_the_run_in_one_line(tmp_path):
     full = open("/dev/full", "w")  # noqa: SIM115  # closed below, after the failed flush
-    with pytest.raises(checkpoint.DiskFull) as stopped, fulldisk.one_line(tmp_path):
+    with pytest.raises(fulldisk.DiskFull) as stopped, fulldisk.one_line(tmp_path):
         full.write("x" * 10_000)
         full.flush()
     with suppress(OSError):

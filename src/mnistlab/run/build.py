@@ -35,7 +35,7 @@ from mnistlab.parts.distributed import World
 from mnistlab.parts.models import build as build_model
 from mnistlab.parts.optimizers import build_optimizer
 from mnistlab.parts.optimizers import probe as probe_optimizer
-from mnistlab.run import checkpoint, resume
+from mnistlab.run import checkpoint, fulldisk, resume
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Run:
             parts = (self.net, self.optimizer, self.scheduler)
             try:
                 checkpoint.save(path, self.cfg, *parts, progress, self.scaler, self.data_record)
-            except checkpoint.DiskFull as err:
+            except fulldisk.DiskFull as err:
                 failed = {"status": FAILED, "error": str(err), "step": progress.step}
                 with suppress(OSError):  # the disk may be too full for this small file too
                     write_metrics(self.out_dir, failed)

@@ -7,7 +7,6 @@ renamed, so a crash mid-write leaves the previous checkpoint intact; they are re
 `weights_only=True`, so a file cannot run code.
 """
 
-import errno
 import io
 import os
 import pickle
@@ -35,16 +34,13 @@ from mnistlab.data.memory import refuse_beyond
 from mnistlab.files import Refused, load_yaml, size_text, stale_partials, write_bytes
 from mnistlab.loop.progress import SUMS, Progress
 from mnistlab.run import rundir
+from mnistlab.run.fulldisk import FULL, DiskFull
 
 PROGRESS_FIELDS = {field.name: field.type for field in fields(Progress)}
 FILENAME = names.CHECKPOINT_FILE
 FORMAT = "mnistlab-checkpoint/1"
 # A run's saved config is a few KB, four levels deep; these leave room for any real one.
 MAX_CONFIG_CHARS = 1_000_000
-
-
-class DiskFull(SettingError):
-    """The checkpoint did not fit on the disk; the previous one is kept."""
 
 
 def save(
@@ -82,7 +78,7 @@ def save(
     try:
         write_bytes(path, buffer.getbuffer())  # its temporary file is gone before we measure
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        if err.errno not in FULL:
             raise
         raise disk_full(path, buffer.getbuffer().nbytes, err) from None
 

@@ -4,7 +4,7 @@ The checkpoint's own save says how much room it needs (mnistlab.run.checkpoint);
 write that fails for want of room ends the run with the same kind of line, and metrics.json
 says failed where that small file still fits. TensorBoard writes its events from a thread of
 its own, which prints the error as a traceback before the run sees it: that print is left out
-(the run's line says it).
+(the run's line says it). Kept free of torch: mnistlab.cli.arguments imports it.
 """
 
 import errno
@@ -14,12 +14,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from mnistlab import SettingError
 from mnistlab.files import size_text
 from mnistlab.names import CHECKPOINT_FILE, FAILED, write_metrics
 from mnistlab.run import rundir
-from mnistlab.run.checkpoint import DiskFull
 
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room, over quota, over the size limit
+
+
+class DiskFull(SettingError):
+    """A write of the run's (a checkpoint, its logs) did not fit: the line says what to do."""
 
 
 def is_full(error: BaseException) -> bool:

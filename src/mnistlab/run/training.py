@@ -189,7 +189,7 @@ def fit_run(run: Run, writer: Any, stop: Interrupts) -> dict[str, Any]:
         "global_batch_size": run.world.size * run.settings.loader.batch_size,
         "device": describe(run.device),
         # What the run trained on (checkpoints keep it too: a resume on other data is refused).
-        **({} if run.data_record is None else {"data": run.data_record}),
+        **{f"data_{key}": value for key, value in (run.data_record or {}).items()},
     }
 
 
