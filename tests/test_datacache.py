@@ -11,10 +11,11 @@ import torch
 
 from conftest import dataset_source, idx_bytes, metrics_of, run_cli, write_idx, write_idx_dataset
 from mnistlab.data import splits as datasets
+from mnistlab.data import synthetic
 from mnistlab.data.decoded import CACHE_FILE
 from mnistlab.data.idx import read_pair
 from mnistlab.data.mnist import FILES, idx, split_order, to_pairs
-from mnistlab.data.splits import Splits
+from mnistlab.data.splits import Splits, TensorPairs
 from mnistlab.data.synthetic import synthetic_digits
 
 READ = "read the decoded dataset from"
@@ -164,7 +165,11 @@ def test_the_next_job_in_a_process_gets_the_last_splits_while_the_files_are_the_
         caplog.clear()
         again = idx(**dataset_source("idx", root=str(tmp_path), num_val_samples=10))
         assert same(again, first) and READ not in caplog.text  # neither parsed nor read from disk
-        made = again.clone()
+        made = Splits(  # a copy as made, to compare with
+            *(TensorPairs(p.inputs.clone(), p.targets.clone()) for p in (again.train, again.val)),
+            again.num_classes,
+            TensorPairs(again.test.inputs.clone(), again.test.targets.clone()),
+        )
         first.train.inputs.add_(1)  # what a run does to its splits, the next one does not see
         assert same(idx(**dataset_source("idx", root=str(tmp_path), num_val_samples=10)), made)
         other_split = idx(**dataset_source("idx", root=str(tmp_path), num_val_samples=12))
@@ -227,3 +232,16 @@ def test_the_next_job_in_a_process_gets_the_last_synthetic_digits() -> None:
     assert torch.equal(again.train.inputs, kept)
     other = synthetic_digits(**dataset_source("synthetic", num_samples=100, seed=2))
     assert not torch.equal(other.train.inputs, kept)
+
+
+def test_synthetic_digits_drawn_in_chunks_equal_one_draw(monkeypatch) -> None:
+    # The glyphs, the warp and the noise are made a chunk at a time (memory); the digits must be the very
+    # ones a single draw of every image gives, bit for bit, on whatever CPU runs this.
+    chunked = synthetic.generate(1000, seed=5)
+    monkeypatch.setattr(synthetic, "CHUNK", 10**9)
+    monkeypatch.setattr(synthetic, "WRITER_CHUNK", 10**9)
+    whole = synthetic.generate(1000, seed=5)
+    assert torch.equal(chunked.inputs, whole.inputs) and torch.equal(chunked.targets, whole.targets)
+    monkeypatch.setattr(synthetic, "CHUNK", 96)  # chunks that do not divide the count
+    monkeypatch.setattr(synthetic, "WRITER_CHUNK", 7)
+    assert torch.equal(synthetic.generate(1000, seed=5).inputs, whole.inputs)

@@ -16,6 +16,8 @@ from mnistlab.data.splits import Origin, Splits, TensorPairs, normalize, remembe
 
 SIZE = 28
 WRITERS = 200  # drawn versions of each glyph: part of the data's recipe
+CHUNK = 512  # images warped (and given noise) at a time: a few MB of scratch, not hundreds
+WRITER_CHUNK = 25  # writers whose distance fields are drawn at a time (about 20 MB)
 
 
 def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float, n: int = 10):
@@ -58,17 +60,31 @@ def _render_writers(per_digit: int, generator: torch.Generator) -> torch.Tensor:
         points, pairs = _control_points(digit)
         points = points + 0.045 * torch.randn(per_digit, *points.shape, generator=generator)
         a, b = points[:, pairs[:, 0]].unsqueeze(1), points[:, pairs[:, 1]].unsqueeze(1)
-        ab, ap = b - a, grid - a  # (writers, 1, segs, 2), (writers, pixels, segs, 2)
-        t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-8)).clamp(0, 1)
-        dist = (ap - t.unsqueeze(-1) * ab).norm(dim=-1).amin(dim=-1)  # (writers, pixels)
         width = 0.05 + 0.05 * torch.rand(per_digit, 1, generator=generator)
-        out[digit] = ((width - dist) / 0.04 + 0.5).clamp(0, 1)
+        # WRITER_CHUNK writers at a time: the distance field of all 200 at once takes 150 MB.
+        for start in range(0, per_digit, WRITER_CHUNK):
+            part = slice(start, start + WRITER_CHUNK)
+            dist = _distance(grid, a[part], b[part])
+            out[digit, part] = ((width[part] - dist) / 0.04 + 0.5).clamp(0, 1)
     return out.reshape(10, per_digit, SIZE, SIZE)
 
 
-def _warp(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Give every image its own random rotation, scale, shear and shift."""
-    n = len(images)
+def _distance(grid: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Each pixel's distance to the nearest segment a-b of each writer: (writers, pixels)."""
+    ab, ap = b - a, grid - a  # (writers, 1, segs, 2), (writers, pixels, segs, 2)
+    t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-8)).clamp(0, 1)
+    return (ap - t.unsqueeze(-1) * ab).norm(dim=-1).amin(dim=-1)
+
+
+def _warp(
+    writers: torch.Tensor, labels: torch.Tensor, style: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Each sample's writer image, with its own random rotation, scale, shear and shift.
+
+    The random draws are made for all samples first, as one would; the images are then warped
+    CHUNK at a time into one output: a sampling grid for all 60,000 at once would take 376 MB.
+    """
+    n = len(labels)
     angle = torch.randn(n, generator=generator) * math.radians(12)
     scale = 1.0 + 0.12 * torch.randn(n, generator=generator)
     shear = 0.25 * torch.randn(n, generator=generator)
@@ -81,11 +97,15 @@ def _warp(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         ],
         dim=1,
     )
-    # affine_grid itself is slow on CPU for many images; one batched matmul does the same.
     base = F.affine_grid(torch.eye(2, 3)[None], (1, 1, SIZE, SIZE), align_corners=False)
     base = torch.cat([base.reshape(-1, 2), torch.ones(SIZE * SIZE, 1)], dim=1)
-    grid = (base @ theta.mT).reshape(n, SIZE, SIZE, 2)
-    return F.grid_sample(images.unsqueeze(1), grid, align_corners=False).squeeze(1)
+    out = torch.empty(n, SIZE, SIZE)
+    for start in range(0, n, CHUNK):
+        part = slice(start, start + CHUNK)
+        grid = (base @ theta[part].mT).reshape(-1, SIZE, SIZE, 2)
+        images = writers[labels[part], style[part]].unsqueeze(1)
+        out[part] = F.grid_sample(images, grid, align_corners=False).squeeze(1)
+    return out
 
 
 def generate(num_samples: int, seed: int, writers_per_digit: int = WRITERS) -> TensorPairs:
@@ -94,10 +114,14 @@ def generate(num_samples: int, seed: int, writers_per_digit: int = WRITERS) -> T
     writers = _render_writers(writers_per_digit, generator)
     labels = torch.randint(0, 10, (num_samples,), generator=generator)
     style = torch.randint(0, writers_per_digit, (num_samples,), generator=generator)
-    images = _warp(writers[labels, style], generator)
-    images = images * (0.7 + 0.3 * torch.rand(num_samples, 1, 1, generator=generator))
-    images = images + 0.15 * torch.randn(images.shape, generator=generator)
-    return TensorPairs(images.clamp(0, 1), labels)
+    images = _warp(writers, labels, style, generator)
+    images.mul_(0.7 + 0.3 * torch.rand(num_samples, 1, 1, generator=generator))
+    # The noise is drawn as one draw would (torch.randn), CHUNK images at a time, in place:
+    # each chunk is a whole number of 16-value blocks, which is how torch draws normals.
+    for start in range(0, num_samples, CHUNK):
+        part = images[start : start + CHUNK]
+        part.add_(torch.randn(part.shape, generator=generator).mul_(0.15))
+    return TensorPairs(images.clamp_(0, 1), labels)
 
 
 def synthetic_digits(num_samples: int, val_fraction: float, seed: int) -> Splits:

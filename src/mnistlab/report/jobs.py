@@ -48,6 +48,8 @@ METRIC_KEYS = (
     "target_seconds",
     "pruned_at_epoch",
     "prune_reason",
+    "peak_rss_mb",
+    "peak_gpu_mb",
     "data_fingerprint",
     "data_source",
 )

@@ -10,10 +10,16 @@ Hydra, `mnistlab.cli.api.train` from a script.
 import dataclasses
 import logging
 import math
+import sys
 from collections.abc import Sequence
 from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
+
+try:
+    import resource
+except ImportError:  # Windows: no peak RSS
+    resource = None  # type: ignore[assignment]
 
 import torch
 from hydra.errors import CompactHydraException
@@ -190,7 +196,25 @@ def fit_run(run: Run, writer: Any, stop: Interrupts) -> dict[str, Any]:
         "device": describe(run.device),
         # What the run trained on (checkpoints keep it too: a resume on other data is refused).
         **{f"data_{key}": value for key, value in (run.data_record or {}).items()},
+        **peak_memory(run.device),
     }
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """The process's peak resident memory so far (MB), and the GPU's peak where it used one.
+
+    The process's: a sweep's jobs in one process (the basic launcher) share it, so a later
+    job reports the highest of all so far.
+    """
+    peaks = {}
+    if resource is not None:  # Unix; Linux gives kB, macOS bytes
+        scale = 1 if sys.platform == "darwin" else 1024
+        peaks["peak_rss_mb"] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6, 1
+        )
+    if device.type == "cuda":
+        peaks["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 1e6, 1)
+    return peaks
 
 
 def prune_hook(run: Run) -> prune.Hook | None:
