@@ -235,8 +235,8 @@ def test_the_next_job_in_a_process_gets_the_last_synthetic_digits() -> None:
 
 
 def test_synthetic_digits_drawn_in_chunks_equal_one_draw(monkeypatch) -> None:
-    # The glyphs, the warp and the noise are made a chunk at a time (memory); the digits must be the very
-    # ones a single draw of every image gives, bit for bit, on whatever CPU runs this.
+    # The glyphs, the warp and the noise are made a chunk at a time (memory); the digits must
+    # be the very ones a single draw of every image gives, bit for bit, on any CPU.
     chunked = synthetic.generate(1000, seed=5)
     monkeypatch.setattr(synthetic, "CHUNK", 10**9)
     monkeypatch.setattr(synthetic, "WRITER_CHUNK", 10**9)
