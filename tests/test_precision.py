@@ -158,3 +158,29 @@ def test_pooling_before_the_relu_changes_no_value_or_gradient():
     (ours, our_grads), (theirs, their_grads) = outputs
     assert torch.equal(ours, theirs)
     assert all(torch.equal(a, b) for a, b in zip(our_grads, their_grads, strict=True))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_picks_bf16_only_where_the_cpu_computes_it_natively(tmp_path, monkeypatch, native):
+    # The probe (oneDNN's) patched both ways: this machine answers only one of them.
+    monkeypatch.setattr("mnistlab.private.torch.cpu_bf16_native", lambda: native)
+    tiny = ("dataset=random", "loop.epochs=1", "device=cpu", "device.threads=1")
+    metrics = run_training(compose_config(*tiny, "loop.precision=auto"), tmp_path)
+    assert metrics["precision"] == ("bf16" if native else "32")
+    reason = metrics["precision_reason"]
+    assert reason.startswith("auto: ") and ("natively" in reason) == native
+    assert native or "emulated" in reason
+
+
+def test_bf16_on_a_cpu_that_only_emulates_it_warns_with_the_reason(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("mnistlab.private.torch.cpu_bf16_native", lambda: False)
+    tiny = ("dataset=random", "loop.epochs=1", "device=cpu", "device.threads=1")
+    metrics = run_training(compose_config(*tiny, "loop.precision=bf16"), tmp_path)
+    assert metrics["precision"] == "bf16" and metrics["precision_reason"] == "as set"
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("loop.precision=bf16: this CPU has no native bf16" in line for line in warned)
+
+
+def test_the_speed_presets_choose_their_precision_by_themselves():
+    for preset in ("mnist_speedrun", "mnist_cnn_995"):
+        assert compose_config(f"experiment={preset}").loop.precision == "auto"

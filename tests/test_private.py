@@ -143,3 +143,9 @@ def test_optuna_internals_where_the_extra_is_installed() -> None:
     params, fixed = optuna_private.create_params_from_overrides(["optimizer=sgd,adam", "x=1"])
     assert list(params) == ["optimizer"] and fixed == {"x": "1"}
     assert optuna_private.OptunaSweeperImpl.__name__ == "OptunaSweeperImpl"
+
+
+def test_torch_says_whether_this_cpu_computes_bf16_natively() -> None:
+    from mnistlab.private import torch as torch_private
+
+    assert torch_private.cpu_bf16_native() in (True, False)

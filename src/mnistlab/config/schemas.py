@@ -42,7 +42,7 @@ class DeviceSettings:
 
 
 NAN_POLICIES = ("stop", "skip")
-PRECISIONS = ("32", "bf16", "16-mixed")  # loop.precision (mnistlab.parts.precision)
+PRECISIONS = ("32", "auto", "bf16", "16-mixed")  # loop.precision (mnistlab.parts.precision)
 
 
 TEST_ON = ("final", "best")
@@ -86,7 +86,7 @@ class LoopSettings:
     target: Target = MISSING
     eval_every_n_steps: int | None = MISSING  # also validate (and check target, patience) mid-epoch
     test_on: str = MISSING  # the model the test split evaluates: final, or best (by objective)
-    precision: str = MISSING  # 32, bf16 (autocast, CPU or CUDA) or 16-mixed (CUDA, loss scaling)
+    precision: str = MISSING  # 32, auto (bf16 where native), bf16 (autocast) or 16-mixed (CUDA)
     compile: bool = MISSING  # torch.compile the model
     label_smoothing: float = MISSING
     channels_last: bool = MISSING  # model and 4-D input batches in channels-last memory order

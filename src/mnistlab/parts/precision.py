@@ -1,17 +1,49 @@
 """Numeric precision of the forward pass: fp32, bf16 autocast, or fp16 with a gradient scaler.
 
-`loop.precision`: "32" (default) computes in float32. "bf16" runs the forward pass under
+`loop.precision`: "32" (default) computes in float32. "auto" picks bf16 where the device
+computes it natively (a CPU with AVX512-BF16 or AMX, a GPU with bf16 units) and float32
+elsewhere, and says which and why. "bf16" runs the forward pass under
 autocast to bfloat16 on CPU or CUDA: matmuls and convolutions in bf16, weights, gradients and
 the optimizer in float32; it pays where the hardware has bf16 units (recent x86 with
 AVX512-BF16/AMX, Ampere GPUs and newer). "16-mixed" autocasts to float16 on CUDA and scales the
 loss so small gradients do not underflow (torch's GradScaler).
 """
 
+import logging
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
 from mnistlab import SettingError
+from mnistlab.private import torch as torch_private
+
+log = logging.getLogger(__name__)
+EMULATED = (
+    "this CPU has no native bf16 (no AVX512-BF16 or AMX: oneDNN's probe says so), so bf16 is "
+    "emulated, about 10x slower than float32"
+)
+
+
+def choose(precision: str, device: torch.device) -> tuple[str, str]:
+    """The precision to run in, and why: `auto` decided here; an emulated bf16 warned of."""
+    native, why = bf16_native(device)
+    if precision == "bf16" and not native:
+        log.warning("loop.precision=bf16: %s; loop.precision=auto would use float32", why)
+    if precision != "auto":
+        return precision, "as set"
+    return ("bf16", f"auto: {why}") if native else ("32", f"auto: {why}")
+
+
+def bf16_native(device: torch.device) -> tuple[bool, str]:
+    """Whether `device` computes bfloat16 natively, and the reason in words."""
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+        return native, f"{torch.cuda.get_device_name(device)} {'has' if native else 'lacks'} bf16"
+    if device.type == "cpu":
+        if torch_private.cpu_bf16_native():
+            return True, "this CPU computes bf16 natively (AVX512-BF16 or AMX)"
+        return False, EMULATED
+    return False, f"bf16 is not used on {device.type}"
 
 
 def check(precision: str, device: torch.device) -> None:

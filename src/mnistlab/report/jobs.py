@@ -39,6 +39,8 @@ METRIC_KEYS = (
     "world_size",
     "global_batch_size",
     "device",
+    "precision",
+    "precision_reason",
     "stop_reason",
     "best_value",
     "best_step",

@@ -70,6 +70,7 @@ class Run:
     world: World
     clock: float = dataclasses.field(init=False)  # perf_counter() when the run's time was 0
     best_weights: dict[str, torch.Tensor] | None = None  # as saved in best.pt by this process
+    precision_note: str = "as set"  # why loop.precision is what it is (auto's choice)
     data_record: dict[str, str] | None = None  # what the data is (data_record): checkpoints keep it
     scaler: torch.amp.GradScaler | None = None  # loop.precision=16-mixed only
     sweep: InSweep | None = None  # a sweep's job: what the sweep hands it
@@ -116,13 +117,14 @@ def build(
     settings, layout = checks.check(cfg), distributed.world()
     device = resolve_device(settings.device.name)
     distributed.check_devices(device, layout)
-    precision.check(settings.loop.precision, device)
+    settings, why = with_precision(settings, device)
     if layout.size > 1 and settings.loop.nan_policy == "skip":
         raise SettingError("loop.nan_policy=skip is single-process only (ranks must step together)")
     configure_device(settings.device)
     probe_optimizer(cfg.optimizer)
     schedulers.probe(cfg.scheduler, settings.loop.epochs)
     log.info("device: %s; CPU denormal floats %s", describe(device), denormals())
+    log.info("precision: %s (%s)", settings.loop.precision, why)
     torch.manual_seed(settings.loop.seed)
     data, record = load_data(cfg, settings, device, layout)
     if resumed is not None:
@@ -138,7 +140,17 @@ def build(
     parts = (model, optimizer, scheduler)
     progress = start(resumed, *parts, device, scaler)
     built = (cfg, settings, device, data, *parts, out_dir, progress, layout)
-    return Run(*built, scaler=scaler, sweep=sweep, data_record=record)
+    return Run(*built, scaler=scaler, sweep=sweep, data_record=record, precision_note=why)
+
+
+def with_precision(
+    settings: schemas.Settings, device: torch.device
+) -> tuple[schemas.Settings, str]:
+    """The settings with loop.precision decided (`auto`), and why; refused where it cannot run."""
+    chosen, why = precision.choose(settings.loop.precision, device)
+    precision.check(chosen, device)
+    loop = dataclasses.replace(settings.loop, precision=chosen)
+    return dataclasses.replace(settings, loop=loop), why
 
 
 def start(
