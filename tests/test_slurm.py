@@ -34,7 +34,7 @@ from mnistlab.run.training import run_training
 
 # What the README tells users to run on a cluster without GPUs, on one core per job.
 SLURM = ("-m", "hydra/launcher=slurm_cpu", *ONE_CPU)
-TIMING = ("samples_per_second", "wall_time_s")
+TIMING = names.MEASURES
 # Under pytest-xdist (--dist loadgroup) these run on one worker: one job at a time on the node.
 pytestmark = pytest.mark.xdist_group("slurm")
 

@@ -34,7 +34,7 @@ SWEEP = (
     "device.threads=1",
 )
 JOBS = ("0_lr:0.01", "1_lr:0.02", "2_lr:-1")
-TIMINGS = ("samples_per_second", "wall_time_s", "resumes")  # what a resumed job may change
+TIMINGS = (*names.MEASURES, "resumes")  # what a resumed job may change
 CONTINUE = re.compile(r"^sweep interrupted by (SIG\w+); continue it with: (.*)$", re.M)
 JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 

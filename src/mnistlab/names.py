@@ -47,6 +47,8 @@ TAGS = {
 HIGHER_IS_BETTER = frozenset({"train_accuracy", "val_accuracy", "test_accuracy"})
 # What `objective` and `loop.target.metric` may name, in the order the summary shows them.
 METRICS = ("train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
+# How a run went on its machine, not what it learned: two runs of the same job differ here.
+MEASURES = ("samples_per_second", "wall_time_s", "peak_rss_mb", "peak_gpu_mb")
 
 # metrics.json's `status`: how a run ended.
 COMPLETED = "completed"

@@ -42,6 +42,9 @@ class TensorPairs(Dataset):
     def to(self, device: torch.device) -> "TensorPairs":
         return TensorPairs(self.inputs.to(device), self.targets.to(device))
 
+    def clone(self) -> "TensorPairs":
+        return TensorPairs(self.inputs.clone(), self.targets.clone())
+
 
 @dataclass(frozen=True)
 class Origin:
@@ -68,6 +71,11 @@ class Splits:
         test = None if self.test is None else self.test.to(device)
         parts = (self.train.to(device), self.val.to(device))
         return Splits(*parts, self.num_classes, test, self.origin)
+
+    def clone(self) -> "Splits":
+        """A copy whose tensors are the splits' own (a run may change these in place)."""
+        test = None if self.test is None else self.test.clone()
+        return Splits(self.train.clone(), self.val.clone(), self.num_classes, test, self.origin)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
