@@ -57,7 +57,7 @@ EXPECTED = {
         "scheduler._target_": "mnistlab.parts.schedulers.onecycle",
         "optimizer.betas": [0.7, 0.9],
         "dataset.loader.batch_size": 256,
-        "loop.precision": "bf16",
+        "loop.precision": "auto",
         "loop.channels_last": True,
         "loop.label_smoothing": 0.1,
         "loop.target.metric": "test_accuracy",
