@@ -41,7 +41,10 @@ def test_float16_with_loss_scaling_is_refused_off_cuda(tmp_path):
 @pytest.mark.parametrize(
     ("override", "says"),
     [
-        ("loop.precision=64", "loop.precision='64' is unknown: use one of 32, auto, bf16, 16-mixed"),
+        (
+            "loop.precision=64",
+            "loop.precision='64' is unknown: use one of 32, auto, bf16, 16-mixed",
+        ),
         ("loop.label_smoothing=1.0", "loop.label_smoothing=1.0 must be in [0, 1)"),
         ("model.padding=full", "model.padding='full' is unknown: use same or valid"),
         ("model.kernel_sizes=[4,3]", "model.kernel_sizes=[4, 3] must be two odd integers"),
