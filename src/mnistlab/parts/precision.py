@@ -26,6 +26,8 @@ EMULATED = (
 
 def choose(precision: str, device: torch.device) -> tuple[str, str]:
     """The precision to run in, and why: `auto` decided here; an emulated bf16 warned of."""
+    if precision not in ("auto", "bf16"):
+        return precision, "as set"  # no bf16 in it: the hardware is not asked
     native, why = bf16_native(device)
     if precision == "bf16" and not native:
         log.warning("loop.precision=bf16: %s; loop.precision=auto would use float32", why)

@@ -34,7 +34,7 @@ from mnistlab.data.memory import refuse_beyond
 from mnistlab.files import Refused, load_yaml, size_text, stale_partials, write_bytes
 from mnistlab.loop.progress import SUMS, Progress
 from mnistlab.run import rundir
-from mnistlab.run.fulldisk import FULL, DiskFull
+from mnistlab.run.fulldisk import FULL, DiskFull, what_next
 
 PROGRESS_FIELDS = {field.name: field.type for field in fields(Progress)}
 FILENAME = names.CHECKPOINT_FILE
@@ -86,16 +86,11 @@ def save(
 def disk_full(path: Path, needed: int, err: OSError) -> DiskFull:
     """One line: which folder, how much room the checkpoint needs, and what was kept."""
     free = shutil.disk_usage(path.parent).free
-    resumable = (path.parent / FILENAME).exists()
     kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} yet"
-    then = (
-        f"then continue with {rundir.resume_command(path.parent)}"
-        if resumable
-        else "then start the run again (it has no checkpoint yet)"
-    )
     return DiskFull(
         f"could not save the checkpoint in {path.parent} ({err.strerror}): it needs "
-        f"{size_text(needed)} free there, {size_text(free)} are; {kept}. Free some space, {then}"
+        f"{size_text(needed)} free there, {size_text(free)} are; {kept}. Free some space, "
+        f"then {what_next(path.parent)}"
     )
 
 

@@ -43,20 +43,22 @@ def one_line(out_dir: Path) -> Iterator[None]:
         if not is_full(error):
             raise
         free = size_text(shutil.disk_usage(out_dir).free)
-        then = (
-            f"continue with {rundir.resume_command(out_dir)}"
-            if (out_dir / CHECKPOINT_FILE).exists()
-            else "start the run again (it has no checkpoint yet)"
-        )
         message = (
             f"could not write the run's files in {out_dir} ({error.strerror}; {free} free "
-            f"there): free some space, then {then}"
+            f"there): free some space, then {what_next(out_dir)}"
         )
         with suppress(OSError):  # the disk may be too full for this small file too
             write_metrics(out_dir, {"status": FAILED, "error": message})
         raise DiskFull(message) from None
     finally:
         quiet.restore()
+
+
+def what_next(out_dir: Path) -> str:
+    """Once there is room again: the command that continues the run, or to start it again."""
+    if (out_dir / CHECKPOINT_FILE).exists():
+        return f"continue with {rundir.resume_command(out_dir)}"
+    return "start the run again (it has no checkpoint yet)"
 
 
 class QuietThreads:
