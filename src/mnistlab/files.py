@@ -188,10 +188,19 @@ YAML_DEPTH = 64  # levels: a run's config has four, Hydra's record about six
 def load_yaml(text: str | bytes) -> Any:
     """Plain YAML values, as Hydra and mnistlab write them: Refused where they cannot be.
 
-    Read first as a stream of events (no recursion, no alias expanded): an anchor or alias
-    (Hydra and OmegaConf never write one; a crafted "billion laughs" multiplies what a reader
-    walks) or nesting past YAML_DEPTH is refused before anything is built; then a safe loader
-    (no tag runs code) builds the values. yaml.YAMLError where it is no YAML.
+    `check_yaml` first, then a safe loader (no tag runs code) builds the values.
+    yaml.YAMLError where it is no YAML.
+    """
+    check_yaml(text)
+    return yaml.load(text, Loader=SafeLoader)
+
+
+def check_yaml(text: str | bytes) -> None:
+    """Refuse YAML that would cost more to build than ours: anchors, aliases, deep nesting.
+
+    Read as a stream of events (no recursion, no alias expanded): an anchor or alias (Hydra
+    and OmegaConf never write one; a crafted "billion laughs" multiplies what a reader walks)
+    or nesting past YAML_DEPTH is refused before anything is built.
     """
     depth = 0
     for event in yaml.parse(text, Loader=SafeLoader):
@@ -203,7 +212,6 @@ def load_yaml(text: str | bytes) -> Any:
                 raise Refused(f"it nests more than {YAML_DEPTH} levels deep: not ours")
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
-    return yaml.load(text, Loader=SafeLoader)
 
 
 def size_text(size: float) -> str:

@@ -31,7 +31,8 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from mnistlab import SettingError, names
 from mnistlab.data.memory import refuse_beyond
-from mnistlab.files import Refused, load_yaml, size_text, stale_partials, write_bytes
+from mnistlab.files import Refused, size_text, stale_partials, write_bytes
+from mnistlab.files import check_yaml as check_plain_yaml
 from mnistlab.loop.progress import SUMS, Progress
 from mnistlab.run import rundir
 from mnistlab.run.fulldisk import FULL, DiskFull, what_next
@@ -184,7 +185,7 @@ def check_yaml(text: str, source: str) -> None:
 
     A run's config is a few KB of plain values, four levels deep, with no aliases (OmegaConf
     never writes one): a YAML "billion laughs" or 5,000 nested brackets is refused in one line
-    (mnistlab.files.load_yaml), before it is built.
+    (mnistlab.files.check_yaml), before it is built; OmegaConf builds it once, after.
     """
     if len(text) > MAX_CONFIG_CHARS:
         raise SettingError(
@@ -192,7 +193,7 @@ def check_yaml(text: str, source: str) -> None:
             f"({MAX_CONFIG_CHARS:,} at most): not an mnistlab run; nothing was run"
         )
     try:
-        load_yaml(text)
+        check_plain_yaml(text)
     except Refused as why:
         raise SettingError(
             f"{source}: its config: {why}; refused for safety, nothing was run"
