@@ -6,9 +6,11 @@ nothing left to stop and the run completes. Under torchrun the ranks stop togeth
 when the torchrun agent dies.
 """
 
+import importlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -45,6 +47,37 @@ def signals_while_loading(
     """The random dataset, but the process gets `signum` while it loads."""
     os.kill(os.getpid(), signum)
     time.sleep(30)  # a long load: the signal must end it, not wait for it
+    return random_dataset(num_samples, num_val_samples, seed)
+
+
+def swallows_a_signal(
+    signum: int, num_samples: int = 10, num_val_samples: int = 10, seed: int = 0
+) -> Splits:
+    """The random dataset, loaded by code that swallows the signal the process gets meanwhile.
+
+    As numpy's and torch's import code did, in CI, to a SIGTERM sent while torch loaded.
+    """
+    try:
+        os.kill(os.getpid(), signum)
+        time.sleep(5)
+    except BaseException:  # noqa: BLE001, S110  # a library's catch-all, on purpose
+        pass
+    return random_dataset(num_samples, num_val_samples, seed)
+
+
+def signals_inside_an_import(
+    signum: int, marker: str, num_samples: int = 10, num_val_samples: int = 10, seed: int = 0
+) -> Splits:
+    """The random dataset, after importing a module that gets `signum` halfway through."""
+    module = Path(marker).with_suffix(".py")
+    module.write_text(
+        "import os, pathlib, time\n"
+        f"os.kill(os.getpid(), {signum})\n"
+        "time.sleep(0.3)  # the signal's handler runs here, inside the import\n"
+        f"pathlib.Path({marker!r}).write_text('imported to the end')\n"
+    )
+    sys.path.insert(0, str(module.parent))
+    importlib.import_module(module.stem)
     return random_dataset(num_samples, num_val_samples, seed)
 
 
@@ -102,6 +135,29 @@ def test_signal_while_data_loads_ends_the_run_in_one_line(tmp_path, signum):
     assert f"interrupted before training started ({signal.Signals(signum).name})" in output
     assert "Traceback" not in output
     assert sorted(path.name for path in only_run(tmp_path).iterdir()) == [".hydra", "train.log"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_library_code_swallows_still_ends_the_run_before_training(tmp_path, signum):
+    source = "dataset.source._target_=test_trust_signals.swallows_a_signal"
+    process = cli(*QUICK, source, f"+dataset.source.signum={signum}", cwd=tmp_path)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, output
+    name = signal.Signals(signum).name
+    assert output.count(f"interrupted before training started ({name})") == 1, output
+    assert "Traceback" not in output and "epoch 1/" not in output
+
+
+def test_a_signal_inside_an_import_waits_for_it_then_ends_the_run(tmp_path):
+    marker = tmp_path / "signalled_module"
+    source = "dataset.source._target_=test_trust_signals.signals_inside_an_import"
+    arguments = (f"+dataset.source.signum={signal.SIGTERM}", f"+dataset.source.marker={marker}")
+    process = cli(*QUICK, source, *arguments, cwd=tmp_path)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert marker.read_text() == "imported to the end"  # not cut off halfway through
+    assert output.count("interrupted before training started (SIGTERM)") == 1, output
+    assert "Traceback" not in output and "epoch 1/" not in output
 
 
 class StalledMirror(QuietHandler):

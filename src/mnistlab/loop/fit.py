@@ -6,7 +6,6 @@ five steps with the bookkeeping that makes a run resumable.
 """
 
 import logging
-import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -129,9 +128,6 @@ def fit(
     metrics = summary(progress, plan, interrupted, world, out.clock)
     if not interrupted and source.test is not None and progress.stop_reason != PRUNED:
         metrics.update(final_test(trainee, source.test, plan, progress, out, fitting.tested))
-    if stop.late is not None:
-        name = signal.Signals(stop.late).name
-        log.warning("%s came after training had finished: the run completed anyway", name)
     return metrics
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class NotStarted(SystemExit):
 
     def __init__(self, signum: int) -> None:
         super().__init__(128 + signum)
+        self.said = False  # whether its line was logged
         self.message = (
             f"interrupted before training started ({signal.Signals(signum).name}): "
             "no checkpoint written; run the same command again"
@@ -65,13 +67,22 @@ class Interrupts:
     mnistlab.sweep.slurm requeues the job once the run has saved its checkpoint.
 
     Building (from `with` to `hold()`): a signal ends the run at once with NotStarted, so a
-    long data load or download stops at once. Training (from `hold()`): a signal sets
-    `signum`, and the loop stops at a step boundary, saving a checkpoint. After `finish()`
-    (the final test): nothing is left to stop, so a signal is only noted in `late`.
+    long data load or download stops at once; but one that comes inside an import waits for
+    the import to end (`pending`): an exception raised halfway through importing numpy or
+    torch leaves them half loaded, and some of their import code swallows it. A pending
+    signal, or one that library code swallowed, ends the run where building ends: at the
+    `with` block's end or at `hold()`. Training (from `hold()`): a signal sets `signum`, and
+    the loop stops at a step boundary, saving a checkpoint. After `finish()` (the final
+    test, writing the results): nothing is left to stop, so a signal is only noted in `late`
+    and said at the block's end. An outer Interrupts (mnistlab.cli.train's, around Hydra)
+    takes over the phase an inner one ended in: after a run has trained, a signal in
+    Hydra's last steps is late too, and after a stop a second one is only noted, neither of
+    them "before training started".
     """
 
     signum: int | None = None
     late: int | None = None
+    pending: int | None = None  # a signal that came while building, not yet acted on
     building, finished = True, False
 
     def __enter__(self) -> Interrupts:
@@ -79,18 +90,25 @@ class Interrupts:
         if threading.current_thread() is threading.main_thread():  # only it may set handlers
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
                 self.previous[signum] = signal.signal(signum, self._handle)
+        outer = self.outer()
+        if outer is not None and outer.building:
+            self.pending, outer.pending = outer.pending, None  # one it held for an import
         return self
 
-    def _handle(self, signum: int, frame: object) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.building:
-            raise NotStarted(signum)
-        if self.finished:
+            self.pending = self.pending or signum
+            if not importing(frame):
+                raise NotStarted(signum)
+        elif self.finished:
             self.late = signum
         else:
             self.signum = signum
 
     def hold(self) -> None:
         """From now on a signal waits for the loop, which stops at a step boundary."""
+        if self.pending is not None:  # it waited for an import, or library code swallowed it
+            raise NotStarted(self.pending)
         self.building = False
 
     def requested(self) -> bool:
@@ -116,5 +134,37 @@ class Interrupts:
     def __exit__(self, kind: type | None, error: BaseException | None, trace: object) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
+        if error is None and self.building and self.pending is not None:
+            error = NotStarted(self.pending)  # it waited for an import, or was swallowed
+            say(error)
+            raise error
         if isinstance(error, NotStarted):
-            log.warning(error.message)
+            say(error)
+        if self.late is not None:
+            name = signal.Signals(self.late).name
+            log.warning("%s came after training had finished: the run completed anyway", name)
+        outer = self.outer()
+        if outer is not None and not self.building:  # trained, or stopped: no NotStarted now
+            outer.building, outer.finished = False, self.finished
+
+    def outer(self) -> Interrupts | None:
+        """The Interrupts this one's `with` block is nested in, if any."""
+        handler = self.previous.get(signal.SIGTERM)
+        outer = getattr(handler, "__self__", None)
+        return outer if isinstance(outer, Interrupts) else None
+
+
+def say(error: NotStarted) -> None:
+    """Log NotStarted's line once, however many Interrupts (nested) it passes through."""
+    if not error.said:
+        log.warning(error.message)
+        error.said = True
+
+
+def importing(frame: FrameType | None) -> bool:
+    """Whether the interrupted code is inside an import: Python's import machinery on the stack."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
