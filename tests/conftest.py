@@ -304,3 +304,23 @@ def write_idx_dataset(
             image[label * 3 : label * 3 + 3] = 250
         write_idx(root / name, idx_bytes(images), gz)
         write_idx(root / name.replace("images-idx3", "labels-idx1"), idx_bytes(labels), gz)
+
+
+@contextmanager
+def busy_core(core: int) -> Iterator[None]:
+    """A Python loop keeping `core` busy (for at most two minutes) while the block runs."""
+    loop = "import time\nend = time.time() + 120\nwhile time.time() < end: pass\n"
+    busy = subprocess.Popen(
+        [sys.executable, "-c", loop], preexec_fn=lambda: os.sched_setaffinity(0, {core})
+    )
+    try:
+        time.sleep(0.3)  # running before the block starts
+        yield
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def two_cores() -> set[int]:
+    """Two of the cores this process may use (fewer where it has fewer)."""
+    return set(sorted(os.sched_getaffinity(0))[:2])

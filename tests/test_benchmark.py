@@ -2,14 +2,25 @@
 
 import csv
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import compose_config, events, imported_modules, metrics_of, run_cli, shipped_values
+from conftest import (
+    busy_core,
+    compose_config,
+    events,
+    imported_modules,
+    metrics_of,
+    run_cli,
+    shipped_values,
+    two_cores,
+)
 from mnistlab import SettingError
-from mnistlab.benchmark import job, matmul, training
+from mnistlab.benchmark import job, matmul, quiet, training
 from mnistlab.benchmark.settings import (
     VARIANT_NAMES,
     MatmulSettings,
@@ -48,6 +59,16 @@ def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
         tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
         for tag in accumulator.Tags()["scalars"]
     }
+
+
+def assert_load_said(out: str, results: dict) -> None:
+    """The benchmark printed other processes' load, and its verdict, as results.json has it."""
+    load = results["load"]
+    assert set(load) == {"before", "during", "reliable"}
+    (line,) = [line for line in out.splitlines() if "other processes" in line]
+    assert f"{load['before']:.1f} cores before" in line
+    assert f"{load['during']:.1f} cores during the runs" in line
+    assert line.startswith("UNRELIABLE: ") != load["reliable"]
 
 
 def table_lines(out: str, first_cells: set[str]) -> list[list[str]]:
@@ -96,7 +117,11 @@ def test_matmul_on_cpu_prints_table_and_writes_results(tmp_path: Path, capsys) -
         n, median = row["size"], row["cpu_median_s"]
         assert row["cpu_min_s"] <= median and row["cpu_runs"] >= 1
         expected = 2 * n**3 / median / 1e9  # GFLOP/s = 2n³/t, printed to 3 digits or more
-        assert float(printed[-1].replace(",", "")) == pytest.approx(expected, rel=5e-3)
+        assert float(printed[-2].replace(",", "")) == pytest.approx(expected, rel=5e-3)
+        assert row["cpu_min_s"] <= median <= row["cpu_max_s"]  # the spread, around the median
+        assert printed[-1] == f"{row['other_load']:.1f}"  # other processes' load meanwhile
+    assert results["load"]["reliable"] == (max(results["load"]["before"], row["other_load"]) < 0.5)
+    assert_load_said(out, results)
 
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == results["rows"]
     with open(tmp_path / "results.csv") as file:
@@ -151,7 +176,9 @@ def test_cli_training_runs_each_variant_with_its_own_cpu_settings(tmp_path: Path
         "(1), (1f), (3d), (3p) in a child process, with torch's defaults: denormal floats kept"
         in lines
     )
-    assert any(line.startswith("(3)/(3d) =") for line in lines)
+    results = json.loads(next(tmp_path.rglob("results.json")).read_text())
+    assert_load_said(done.stdout, results)
+    assert any(line.startswith("(3)/(3d) =") for line in lines) == results["load"]["reliable"]
 
 
 @pytest.mark.slow
@@ -220,7 +247,8 @@ def test_training_benchmark_writes_all_three_figures(tmp_path: Path, capsys) -> 
     assert len(results["ratios"]) == len(training.RATIOS)
     for key, (top, bottom, label, _) in training.RATIOS.items():
         assert results["ratios"][key] == medians[top] / medians[bottom]
-        assert f"{label} =" in out
+        assert (f"{label} =" in out) == results["load"]["reliable"]  # not under load
+    assert_load_said(out, results)
     for variant in training.VARIANTS.values():
         assert variant.title in out
     assert json.loads((tmp_path / "results.json").read_text())["ratios"] == results["ratios"]
@@ -235,6 +263,48 @@ def test_training_benchmark_writes_all_three_figures(tmp_path: Path, capsys) -> 
     # epochs 1-3, after the untimed warm-up epoch 0 (2 batches: its partial window, at step 2).
     steps = [step for step, _ in scalars(tmp_path / "mnistlab_loop")["train/batch_loss"]]
     assert steps == [2, *range(25, 81, 5)]
+
+
+def test_load_is_said_and_judged() -> None:
+    assert quiet.Load(0.1, 0.3).line() == (
+        "other processes' load: 0.1 cores before, 0.3 cores during the runs"
+    )
+    assert quiet.Load(0.1, 1.2).line() == (
+        "UNRELIABLE: other processes kept 0.1 cores before, 1.2 cores during the runs busy: "
+        "figures taken under load; ratios left out. Run it again when the machine is quiet"
+    )
+    assert not quiet.Load(0.6, None).reliable() and quiet.Load(None, None).reliable()
+    assert "not measurable" in quiet.Load(None, None).line()
+
+
+def test_matmul_under_load_shows_no_speed_up() -> None:
+    row = {"size": 8, "dtype": "float32", "speedup": 9.0, "speedup_with_transfer": 3.0}
+    assert "speed-up" in matmul.matmul_table([row], with_gpu=True)
+    quiet_table = matmul.matmul_table([row], with_gpu=True, reliable=False)
+    assert "speed-up" not in quiet_table and "9.0x" not in quiet_table
+    assert "w/ copy" not in quiet_table and "GPU median" in quiet_table
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(two_cores()) < 2, reason="needs two cores")
+def test_cli_training_benchmark_next_to_a_busy_process_prints_no_ratio(tmp_path: Path) -> None:
+    pair = two_cores()
+    with busy_core(min(pair)):
+        done = run_cli(
+            "mnistlab.benchmark",
+            "device=cpu",
+            *TINY_TRAINING,
+            cwd=tmp_path,
+            timeout=120,
+            preexec_fn=lambda: os.sched_setaffinity(0, pair),
+        )
+    assert done.returncode == 0, done.stderr
+    folder = next(tmp_path.rglob("results.json")).parent
+    results = json.loads((folder / "results.json").read_text())
+    assert results["load"]["during"] >= 0.7 and not results["load"]["reliable"]
+    assert_load_said(done.stdout, results)
+    assert not [line for line in done.stdout.splitlines() if re.match(r"\(\w+\)/\(\w+\) =", line)]
+    assert not [tag for tag in scalars(folder) if tag.endswith(tuple(training.RATIOS))]
 
 
 def test_each_variant_builds_its_own_adam() -> None:

@@ -182,7 +182,7 @@ def test_a_sweep_interrupted_mid_job_then_between_jobs_ends_as_if_uninterrupted(
         "0": "completed (reused)",
         "1": "completed (reused)",
         "2": "failed",
-    }
+    }, resumed.stdout + resumed.stderr
     # The resumed job's config went beside its first .hydra/; a reused job's was removed.
     assert len(list((sweep / JOBS[1] / ".hydra").glob("resumed_*/config.yaml"))) == 1
     assert not list((sweep / JOBS[0] / ".hydra").glob("resumed_*"))

@@ -9,9 +9,11 @@ from typing import Any
 import torch
 
 from mnistlab import SettingError
+from mnistlab.benchmark import quiet
 from mnistlab.benchmark.output import format_table, write_results, write_scalars
 from mnistlab.benchmark.settings import DTYPE_NAMES, MatmulSettings
 from mnistlab.data.memory import available
+from mnistlab.parts import cores
 from mnistlab.parts.device import cpu_model, describe
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
@@ -23,6 +25,7 @@ class Timing:
 
     median: float
     min: float
+    max: float
     runs: int
 
 
@@ -41,6 +44,7 @@ def time_call(stmt: str, env: dict[str, Any], settings: MatmulSettings) -> Timin
     return Timing(
         median=measurement.median,
         min=min(measurement.times),
+        max=max(measurement.times),
         runs=measurement.number_per_run * len(measurement.times),
     )
 
@@ -86,14 +90,17 @@ def measure_size(
     generator = torch.Generator().manual_seed(settings.seed)
     a = torch.randn(n, n, generator=generator).to(dtype)
     b = torch.randn(n, n, generator=generator).to(dtype)
+    meter = cores.Meter()
     cpu = time_call("torch.matmul(a, b)", {"torch": torch, "a": a, "b": b}, settings)
     row: dict[str, Any] = {
         "size": n,
         "dtype": dtype_name,
         "cpu_median_s": cpu.median,
         "cpu_min_s": cpu.min,
+        "cpu_max_s": cpu.max,
         "cpu_runs": cpu.runs,
         "cpu_gflops": gflops(n, cpu.median),
+        "other_load": meter.busy(),  # other processes' cores while the CPU's product was timed
     }
     if gpu is not None and supports(gpu, dtype):
         row.update(measure_gpu(a, b, gpu, settings))
@@ -142,6 +149,7 @@ def matmul_benchmark(
     if gpu is not None and gpu.type == "cuda":
         print(f"TF32 for CUDA float32 products: {'on' if settings.tf32 else 'off'}")
     check_memory(settings, gpu)
+    before = quiet.load_before()
     rows: list[dict[str, Any]] = []
     results["rows"], results["finished"] = rows, False
     for n in settings.sizes:
@@ -150,9 +158,13 @@ def matmul_benchmark(
             # Each row is saved as soon as it is measured: a crash or Ctrl-C later keeps it.
             write_results(out_dir, results, rows)
     results["finished"] = True
-    print(matmul_table(rows, with_gpu=gpu is not None))
+    during = [row["other_load"] for row in rows if row["other_load"] is not None]
+    load = quiet.Load(before, max(during) if during else None)
+    results["load"] = load.record()
+    print(matmul_table(rows, with_gpu=gpu is not None, reliable=load.reliable()))
+    print(load.line())
     write_results(out_dir, results, rows)
-    write_scalars(out_dir, matmul_scalars(rows, gpu))
+    write_scalars(out_dir, matmul_scalars(rows, gpu, load.reliable()))
     return results
 
 
@@ -180,8 +192,11 @@ def gpu_absence(device: torch.device) -> str:
     return "CUDA is not available: the GPU columns are skipped (CPU only)"
 
 
-def matmul_scalars(rows: list[dict[str, Any]], gpu: torch.device | None) -> dict[str, list]:
-    """TensorBoard series: GFLOP/s (and speed-up) against size, per device and dtype."""
+def matmul_scalars(
+    rows: list[dict[str, Any]], gpu: torch.device | None, reliable: bool = True
+) -> dict[str, list]:
+    """TensorBoard series: GFLOP/s (and speed-up, unless taken under load) against size, per
+    device and dtype."""
     series: dict[str, list] = {}
     for row in rows:
         step = row["size"]
@@ -189,7 +204,8 @@ def matmul_scalars(rows: list[dict[str, Any]], gpu: torch.device | None) -> dict
         if "gpu_gflops" in row:
             prefix = f"matmul/{gpu.type}_{row['dtype']}"
             series.setdefault(f"{prefix}_gflops", []).append((step, row["gpu_gflops"]))
-            series.setdefault(f"{prefix}_speedup", []).append((step, row["speedup"]))
+            if reliable:
+                series.setdefault(f"{prefix}_speedup", []).append((step, row["speedup"]))
     return series
 
 
@@ -214,9 +230,12 @@ MATMUL_COLUMNS = [  # (heading, row key, format); the GPU columns follow the CPU
     ("dtype", "dtype", str),
     ("CPU median", "cpu_median_s", seconds),
     ("CPU min", "cpu_min_s", seconds),
+    ("CPU max", "cpu_max_s", seconds),
     ("runs", "cpu_runs", str),
     ("CPU GFLOP/s", "cpu_gflops", rate),
+    ("other load", "other_load", lambda load: "-" if load is None else f"{load:.1f}"),
 ]
+SPEEDUPS = ("speedup", "speedup_with_transfer")  # ratios: left out of figures taken under load
 GPU_COLUMNS = [
     ("GPU median", "gpu_median_s", seconds),
     ("GPU min", "gpu_min_s", seconds),
@@ -231,9 +250,12 @@ GPU_COLUMNS = [
 ]
 
 
-def matmul_table(rows: list[dict[str, Any]], with_gpu: bool) -> str:
-    """One line per size × dtype, right-aligned columns; '-' where a value does not apply."""
+def matmul_table(rows: list[dict[str, Any]], with_gpu: bool, reliable: bool = True) -> str:
+    """One line per size × dtype, right-aligned columns; '-' where a value does not apply.
+    Figures taken under load (not `reliable`) show no speed-ups."""
     columns = MATMUL_COLUMNS + (GPU_COLUMNS if with_gpu else [])
+    if not reliable:
+        columns = [column for column in columns if column[1] not in SPEEDUPS]
     cells = [[heading for heading, _, _ in columns]]
     for row in rows:
         cells.append([fmt(row[key]) if key in row else "-" for _, key, fmt in columns])

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from mnistlab import SettingError
+from mnistlab.benchmark import quiet
 from mnistlab.benchmark.loops import (
     Contender,
     EpochFn,
@@ -30,6 +31,7 @@ from mnistlab.benchmark.settings import TrainingSettings
 from mnistlab.config import shipped
 from mnistlab.data.splits import TensorPairs
 from mnistlab.data.splits import build as build_data
+from mnistlab.parts import cores
 from mnistlab.parts.device import denormals, describe, synchronize
 from mnistlab.parts.models import MNISTClassifier
 
@@ -168,8 +170,8 @@ def torch_defaults_worker(
 @contextmanager
 def torch_defaults_process(
     names: list[str], work: Workload
-) -> Iterator[tuple[Callable[[str, int], float], str]]:
-    """Start the child for `names`; yield its epoch function and its denormal report."""
+) -> Iterator[tuple[Callable[[str, int], float], str, int]]:
+    """Start the child for `names`; yield its epoch function, denormal report and pid."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: torch's defaults
     conn, child_conn = context.Pipe()
     args = (child_conn, names, work.settings, work.device)
@@ -193,15 +195,16 @@ def torch_defaults_process(
 
     try:
         conn.send(torch.get_num_threads())
-        yield epoch, receive()
+        yield epoch, receive(), child.pid
     finally:
         if child.is_alive():
             conn.send(None)
         child.join(timeout=60)
 
 
-def measure_variants(work: Workload) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """Samples/s per variant and round, and what each process does with denormal floats.
+def measure_variants(work: Workload) -> tuple[dict[str, list[float]], dict[str, str], float | None]:
+    """Samples/s per variant and round, what each process does with denormal floats, and other
+    processes' load meanwhile (the child's work is the benchmark's own).
 
     Variants alternate in a rotating order. Those with `torch_defaults` train in a child
     process: a process-wide CPU setting such as flushing denormals cannot be switched back and
@@ -210,9 +213,10 @@ def measure_variants(work: Workload) -> tuple[dict[str, list[float]], dict[str, 
     names = work.settings.variants
     here = [name for name in names if not VARIANTS[name].torch_defaults]
     there = [name for name in names if VARIANTS[name].torch_defaults]
-    with torch_defaults_process(there, work) if there else nullcontext((None, "")) as child:
-        child_epoch, child_denormals = child
+    with torch_defaults_process(there, work) if there else nullcontext((None, "", None)) as child:
+        child_epoch, child_denormals, child_pid = child
         trainer = Trainer(here, work)
+        meter = cores.Meter(*([] if child_pid is None else [child_pid]))
         speeds: dict[str, list[float]] = {name: [] for name in names}
         for round_ in range(1, work.settings.rounds + 1):
             # Rotating the order spreads any drift (clock, heat, memory) evenly over the variants.
@@ -220,6 +224,7 @@ def measure_variants(work: Workload) -> tuple[dict[str, list[float]], dict[str, 
             for name in names[shift:] + names[:shift]:
                 epoch = trainer.epoch if name in here else child_epoch
                 speeds[name].append(epoch(name, round_))
+        during = meter.busy()
 
     def labels(group: list[str]) -> str:
         return ", ".join(VARIANTS[name].title.split()[0] for name in group)
@@ -229,7 +234,7 @@ def measure_variants(work: Workload) -> tuple[dict[str, list[float]], dict[str, 
     )
     if there:
         modes[f"{labels(there)} in a child process, with torch's defaults"] = child_denormals
-    return speeds, modes
+    return speeds, modes, during
 
 
 def training_benchmark(
@@ -239,6 +244,7 @@ def training_benchmark(
     from torch.utils.tensorboard import SummaryWriter  # heavy import: only when a run starts
 
     host = workload_data(settings)
+    before = quiet.load_before()
     print(f"device: {describe(device)}")
     print(
         f"lesson MLP, Adam lr {settings.lr}, batch {settings.batch_size}, "
@@ -246,10 +252,12 @@ def training_benchmark(
     )
     with SummaryWriter(log_dir=str(out_dir / "mnistlab_loop")) as writer:
         work = Workload(host, host.to(device), settings, device, writer)
-        speeds, modes = measure_variants(work)
+        speeds, modes, during = measure_variants(work)
     for where, mode in modes.items():
         print(f"{where}: denormal floats {mode}")
+    load = quiet.Load(before, during)
     results = {**training_results(speeds, settings, device), "denormals": modes}
+    results["load"] = load.record()
     print(training_table(results))
     rows = [{"variant": name, **figures} for name, figures in results["variants"].items()]
     write_results(out_dir, results, rows)
@@ -297,7 +305,10 @@ def training_table(results: dict[str, Any]) -> str:
         f"{RATIOS[key][2] + ' =':<{width}}{value:.2f}x  {RATIOS[key][3]}"
         for key, value in results["ratios"].items()
     ]
-    return "\n".join([format_table(cells, left=1), *ratios])
+    load = quiet.Load(results["load"]["before"], results["load"]["during"])
+    if not load.reliable():
+        ratios = []  # a ratio of figures the scheduler decided would look like a finding
+    return "\n".join([format_table(cells, left=1), *ratios, load.line()])
 
 
 def training_scalars(results: dict[str, Any], batch_size: int) -> dict[str, list]:
@@ -306,6 +317,8 @@ def training_scalars(results: dict[str, Any], batch_size: int) -> dict[str, list
         f"training/{name}_samples_per_s": [(batch_size, figures["samples_per_s"])]
         for name, figures in results["variants"].items()
     }
+    if not results["load"]["reliable"]:
+        return series  # no ratio from figures taken under load, here either
     for key, value in results["ratios"].items():
         series[f"training/{key}"] = [(batch_size, value)]
     return series

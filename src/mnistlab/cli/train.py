@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from mnistlab import names
 from mnistlab.cli import arguments, logfile, process, resolvers
 from mnistlab.loop import signals
+from mnistlab.parts import cores  # noqa: F401  # its measure of other processes' load starts now
 from mnistlab.run import rundir
 from mnistlab.sweep import context, interrupt, optuna_study, rerun
 from mnistlab.sweep.context import SweepContext
@@ -95,7 +96,8 @@ def job(
     sources = [f"{source.schema}://{source.path}" for source in hydra_cfg.runtime.config_sources]
     in_sweep = None
     if sweeping:
-        in_sweep = build.InSweep(Path(hydra_cfg.sweep.dir), optuna_study.trial_hook)
+        parallel = 1 if sweep is None else sweep.parallel
+        in_sweep = build.InSweep(Path(hydra_cfg.sweep.dir), optuna_study.trial_hook, parallel)
     metrics = training.run_training(cfg, out_dir, overrides, sources, record, in_sweep)
     return metrics[cfg.objective]
 

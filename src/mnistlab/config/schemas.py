@@ -25,7 +25,7 @@ class DeviceSettings:
     """The `device` config group. Checked when a run starts."""
 
     name: str = MISSING
-    threads: int | None = MISSING  # torch CPU threads; null keeps torch's default
+    threads: int | None = MISSING  # torch CPU threads; null: chosen (mnistlab.parts.cores)
     # Treat denormal floats (below 1.2e-38) as zero in CPU kernels. Adam's moments of rarely
     # used weights decay into that range, where x86 arithmetic is many times slower.
     flush_denormal: bool = MISSING
@@ -37,7 +37,7 @@ class DeviceSettings:
             )
         if self.threads is not None and self.threads < 1:
             raise SettingError(
-                f"device.threads={self.threads} must be >= 1, or null for torch's default"
+                f"device.threads={self.threads} must be >= 1, or null to use the free cores"
             )
 
 

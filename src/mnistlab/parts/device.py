@@ -8,6 +8,7 @@ import torch
 
 from mnistlab import SettingError
 from mnistlab.config.schemas import DeviceSettings
+from mnistlab.parts import cores
 
 
 def resolve_device(name: str) -> torch.device:
@@ -29,16 +30,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda", _local_rank()) if name == "cuda" else torch.device(name)
 
 
-def configure(settings: DeviceSettings) -> None:
-    """Apply the CPU settings: thread count, and whether denormals are flushed to zero.
+# torch's own thread count, before any run of this process set one (a sweep's jobs may share
+# a process: the basic launcher's).
+TORCH_THREADS = torch.get_num_threads()
 
-    Call it before the first parallel CPU operation: the flag is per thread, and torch's
-    worker threads copy the main thread's when they start, never later.
+
+def configure(settings: DeviceSettings, parallel: int = 1) -> cores.Threads:
+    """Apply the CPU settings: thread count (mnistlab.parts.cores), denormals flushed or not.
+
+    `parallel`: the jobs of this run's sweep that run at once on this machine. Call it before
+    the first parallel CPU operation: the flag is per thread, and torch's worker threads copy
+    the main thread's when they start, never later.
     """
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
+    busy, allowed = cores.others_busy(), cores.allowed_cores()
+    threads = cores.choose(settings.threads, TORCH_THREADS, parallel, busy, allowed)
+    torch.set_num_threads(threads.count)
     # Returns False where the CPU cannot (non-x86): nothing changes there.
     torch.set_flush_denormal(settings.flush_denormal)
+    return threads
 
 
 def denormals() -> str:

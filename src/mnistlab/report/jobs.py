@@ -41,6 +41,7 @@ METRIC_KEYS = (
     "device",
     "precision",
     "precision_reason",
+    "threads_reason",
     "stop_reason",
     "best_value",
     "best_step",

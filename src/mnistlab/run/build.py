@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, open_dict
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -52,6 +52,7 @@ class InSweep:
     folder: Path  # the sweep folder, whose other jobs the median rule reads
     # objective -> a hook that reports each epoch to the job's Optuna trial, or None
     trial: Callable[[str], prune.Hook | None] | None = None
+    parallel: int = 1  # the sweep's jobs that run at once on this machine: they share its cores
 
 
 @dataclasses.dataclass
@@ -71,6 +72,7 @@ class Run:
     clock: float = dataclasses.field(init=False)  # perf_counter() when the run's time was 0
     best_weights: dict[str, torch.Tensor] | None = None  # as saved in best.pt by this process
     precision_note: str = "as set"  # why loop.precision is what it is (auto's choice)
+    threads_note: str = "as set"  # why the run has the CPU threads it has (mnistlab.parts.cores)
     data_record: dict[str, str] | None = None  # what the data is (data_record): checkpoints keep it
     scaler: torch.amp.GradScaler | None = None  # loop.precision=16-mixed only
     sweep: InSweep | None = None  # a sweep's job: what the sweep hands it
@@ -120,10 +122,12 @@ def build(
     settings, why = with_precision(settings, device)
     if layout.size > 1 and settings.loop.nan_policy == "skip":
         raise SettingError("loop.nan_policy=skip is single-process only (ranks must step together)")
-    configure_device(settings.device)
+    threads = configure_device(settings.device, 1 if sweep is None else sweep.parallel)
     probe_optimizer(cfg.optimizer)
     schedulers.probe(cfg.scheduler, settings.loop.epochs)
     log.info("device: %s; CPU denormal floats %s", describe(device), denormals())
+    say = log.warning if threads.crowded else log.info
+    say("threads: %d (%s)", threads.count, threads.reason)
     log.info("precision: %s (%s)", settings.loop.precision, why)
     torch.manual_seed(settings.loop.seed)
     data, record = load_data(cfg, settings, device, layout)
@@ -139,8 +143,23 @@ def build(
     scaler = precision.grad_scaler(settings.loop.precision, device)
     parts = (model, optimizer, scheduler)
     progress = start(resumed, *parts, device, scaler)
+    if settings.device.threads is None:  # its checkpoints resume with the count chosen now
+        cfg = with_threads(cfg, threads.count)
     built = (cfg, settings, device, data, *parts, out_dir, progress, layout)
-    return Run(*built, scaler=scaler, sweep=sweep, data_record=record, precision_note=why)
+    notes = {"precision_note": why, "threads_note": threads.reason}
+    return Run(*built, scaler=scaler, sweep=sweep, data_record=record, **notes)
+
+
+def with_threads(cfg: DictConfig, count: int) -> DictConfig:
+    """`cfg` with device.threads set to the `count` chosen for it (mnistlab.parts.cores).
+
+    Saved so in checkpoints: a resumed run adds its sums up in the same order as the
+    uninterrupted one would, whatever the load of the machine is when it resumes.
+    """
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.device.threads = count
+    return cfg
 
 
 def with_precision(

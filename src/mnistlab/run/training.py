@@ -196,6 +196,7 @@ def fit_run(run: Run, writer: Any, stop: Interrupts) -> dict[str, Any]:
         "device": describe(run.device),
         "precision": run.settings.loop.precision,  # what it ran in: loop.precision=auto decides
         "precision_reason": run.precision_note,
+        "threads_reason": run.threads_note,  # the count is in `device`
         # What the run trained on (checkpoints keep it too: a resume on other data is refused).
         **{f"data_{key}": value for key, value in (run.data_record or {}).items()},
         **peak_memory(run.device),

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnistlab import SettingError
 from mnistlab.files import write_json
 from mnistlab.names import COMPLETED, FAILED, PRUNED, SWEEP_CONTEXT_FILE, recorded_metrics
+from mnistlab.parts import cores
 from mnistlab.private import hydra as hydra_private
 from mnistlab.sweep import naming, timeleft
 
@@ -46,6 +47,7 @@ class SweepContext:
     done_before: int  # jobs that an earlier run of the sweep finished in the folder
     pid: int  # the sweep's own process
     launcher: str  # IN_PROCESS, POOLED or ELSEWHERE
+    parallel: int = 1  # jobs that run at once on one machine: they share its cores
 
     def in_pool(self) -> bool:
         """Whether this process is a worker of a pooled sweep (the joblib launcher's)."""
@@ -70,14 +72,16 @@ def start(config: DictConfig) -> SweepContext:
     """Decide the context of the sweep that `config` starts, and write it into its folder."""
     folder = Path(config.hydra.sweep.dir)
     launcher = str(OmegaConf.select(config, "hydra.launcher._target_"))
+    total = timeleft.job_count(config)
     context = SweepContext(
         folder=str(folder),
         swept=tuple(naming.swept_keys(config)),
-        total=timeleft.job_count(config),
+        total=total,
         started=time.time(),
         done_before=0 if config.loop.overwrite else ended_jobs(folder),
         pid=os.getpid(),
         launcher=LAUNCHERS.get(launcher, ELSEWHERE),
+        parallel=at_once(config, total),
     )
     path = folder / SWEEP_CONTEXT_FILE
     try:
@@ -88,6 +92,18 @@ def start(config: DictConfig) -> SweepContext:
             f"remove what is at {path}, or choose another hydra.sweep.dir"
         ) from None
     return context
+
+
+def at_once(config: DictConfig, total: int | None) -> int:
+    """How many of the sweep's jobs run at once on this machine: joblib's n_jobs (as joblib
+    reads it: -1 for every core), no more than the jobs there are; 1 for other launchers."""
+    launcher = str(OmegaConf.select(config, "hydra.launcher._target_"))
+    n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")
+    if launcher != hydra_private.JOBLIB_LAUNCHER or not isinstance(n_jobs, int) or n_jobs == 0:
+        return 1
+    if n_jobs < 0:
+        n_jobs = max(1, cores.allowed_cores() + 1 + n_jobs)
+    return min(n_jobs, total or n_jobs)
 
 
 def ended_jobs(folder: Path) -> int:
@@ -119,6 +135,7 @@ def read_values(path: Path) -> dict[str, Any]:
         "done_before": int,
         "pid": int,
         "launcher": str,
+        "parallel": int,
     }
     if not isinstance(values, dict) or not all(
         isinstance(values.get(key), kind) for key, kind in kinds.items()
