@@ -1,9 +1,12 @@
-"""python scripts/sweep_goals.py [MNIST folder] [out folder]: measure issue 15's sweep goals.
+"""python scripts/sweep_goals.py [MNIST folder] [out folder] [--cheap]: the sweep goals.
 
 Runs real `mnistlab-train -m` sweeps on real MNIST (the lesson MLP, one torch thread) and
-prints the figures:
-1. cheap jobs: a 9-job, 1-epoch sweep's wall time against its jobs' training time, with the
-   basic launcher (one job after the other) and with joblib running two at once;
+prints the figures (`--cheap`: the first only, in about a minute):
+1. cheap jobs (issues 15 and 30): a 9-job, 1-epoch sweep's wall time against its jobs'
+   training time, with the basic launcher (one job after the other) and with joblib running
+   two at once; and the overhead per job: what the 9-job sweep spends besides training, less
+   what a 1-job sweep does (the one-off start: Python, Hydra, torch, the data), over the 8
+   further jobs (goal: <= 0.25 s);
 2. pruning: the 9-job, 5-epoch sweep without and with `sweep.prune.*` (the defaults, and
    `min_jobs=3` as Ray Tune's rule has it): jobs' training time
    (the sum of `wall_time_s`), epochs trained, and the best job of each;
@@ -77,12 +80,30 @@ def stamps(folder: Path, numbers: range) -> dict[str, tuple[int, int]]:
     return {str(path): (path.stat().st_ino, path.stat().st_mtime_ns) for path in files}
 
 
+def per_job_overhead(out: Path, stamp: str) -> None:
+    """The basic sweep's overhead per job after the one-off start (a 1-job and a 9-job sweep)."""
+    spent = {}
+    for name, grid in (("one", ("optimizer=sgd", "optimizer.lr=0.1")), ("nine", GRID)):
+        folder = out / f"{stamp}_overhead_{name}"
+        wall = sweep(folder, *grid, *COMMON, "loop.epochs=1")
+        spent[name] = wall - training(folder)[0]
+    per_job = (spent["nine"] - spent["one"]) / 8
+    print(
+        f"OVERHEAD: {spent['one']:.2f} s besides training for 1 job, {spent['nine']:.2f} s for "
+        f"9: {per_job:.3f} s per further job (goal <= 0.25 s)\n"
+    )
+
+
 def main() -> None:
-    data = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/mnist").absolute()
-    out = Path(sys.argv[2] if len(sys.argv) > 2 else "outputs/sweep_goals").absolute()
+    arguments = [arg for arg in sys.argv[1:] if arg != "--cheap"]
+    data = Path(arguments[0] if arguments else "../shared/data/mnist").absolute()
+    out = Path(arguments[1] if len(arguments) > 1 else "outputs/sweep_goals").absolute()
     os.environ["MNISTLAB_DATA"] = str(data)
     stamp = time.strftime("%H-%M-%S")
 
+    per_job_overhead(out, stamp)
+    if "--cheap" in sys.argv:
+        return
     alone = None  # the basic sweep's training time: its jobs ran one at a time
     for name, launcher in (("basic", ()), ("joblib", JOBLIB)):
         cheap = out / f"{stamp}_cheap_{name}"

@@ -41,6 +41,7 @@ TINY_TRAINING = (
     "benchmark.batch_size=32",
     "benchmark.warmup_samples=64",
     "benchmark.log_every_n_batches=5",
+    "benchmark.rounds=3",
 )
 HAS_GPU = torch.cuda.is_available() or torch.backends.mps.is_available()
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -410,7 +411,7 @@ def test_cli_time_to_accuracy_runs_the_speedrun_on_real_mnist(
     assert done.returncode == 0, done.stderr
     (path,) = (tmp_path / "outputs" / "benchmarks").rglob("results.json")
     results = json.loads(path.read_text())
-    assert results["target"] == "test_accuracy" and results["metrics"]["steps"] == 10
+    assert results["target"] == "test_accuracy" and results["metrics"]["steps"] == 20  # 2560 / 128
     assert "test_accuracy 0.6" in done.stdout
 
 

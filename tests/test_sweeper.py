@@ -87,3 +87,43 @@ def test_a_jobs_process_gets_the_checked_config_with_it_and_composes_none(monkey
         for n in range(SENT):  # more than SENT configs: none travel, the job composes its own
             loader.check(master, ["optimizer=adam", f"loop.seed={n}"])
         assert pickle.loads(pickle.dumps(loader)).checked == {}
+
+
+def test_the_jobs_of_a_sweep_share_the_parsed_files_and_a_search_path_does_not(
+    monkeypatch, tmp_path
+) -> None:
+    from hydra._internal.config_repository import ConfigRepository
+
+    from mnistlab.private import hydra as hydra_private
+
+    parsed: list[str] = []
+    load = ConfigRepository.load_config
+
+    def counting(self, config_path):
+        parsed.append(config_path)
+        return load(self, config_path)
+
+    monkeypatch.setattr(ConfigRepository, "load_config", counting)
+    with initialize_config_dir(config_dir=names.CONF_DIR, version_base="1.3"):
+        hydra = GlobalHydra.instance().hydra
+        master = hydra.compose_config("train", ["optimizer=sgd,adam"], run_mode=RunMode.MULTIRUN)
+        loader = hydra.config_loader
+        parsed.clear()  # the sweep's own config, composed before the sharing
+        jobs = [["optimizer=sgd"], ["optimizer=adam"], ["optimizer=sgd", "loop.seed=3"]]
+        shared = [hydra_private.composed(loader, master, job) for job in jobs]
+        assert len(parsed) == len(set(parsed))  # no file parsed twice for the three jobs
+        assert "optimizer/sgd" in parsed and "optimizer/adam" in parsed
+        # The same configs as Hydra composes them without sharing, and each its own object.
+        loader.repository = loader.repository.delegate
+        assert [OmegaConf.to_yaml(c) for c in shared] == [
+            OmegaConf.to_yaml(loader.load_sweep_config(master, job)) for job in jobs
+        ]
+        shared[0].optimizer.lr = 123.0  # a job changing its config changes no later job's
+        again = hydra_private.composed(loader, master, ["optimizer=sgd"])
+        assert again.optimizer.lr == 0.01
+        # A job that sets hydra.searchpath gets a repository of its own, as Hydra gives it.
+        searched = hydra_private.composed(
+            loader, master, ["optimizer=sgd", f"hydra.searchpath=[file://{tmp_path}]"]
+        )
+        assert searched.optimizer.lr == 0.01
+        assert not isinstance(loader.repository, hydra_private.SharedRepository)

@@ -60,7 +60,7 @@ class ComposedOnce:
     def check(self, master_config: DictConfig, sweep_overrides: Sequence[str]) -> None:
         """Compose a job's config and check its settings (HydraException, SettingError where
         wrong: before any job trains); keep it for its launch."""
-        config = self.loader.load_sweep_config(master_config, list(sweep_overrides))
+        config = hydra_private.composed(self.loader, master_config, list(sweep_overrides))
         if config.hydra.job.config_name == names.TRAIN_CONFIG:  # not the benchmark's, say
             settings = checks.check_settings(config)  # what needs no import (the rest: the job)
             if context.runs_here(config):  # a cluster's nodes may have more cores, or a GPU
@@ -75,7 +75,7 @@ class ComposedOnce:
         """The config of the job `sweep_overrides`: the one checked, else composed now."""
         kept = self.checked.get(tuple(sweep_overrides))
         if not kept:
-            return self.loader.load_sweep_config(master_config, list(sweep_overrides))
+            return hydra_private.composed(self.loader, master_config, list(sweep_overrides))
         config = kept.pop(0)  # a job's config is its own: each is handed out once
         OmegaConf.copy_cache(from_config=master_config, to_config=config)  # as Hydra does
         return config

@@ -185,7 +185,7 @@ def count(progress: Progress, loss: torch.Tensor, logits: torch.Tensor, targets:
     progress.window_loss.add_(loss)
     # Counted per window only (the epoch's count gathers them at logging points): about 1% of
     # a lesson-MLP step on CPU.
-    progress.window_correct.add_((logits.argmax(dim=1) == targets).sum())
+    progress.window_correct.add_(logits.argmax(dim=1).eq_(targets).sum())  # eq_: no new tensor
 
 
 def log_window(progress: Progress, optimizer, log: Callable, world: World) -> float:

@@ -6,6 +6,7 @@ Hydra's own code refers to (`super()` inside it then fails).
 """
 
 import argparse
+import copy
 import importlib
 import os
 from collections.abc import Callable, Sequence
@@ -92,3 +93,53 @@ def report_errors(translate: Callable[[Exception], str | None]) -> None:
 
     run_and_report.hydras = original  # type: ignore[attr-defined]
     utils.run_and_report = run_and_report
+
+
+class SharedRepository:
+    """A config loader's repository whose parsed files every job of a sweep shares.
+
+    For each job it composes, Hydra wraps its repository in a fresh `CachingConfigRepository`,
+    which deep-copies it, then reads and parses every config file again: about 0.1 s of the
+    0.28 s a job of mnistlab's config took to compose. Here the deep copy returns this same
+    object and each file is parsed once a sweep; every load hands out its own deep copy, since
+    Hydra may change what it gets. A search path set for a job (`hydra.searchpath`) leaves the
+    sharing: that job's copy gets a repository of its own, as Hydra's would.
+    """
+
+    def __init__(self, delegate: Any) -> None:
+        self.delegate = delegate
+        self.parsed: dict[str, Any] = {}
+
+    def __deepcopy__(self, memo: dict) -> "SharedRepository":
+        return self
+
+    def load_config(self, config_path: str) -> Any:
+        if config_path not in self.parsed:
+            self.parsed[config_path] = self.delegate.load_config(config_path=config_path)
+        return copy.deepcopy(self.parsed[config_path])
+
+    def initialize_sources(self, config_search_path: Any) -> None:
+        raise SearchPathSet  # caught where the sharing was set up: see `composed`
+
+    def __getattr__(self, name: str) -> Any:
+        delegate = self.__dict__.get("delegate")  # absent while unpickling
+        if delegate is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(delegate, name)  # the rest, as the repository has it
+
+
+class SearchPathSet(Exception):
+    """A job's config sets hydra.searchpath: it is composed without the shared repository."""
+
+
+def composed(loader: Any, master_config: Any, overrides: list[str]) -> Any:
+    """`loader.load_sweep_config(master_config, overrides)`, with parsed files shared among the
+    jobs of the sweep (`SharedRepository`)."""
+    plain = require(loader, "repository", "hydra-core")
+    if not isinstance(plain, SharedRepository):
+        loader.repository = SharedRepository(plain)
+    try:
+        return loader.load_sweep_config(master_config, overrides)
+    except SearchPathSet:
+        loader.repository = loader.repository.delegate
+        return loader.load_sweep_config(master_config, overrides)
