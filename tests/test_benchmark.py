@@ -278,6 +278,37 @@ def test_load_is_said_and_judged() -> None:
     assert "not measurable" in quiet.Load(None, None).line()
 
 
+def table_of(spreads: dict[str, tuple[float, float, float]], during: float) -> str:
+    """training_table of made-up figures: (median, min, max) per variant, and the load."""
+    variants = {
+        name: {
+            "title": training.VARIANTS[name].title,
+            "samples_per_s": median,
+            "min_samples_per_s": low,
+            "max_samples_per_s": high,
+        }
+        for name, (median, low, high) in spreads.items()
+    }
+    results = {
+        "variants": variants,
+        "ratios": {"mnistlab_over_bare": spreads["mnistlab"][0] / spreads["bare"][0]},
+        "load": quiet.Load(0.0, during).record(),
+    }
+    return training.training_table(results)
+
+
+def test_the_training_table_leaves_ratios_out_under_load_and_says_when_rounds_spread() -> None:
+    steady = {"mnistlab": (100.0, 95.0, 104.0), "bare": (100.0, 90.0, 110.0)}
+    table = table_of(steady, during=0.1)
+    assert "(2)/(3) =   1.00x" in table and "noisy" not in table
+    assert table.endswith("other processes' load: 0.0 cores before, 0.1 cores during the runs")
+    assert "(2)/(3)" not in table_of(steady, during=0.9)  # under load: no ratio
+    swinging = {"mnistlab": (100.0, 60.0, 104.0), "bare": (100.0, 90.0, 110.0)}
+    table = table_of(swinging, during=0.1)
+    assert "(2)/(3) =   1.00x" in table
+    assert "noisy: (2) varied by more than 25% of the median between rounds" in table
+
+
 def test_matmul_under_load_shows_no_speed_up() -> None:
     row = {"size": 8, "dtype": "float32", "speedup": 9.0, "speedup_with_transfer": 3.0}
     assert "speed-up" in matmul.matmul_table([row], with_gpu=True)

@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass
 from mnistlab.parts import cores
 
 BEFORE = 0.5  # seconds of looking before a benchmark starts
+# A variant whose rounds spread wider than this share of its median: the machine's speed
+# changed while it ran (a shared host's other guests, which no process count here shows).
+SPREAD = 0.25
 
 
 @dataclass(frozen=True)
@@ -53,3 +56,8 @@ def load_before() -> float | None:
     meter = cores.Meter()
     time.sleep(BEFORE)
     return meter.busy()
+
+
+def spread(figures: dict[str, float]) -> float:
+    """(max - min) / median of one variant's samples/s over its rounds."""
+    return (figures["max_samples_per_s"] - figures["min_samples_per_s"]) / figures["samples_per_s"]

@@ -308,7 +308,25 @@ def training_table(results: dict[str, Any]) -> str:
     load = quiet.Load(results["load"]["before"], results["load"]["during"])
     if not load.reliable():
         ratios = []  # a ratio of figures the scheduler decided would look like a finding
-    return "\n".join([format_table(cells, left=1), *ratios, load.line()])
+    said = noisy(results["variants"]) if ratios else []
+    return "\n".join([format_table(cells, left=1), *ratios, *said, load.line()])
+
+
+def noisy(variants: dict[str, dict[str, Any]]) -> list[str]:
+    """A line naming the variants whose rounds spread wide (quiet.SPREAD), if any."""
+    labels = [figures["title"].split()[0] for figures in variants.values()]
+    wide = [
+        label
+        for label, figures in zip(labels, variants.values(), strict=True)
+        if quiet.spread(figures) > quiet.SPREAD
+    ]
+    if not wide:
+        return []
+    return [
+        f"noisy: {', '.join(wide)} varied by more than {quiet.SPREAD:.0%} of the median between "
+        "rounds (the machine's speed changed): take the ratios with care, or add rounds "
+        "(benchmark.rounds)"
+    ]
 
 
 def training_scalars(results: dict[str, Any], batch_size: int) -> dict[str, list]:
