@@ -241,3 +241,18 @@ def test_synthetic_digits_drawn_in_chunks_equal_one_draw(monkeypatch) -> None:
     monkeypatch.setattr(synthetic, "CHUNK", 96)  # chunks that do not divide the count
     monkeypatch.setattr(synthetic, "WRITER_CHUNK", 7)
     assert torch.equal(synthetic.generate(1000, seed=5).inputs, whole.inputs)
+
+
+def test_the_fingerprint_is_kept_with_the_splits_until_their_tensors_change(monkeypatch) -> None:
+    hashed = []
+    sha256_of = datasets.sha256_of
+    monkeypatch.setattr(datasets, "sha256_of", lambda data: hashed.append(1) or sha256_of(data))
+    data = datasets.random_dataset(32, 8, seed=0)
+    first = datasets.fingerprint(data)
+    assert datasets.fingerprint(data) == first and len(hashed) == 1  # the next job's: kept
+    data.train = datasets.TensorPairs(data.train.inputs.clone(), data.train.targets.clone())
+    assert datasets.fingerprint(data) == first and len(hashed) == 2  # other tensors: hashed
+    data.train.targets[0] = (data.train.targets[0] + 1) % 10  # changed in place by torch
+    changed = datasets.fingerprint(data)
+    assert changed != first and len(hashed) == 3
+    assert datasets.fingerprint(data) == changed and len(hashed) == 3

@@ -210,6 +210,31 @@ def test_sigint_during_the_final_test_lets_the_run_complete(tmp_path):
     assert "SIGINT came after training had finished: the run completed anyway" in output
 
 
+def test_a_signal_during_a_sweep_jobs_final_test_completes_the_job_and_stops_the_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    process = start_cli(
+        "mnistlab.cli.train",
+        "-m",
+        *QUICK,
+        "loop.seed=0,1",
+        "dataset.source._target_=test_trust_signals.with_test_split",
+        "model._target_=test_trust_signals.SignalsDuringTest",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT, output
+    assert "SIGINT came after training had finished: the run completed anyway" in output
+    (job,) = sweep.glob("0_*")
+    assert metrics_of(job)["status"] == "completed" and "test_loss" in metrics_of(job)
+    assert not list(sweep.glob("1_*"))  # the sweep stopped before its next job
+    assert "sweep interrupted by SIGINT; continue it with: mnistlab-train -m " in output
+
+
 # --- under torchrun ---------------------------------------------------------------------------
 
 # 30,000 steps of one sample per rank (seconds even on a fast machine): an epoch long enough

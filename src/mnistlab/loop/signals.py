@@ -73,11 +73,11 @@ class Interrupts:
     signal, or one that library code swallowed, ends the run where building ends: at the
     `with` block's end or at `hold()`. Training (from `hold()`): a signal sets `signum`, and
     the loop stops at a step boundary, saving a checkpoint. After `finish()` (the final
-    test, writing the results): nothing is left to stop, so a signal is only noted in `late`
-    and said at the block's end. An outer Interrupts (mnistlab.cli.train's, around Hydra)
-    takes over the phase an inner one ended in: after a run has trained, a signal in
-    Hydra's last steps is late too, and after a stop a second one is only noted, neither of
-    them "before training started".
+    test, writing the results): nothing is left to stop, so a signal is only noted in `late`,
+    said at the block's end and handed on to the handler the block replaced (`hand_on`).
+    An outer Interrupts (mnistlab.cli.train's, around Hydra) takes over the phase an inner
+    one ended in: after a run has trained, a signal in Hydra's last steps is late too, and
+    after a stop a second one is only noted, neither of them "before training started".
     """
 
     signum: int | None = None
@@ -140,12 +140,22 @@ class Interrupts:
             raise error
         if isinstance(error, NotStarted):
             say(error)
-        if self.late is not None:
-            name = signal.Signals(self.late).name
-            log.warning("%s came after training had finished: the run completed anyway", name)
         outer = self.outer()
         if outer is not None and not self.building:  # trained, or stopped: no NotStarted now
             outer.building, outer.finished = False, self.finished
+        if self.late is not None:
+            name = signal.Signals(self.late).name
+            log.warning("%s came after training had finished: the run completed anyway", name)
+            self.hand_on(self.late, outer)
+
+    def hand_on(self, late: int, outer: Interrupts | None) -> None:
+        """Give a late signal to the handler this block replaced, where someone set one: a
+        sweep's (mnistlab.sweep.interrupt) then stops the sweep before its next job, as it
+        would had the signal come a moment later. Python's own handlers are left out (Ctrl-C
+        would end a completed run with a traceback), and so is an outer Interrupts."""
+        handler = self.previous.get(late)
+        if outer is None and callable(handler) and handler is not signal.default_int_handler:
+            handler(late, None)
 
     def outer(self) -> Interrupts | None:
         """The Interrupts this one's `with` block is nested in, if any."""
