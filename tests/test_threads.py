@@ -75,6 +75,7 @@ def test_a_busy_process_is_measured_as_other_processes_load():
         assert cores.others_busy() >= 0.7  # a whole core, less the clock ticks' rounding
 
 
+@pytest.mark.slow  # a real CLI run next to a real busy process
 @needs_proc
 @pytest.mark.skipif(len(two_cores()) < 2, reason="needs two cores")
 def test_a_default_run_next_to_a_busy_process_takes_the_free_core_and_says_so(tmp_path):
