@@ -36,9 +36,15 @@ class Sample:
     own: float  # this process's CPU seconds, all its threads
 
 
+def affinity() -> set[int] | None:
+    """The cores this process may run on, where the system says (Linux); None elsewhere."""
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
+
 def allowed_cores() -> int:
     """The cores this process may run on: its affinity, and a SLURM task's CPUs."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    mine = affinity()
+    cores = os.cpu_count() if mine is None else len(mine)
     slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
     if slurm.isdigit() and int(slurm) > 0:
         cores = min(cores or 1, int(slurm))
@@ -52,7 +58,7 @@ def sample(pids: tuple[int, ...] = ()) -> Sample | None:
         lines = STAT.read_text().splitlines()
     except OSError:
         return None
-    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    mine = affinity()
     busy = 0
     for line in lines:
         name, *fields = line.split()
@@ -91,32 +97,38 @@ class Meter:
         self.start = sample(pids)
 
     def busy(self) -> float | None:
+        return self.since_start(sample(self.pids))
+
+    def lap(self) -> float | None:
+        """`busy()`, and the meter starts again from now."""
         now = sample(self.pids)
+        found, self.start = self.since_start(now), now
+        return found
+
+    def since_start(self, now: Sample | None) -> float | None:
         return None if self.start is None or now is None else busy_between(self.start, now)
 
 
-_last = sample()  # the window's start: when mnistlab-train started, or the previous run's start
-_said: list[float] = []  # the last measurement, for runs that follow it within `WINDOW`
+# The window: from when mnistlab-train started (before torch loads) or the previous run's
+# start; and the last load measured, for runs that follow it within `WINDOW`.
+_window = Meter()
+_said: float | None = None
 
 
 def others_busy() -> float | None:
     """Cores' worth of other processes' work since the last call (or this module's load),
     over at least `WINDOW` seconds. A run that starts within `WINDOW` of the last measurement
     (runs called one after another from Python) gets that one again; the first waits for it."""
-    global _last
-    if _last is None:
+    global _said
+    if _window.start is None:
         return None
-    wait = _last.when + WINDOW - time.monotonic()
-    if wait > 0 and _said:
-        return _said[-1]
+    wait = _window.start.when + WINDOW - time.monotonic()
+    if wait > 0 and _said is not None:
+        return _said
     if wait > 0:
         time.sleep(wait)
-    now = sample()
-    if now is None:
-        return None
-    before, _last = _last, now
-    _said[:] = [busy_between(before, now)]
-    return _said[-1]
+    _said = _window.lap()
+    return _said
 
 
 @dataclass(frozen=True)

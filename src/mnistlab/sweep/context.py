@@ -81,7 +81,7 @@ def start(config: DictConfig) -> SweepContext:
         done_before=0 if config.loop.overwrite else ended_jobs(folder),
         pid=os.getpid(),
         launcher=LAUNCHERS.get(launcher, ELSEWHERE),
-        parallel=at_once(config, total),
+        parallel=at_once(config, launcher, total),
     )
     path = folder / SWEEP_CONTEXT_FILE
     try:
@@ -94,10 +94,9 @@ def start(config: DictConfig) -> SweepContext:
     return context
 
 
-def at_once(config: DictConfig, total: int | None) -> int:
+def at_once(config: DictConfig, launcher: str, total: int | None) -> int:
     """How many of the sweep's jobs run at once on this machine: joblib's n_jobs (as joblib
     reads it: -1 for every core), no more than the jobs there are; 1 for other launchers."""
-    launcher = str(OmegaConf.select(config, "hydra.launcher._target_"))
     n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")
     if launcher != hydra_private.JOBLIB_LAUNCHER or not isinstance(n_jobs, int) or n_jobs == 0:
         return 1
