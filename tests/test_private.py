@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
@@ -149,3 +150,20 @@ def test_torch_says_whether_this_cpu_computes_bf16_natively() -> None:
     from mnistlab.private import torch as torch_private
 
     assert torch_private.cpu_bf16_native() in (True, False)
+    assert callable(torch.cpu._is_avx512_bf16_supported) and callable(
+        torch.cpu._is_amx_tile_supported
+    )
+
+
+@pytest.mark.parametrize("bf16, amx", [(False, False), (True, False), (False, True)])
+def test_on_x86_the_cpus_flags_decide_bf16_not_onednns_probe(monkeypatch, bf16, amx) -> None:
+    # oneDNN says yes on any AVX-512 CPU (an Ice Lake Xeon: bf16 1.5x slower than float32).
+    from mnistlab.private import torch as torch_private
+
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: not (bf16 or amx))
+    assert torch_private.cpu_bf16_native() == (bf16 or amx)
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")  # no such flags: oneDNN's probe
+    assert torch_private.cpu_bf16_native() == (not (bf16 or amx))

@@ -19,8 +19,8 @@ from mnistlab.private import torch as torch_private
 
 log = logging.getLogger(__name__)
 EMULATED = (
-    "this CPU has no native bf16 (no AVX512-BF16 or AMX: oneDNN's probe says so), so bf16 is "
-    "emulated, about 10x slower than float32"
+    "this CPU has no native bf16 (no AVX512-BF16 or AMX), so bf16 is emulated: slower than "
+    "float32 (1.5x on an AVX-512 Xeon, 10x on an AVX2 EPYC, measured)"
 )
 
 
