@@ -10,6 +10,7 @@ import torch
 from conftest import (
     compose_config,
     dataset_source,
+    events,
     idx_bytes,
     metrics_of,
     write_idx,
@@ -168,3 +169,42 @@ def test_idx_dataset_trains_the_cnn(tmp_path: Path, mode: str) -> None:
 def test_idx_needs_a_root() -> None:
     with pytest.raises(SettingError, match="dataset.source.root is required"):
         idx(**dataset_source("idx"))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("loop.precision=32",),
+        ("loop.precision=bf16",),
+        ("loop.target.metric=test_accuracy", "loop.target.value=0.5"),
+    ],
+    ids=["float32", "bf16", "test_figures_reused"],
+)
+def test_the_confusion_matrix_counts_what_the_final_test_scored(
+    tmp_path: Path, extra, monkeypatch
+) -> None:
+    # Gathered from the final test's own batches (bf16 included), or from a pass of their own
+    # where the test's figures were measured at the last evaluation and reused.
+    write_idx_dataset(tmp_path / "data", n_train=90, n_test=37)
+    cfg = compose_config(
+        "dataset=idx",
+        f"dataset.source.root={tmp_path / 'data'}",
+        "dataset.source.num_val_samples=30",
+        "dataset.loader.batch_size=20",
+        "loop.epochs=1",
+        "device=cpu",
+        "device.threads=1",
+        *extra,
+    )
+    from mnistlab.run import board
+
+    passes = []  # the passes of their own over the test split
+    own_pass = board.predictions
+    monkeypatch.setattr(board, "predictions", lambda *args: passes.append(1) or own_pass(*args))
+    metrics = run_training(cfg, tmp_path)
+    assert len(passes) == ("loop.target.value=0.5" in extra)
+    (text,) = events(tmp_path).Tensors("test/confusion_counts")
+    rows = text.tensor_proto.string_val[0].decode().splitlines()[2:]  # the header and rule
+    counts = [[int(cell) for cell in row.split("|")[2:-1]] for row in rows]
+    assert sum(map(sum, counts)) == 37
+    assert sum(counts[n][n] for n in range(3)) == round(metrics["test_accuracy"] * 37)

@@ -39,11 +39,17 @@ def test_a_process_keeps_its_last_splits_without_a_copy():
 
     first = splits.remembered(("test", 1), make)
     assert splits.remembered(("test", 1), make) is first and len(made) == 1  # kept, not copied
-    first.train.inputs[0, 0] = 99.0  # a run changes them in place (no version bump needed)
+    first.train.inputs[0, 0] = 99.0  # a run changes them in place, through torch
     again = splits.remembered(("test", 1), make)
     assert again is not first and len(made) == 2 and again.train.inputs[0, 0] == 0.0
     again.train.inputs.copy_(again.train.inputs.flip(0))  # a reorder is a change too
-    assert splits.remembered(("test", 1), make) is not again and len(made) == 3
+    third = splits.remembered(("test", 1), make)
+    assert third is not again and len(made) == 3
+    third.train.inputs.numpy()[5, 1] = -1.0  # past torch: no change counter moves
+    fourth = splits.remembered(("test", 1), make)
+    assert fourth is not third and len(made) == 4
+    fourth.val.targets.data[0] += 1  # .data: a tensor with a change counter of its own
+    assert splits.remembered(("test", 1), make) is not fourth and len(made) == 5
     splits.remembered(("other", 1), make)  # a new key lets go of the old splits
     assert list(splits._last) == [("other", 1)]
     splits.forget()

@@ -234,3 +234,30 @@ def test_long_y_tick_labels_and_the_y_label_stay_in_the_figure_and_apart() -> No
     for before, after in zip(axes, axes[1:], strict=False):
         assert before.get_tightbbox(renderer).x1 <= after.yaxis.get_tightbbox(renderer).x0
     assert axes[-1].get_tightbbox(renderer).x1 <= figure.bbox.width
+
+
+def test_a_sweeps_jobs_are_parsed_once_and_read_again_when_a_file_changes(
+    tmp_path, monkeypatch
+) -> None:
+    import json
+
+    from mnistlab.benchmark.report_speed import make_sweep
+    from mnistlab.report import jobs as jobs_module
+
+    sweep = make_sweep(tmp_path, 6)
+    parsed: list[Path] = []
+    load = jobs_module.load_job
+    monkeypatch.setattr(
+        jobs_module, "load_job", lambda folder: parsed.append(folder) or load(folder)
+    )
+    first = jobs_module.find_jobs(sweep)
+    assert len(parsed) == 6
+    first[0].metrics["status"] = "spoilt by a caller"  # each caller gets its own dicts
+    again = jobs_module.find_jobs(sweep)
+    assert len(parsed) == 6 and again[0].status != "spoilt by a caller"
+    changed = sweep / "3_job" / names.METRICS_FILE
+    changed.write_text(json.dumps({"status": "failed", "error": "x"}))  # rewritten in place
+    (sweep / "4_job" / ".hydra" / "config.yaml").write_text("objective: val_accuracy\n")
+    latest = jobs_module.find_jobs(sweep)
+    assert sorted(p.name for p in parsed[6:]) == ["3_job", "4_job"]
+    assert latest[3].status == "failed" and latest[4].objective == "val_accuracy"

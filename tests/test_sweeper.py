@@ -92,6 +92,7 @@ def test_a_jobs_process_gets_the_checked_config_with_it_and_composes_none(monkey
 def test_the_jobs_of_a_sweep_share_the_parsed_files_and_a_search_path_does_not(
     monkeypatch, tmp_path
 ) -> None:
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.config_repository import ConfigRepository
 
     from mnistlab.private import hydra as hydra_private
@@ -104,6 +105,14 @@ def test_the_jobs_of_a_sweep_share_the_parsed_files_and_a_search_path_does_not(
         return load(self, config_path)
 
     monkeypatch.setattr(ConfigRepository, "load_config", counting)
+    merged: list[list] = []
+    merge = ConfigLoaderImpl._compose_config_from_defaults_list
+
+    def merging(self, defaults, repo):
+        merged.append([d.config_path for d in defaults])
+        return merge(self, defaults=defaults, repo=repo)
+
+    monkeypatch.setattr(ConfigLoaderImpl, "_compose_config_from_defaults_list", merging)
     with initialize_config_dir(config_dir=names.CONF_DIR, version_base="1.3"):
         hydra = GlobalHydra.instance().hydra
         master = hydra.compose_config("train", ["optimizer=sgd,adam"], run_mode=RunMode.MULTIRUN)
@@ -113,6 +122,8 @@ def test_the_jobs_of_a_sweep_share_the_parsed_files_and_a_search_path_does_not(
         shared = [hydra_private.composed(loader, master, job) for job in jobs]
         assert len(parsed) == len(set(parsed))  # no file parsed twice for the three jobs
         assert "optimizer/sgd" in parsed and "optimizer/adam" in parsed
+        # The sweep's config and two defaults lists merged; the third job (values only) is not.
+        assert len(merged) == 3 and merged[1] != merged[2]
         # The same configs as Hydra composes them without sharing, and each its own object.
         loader.repository = loader.repository.delegate
         assert [OmegaConf.to_yaml(c) for c in shared] == [

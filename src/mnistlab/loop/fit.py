@@ -93,6 +93,8 @@ class Outputs:
     best: Callable[[], dict[str, torch.Tensor]]  # the weights saved as best.pt
     stop: Interrupts
     clock: float  # perf_counter() at the run's time 0 (earlier parts of a resumed run included)
+    # What else sees the final test's batches (inputs, targets, logits): the run's predictions.
+    tested: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None
 
 
 # Under torchrun the ranks must stop at the same step, so they agree on it: an all-reduce of
@@ -214,7 +216,7 @@ def final_test(
         trainee.net.load_state_dict(out.best())
         tested_step = progress.best_step
     known = tested.get(tested_step) or None
-    return test(trainee, batches, out.writer, progress.step, plan.options, known)
+    return test(trainee, batches, out, progress.step, plan.options, known)
 
 
 def run_epoch(
@@ -400,14 +402,15 @@ def end_epoch(
 def test(
     trainee: Trainee,
     batches: Callable[[], Iterable[Batch]],
-    writer: Any,
+    out: Outputs,
     step: int,
     options: StepOptions,
     known: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Evaluate on the test split once training is done (`known`: already measured, reused)."""
+    writer = out.writer
     if known is None:
-        loss, accuracy = evaluate(trainee.net, batches(), trainee.device, options)
+        loss, accuracy = evaluate(trainee.net, batches(), trainee.device, options, out.tested)
     else:
         loss, accuracy = known["test_loss"], known["test_accuracy"]
     writer.add_scalar(TAGS["test_loss"], loss, step)

@@ -217,8 +217,12 @@ def evaluate(
     batches: Iterable[Batch],
     device: torch.device,
     options: StepOptions,
+    seen: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[float, float]:
-    """Mean loss and accuracy of `model` over `batches`, in the precision it trains in."""
+    """Mean loss and accuracy of `model` over `batches`, in the precision it trains in.
+
+    `seen(inputs, targets, logits)` gets each batch too (the run's predictions, on the test).
+    """
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -231,4 +235,6 @@ def evaluate(
             loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
             correct += (logits.argmax(dim=1) == targets).sum()
             count += len(targets)
+            if seen is not None:
+                seen(inputs, targets, logits)
     return loss_sum.item() / count, correct.item() / count

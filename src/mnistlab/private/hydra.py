@@ -109,6 +109,7 @@ class SharedRepository:
     def __init__(self, delegate: Any) -> None:
         self.delegate = delegate
         self.parsed: dict[str, Any] = {}
+        self.merged: dict[tuple, Any] = {}  # by defaults list: what `MergedOnce` merged
 
     def __deepcopy__(self, memo: dict) -> "SharedRepository":
         return self
@@ -132,12 +133,38 @@ class SearchPathSet(Exception):
     """A job's config sets hydra.searchpath: it is composed without the shared repository."""
 
 
+class MergedOnce:
+    """A config loader's `_compose_config_from_defaults_list`, which merges a defaults list's
+    files once a sweep.
+
+    Jobs that choose the same config options and differ in values only (`optimizer.lr=...`,
+    `loop.seed=...`) have the same defaults list: Hydra merges its files for each, about 0.07 s
+    of the 0.13 s a job of mnistlab's config took to compose with `SharedRepository`; a deep copy
+    of the merge kept takes 0.012 s. Hydra applies each job's values to its copy afterwards.
+    Only while the repository is shared (the files are the ones parsed for the sweep).
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __call__(self, defaults: list[Any], repo: Any) -> Any:
+        merge = require(type(self.loader), "_compose_config_from_defaults_list", "hydra-core")
+        shared = getattr(repo, "delegate", None)  # a CachingConfigRepository around the sweep's
+        if not isinstance(shared, SharedRepository):
+            return merge(self.loader, defaults=defaults, repo=repo)
+        key = tuple((d.config_path, d.parent, d.package, d.is_self) for d in defaults)
+        if key not in shared.merged:
+            shared.merged[key] = merge(self.loader, defaults=defaults, repo=repo)
+        return copy.deepcopy(shared.merged[key])  # each job's own: Hydra changes it
+
+
 def composed(loader: Any, master_config: Any, overrides: list[str]) -> Any:
     """`loader.load_sweep_config(master_config, overrides)`, with parsed files shared among the
-    jobs of the sweep (`SharedRepository`)."""
+    jobs of the sweep (`SharedRepository`), and each defaults list merged once (`MergedOnce`)."""
     plain = require(loader, "repository", "hydra-core")
     if not isinstance(plain, SharedRepository):
         loader.repository = SharedRepository(plain)
+        loader._compose_config_from_defaults_list = MergedOnce(loader)
     try:
         return loader.load_sweep_config(master_config, overrides)
     except SearchPathSet:

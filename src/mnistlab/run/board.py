@@ -102,20 +102,40 @@ def write_error(writer: Any, message: str, step: int) -> None:
     add_text(writer, "error", message, step)
 
 
+class Predictions:
+    """The confusion matrix (true x predicted) and up to MAX_MISTAKES misclassified inputs,
+    gathered batch by batch: from the final test's own batches (`fit`'s `Outputs.tested`), or
+    from a pass of their own (`predictions`)."""
+
+    def __init__(self, num_classes: int, device: torch.device) -> None:
+        self.num_classes, self.count = num_classes, 0  # samples seen
+        self.confusion = torch.zeros(num_classes**2, dtype=torch.long, device=device)
+        self.mistakes: list[tuple[torch.Tensor, int, int]] = []
+
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, logits: torch.Tensor) -> None:
+        predicted = logits.argmax(dim=1)
+        pairs = targets * self.num_classes + predicted
+        self.confusion += torch.bincount(pairs, minlength=self.confusion.numel())
+        self.count += len(targets)
+        if len(self.mistakes) < MAX_MISTAKES:  # a sync per batch, only until the grid is full
+            for index in (predicted != targets).nonzero()[:, 0].tolist():
+                image = inputs[index].cpu()
+                self.mistakes.append((image, int(targets[index]), int(predicted[index])))
+
+    def result(self) -> tuple[torch.Tensor, list[tuple[torch.Tensor, int, int]]]:
+        size = self.num_classes
+        return self.confusion.view(size, size).cpu(), self.mistakes[:MAX_MISTAKES]
+
+
 @torch.no_grad()
 def predictions(model: torch.nn.Module, batches, device: torch.device, num_classes: int):
-    """The confusion matrix (true x predicted) and up to MAX_MISTAKES misclassified inputs."""
+    """`Predictions` of `model` over `batches`, in float32."""
     model.eval()
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
-    mistakes: list[tuple[torch.Tensor, int, int]] = []
+    seen = Predictions(num_classes, device)
     for inputs, targets in batches:
         inputs, targets = inputs.to(device), targets.to(device)
-        predicted = model(inputs).argmax(dim=1)
-        confusion += torch.bincount(targets * num_classes + predicted, minlength=confusion.numel())
-        if len(mistakes) < MAX_MISTAKES:  # a sync per batch, only until the grid is full
-            for index in (predicted != targets).nonzero()[:, 0].tolist():
-                mistakes.append((inputs[index].cpu(), int(targets[index]), int(predicted[index])))
-    return confusion.view(num_classes, num_classes).cpu(), mistakes[:MAX_MISTAKES]
+        seen(inputs, targets, model(inputs))
+    return seen.result()
 
 
 def write_predictions(writer: Any, split: str, confusion: torch.Tensor, mistakes, step: int):

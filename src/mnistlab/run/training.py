@@ -110,8 +110,9 @@ def record_run(run: Run, writer: Any, stop: Interrupts, new: bool) -> dict[str, 
     if new and is_main:
         board.write_session_start(writer, board.hparams_of(run.cfg) | facts(run))
         board.write_config(writer, run.cfg)
+    seen = board.Predictions(run.data.num_classes, run.device)  # by the final test, if any
     try:
-        metrics = fit_run(run, writer, stop)
+        metrics = fit_run(run, writer, stop, seen)
     except NonFiniteLoss as err:
         raise diverged(run, writer, err) from None
     except Exception as error:  # recorded in metrics.json and TensorBoard, then raised
@@ -124,7 +125,7 @@ def record_run(run: Run, writer: Any, stop: Interrupts, new: bool) -> dict[str, 
         raise error from None
     if is_main:
         if metrics["status"] == COMPLETED:
-            write_predictions(run, writer)
+            write_predictions(run, writer, seen)
         board.write_end(writer, metrics, run.progress.step)
     return metrics
 
@@ -179,9 +180,12 @@ def diverged(run: Run, writer: Any, err: NonFiniteLoss) -> NonFiniteLoss:
     return NonFiniteLoss(message)
 
 
-def fit_run(run: Run, writer: Any, stop: Interrupts) -> dict[str, Any]:
-    """Train the run with `mnistlab.loop.fit.fit`; its metrics, with where and how big it ran."""
-    out = Outputs(writer, run.save_checkpoint, run.best, stop, run.clock)
+def fit_run(
+    run: Run, writer: Any, stop: Interrupts, seen: board.Predictions | None = None
+) -> dict[str, Any]:
+    """Train the run with `mnistlab.loop.fit.fit`; its metrics, with where and how big it ran.
+    `seen` gathers the predictions of the final test."""
+    out = Outputs(writer, run.save_checkpoint, run.best, stop, run.clock, seen)
     prune_settings = run.settings.sweep.prune
     loop_plan = dataclasses.replace(
         plan(run.settings.loop, run.cfg.objective),
@@ -232,10 +236,14 @@ def prune_hook(run: Run) -> prune.Hook | None:
     return prune.either(rules, trial)
 
 
-def write_predictions(run: Run, writer) -> None:
-    """The confusion matrix and mistakes on the test split, or else the validation split."""
+def write_predictions(run: Run, writer, seen: board.Predictions) -> None:
+    """The confusion matrix and mistakes on the test split, or else the validation split:
+    as the final test saw them (`seen`), or from a pass of their own where it saw none (no test
+    split, or its figures were measured at the last evaluation and reused)."""
     name, split = ("test", run.data.test) if run.data.test is not None else ("val", run.data.val)
-    confusion, mistakes = board.predictions(
-        run.net, eval_batches(run, split), run.device, run.data.num_classes
-    )
+    if name == "test" and seen.count == len(split):
+        confusion, mistakes = seen.result()
+    else:
+        batches = eval_batches(run, split)
+        confusion, mistakes = board.predictions(run.net, batches, run.device, run.data.num_classes)
     board.write_predictions(writer, name, confusion, mistakes, run.progress.step)
