@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -324,3 +325,53 @@ def busy_core(core: int) -> Iterator[None]:
 def two_cores() -> set[int]:
     """Two of the cores this process may use (fewer where it has fewer)."""
     return set(sorted(os.sched_getaffinity(0))[:2])
+
+
+class Tables(HTMLParser):
+    """A report's tables as lists of rows of cell texts (not those folded under <details>: the
+    settings every job shares), the images' sources, and the text of each <summary> line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.folded: list[list[list[str]]] = []  # the tables under <details>
+        self.images: list[str] = []
+        self.summaries: list[str] = []
+        self.inside: str | None = None  # "cell", "summary" or None
+        self.details = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        into = self.folded if self.details else self.tables
+        if tag == "details":
+            self.details += 1
+        elif tag == "table":
+            into.append([])
+        elif tag == "tr":
+            into[-1].append([])
+        elif tag in ("td", "th"):
+            into[-1][-1].append("")
+            self.inside = "cell"
+        elif tag == "summary":
+            self.summaries.append("")
+            self.inside = "summary"
+        elif tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th", "summary"):
+            self.inside = None
+        elif tag == "details":
+            self.details -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self.inside == "summary":
+            self.summaries[-1] += data
+        elif self.inside == "cell":
+            (self.folded if self.details else self.tables)[-1][-1][-1] += data
+
+
+def parse(page: Path) -> Tables:
+    """The tables, images and summary lines of an HTML page."""
+    tables = Tables()
+    tables.feed(page.read_text())
+    return tables

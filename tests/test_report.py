@@ -5,12 +5,11 @@ import io
 import shutil
 import statistics
 import time
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from conftest import job_metrics, only_sweep, run_cli
+from conftest import job_metrics, only_sweep, parse, run_cli
 from mnistlab import names
 from mnistlab.names import SCALARS_FILE, SWEEP_RECORD_FILE, TAGS
 from mnistlab.report import groups, page, plots
@@ -37,41 +36,6 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert f"report: {folder.relative_to(cwd) / 'report.html'}" in result.stdout
     assert f"tensorboard --logdir {folder.relative_to(cwd)}" in result.stdout
     return folder
-
-
-class Tables(HTMLParser):
-    """The tables of a page as lists of rows of cell texts, and the images' sources."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tables: list[list[list[str]]] = []
-        self.images: list[str] = []
-        self.in_cell = False
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag == "table":
-            self.tables.append([])
-        elif tag == "tr":
-            self.tables[-1].append([])
-        elif tag in ("td", "th"):
-            self.tables[-1][-1].append("")
-            self.in_cell = True
-        elif tag == "img":
-            self.images.append(dict(attrs)["src"])
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th"):
-            self.in_cell = False
-
-    def handle_data(self, data: str) -> None:
-        if self.in_cell:
-            self.tables[-1][-1][-1] += data
-
-
-def parse(page: Path) -> Tables:
-    tables = Tables()
-    tables.feed(page.read_text())
-    return tables
 
 
 def as_dicts(table: list[list[str]]) -> list[dict[str, str]]:
@@ -261,3 +225,24 @@ def test_a_sweeps_jobs_are_parsed_once_and_read_again_when_a_file_changes(
     latest = jobs_module.find_jobs(sweep)
     assert sorted(p.name for p in parsed[6:]) == ["3_job", "4_job"]
     assert latest[3].status == "failed" and latest[4].objective == "val_accuracy"
+
+
+def test_a_running_sweeps_report_says_how_many_jobs_are_still_to_run(tmp_path) -> None:
+    import dataclasses
+    import os
+
+    from mnistlab.benchmark.report_speed import make_sweep
+    from mnistlab.files import write_json
+    from mnistlab.sweep.context import IN_PROCESS, SweepContext
+
+    sweep = make_sweep(tmp_path, 3)  # 3 of 9 jobs have run
+    known = SweepContext(str(sweep), ("optimizer",), 9, time.time(), 0, os.getpid(), IN_PROCESS)
+    write_json(sweep / names.SWEEP_CONTEXT_FILE, dataclasses.asdict(known))
+    page.write_report([sweep], tmp_path / "running.html")
+    assert (
+        "3 jobs (3 completed), 6 of 9 still to run; swept"
+        in (tmp_path / "running.html").read_text()
+    )
+    (sweep / names.SWEEP_CONTEXT_FILE).unlink()  # no context: no count to give
+    page.write_report([sweep], tmp_path / "ended.html")
+    assert "3 jobs (3 completed); swept" in (tmp_path / "ended.html").read_text()

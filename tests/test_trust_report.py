@@ -37,7 +37,7 @@ PAYLOADS = (IMG, SCRIPT, BREAKOUT, CLOSES)
 # What report.html may hold: our elements, and on them only our attributes.
 OUR_TAGS = {
     "html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "b", "code",
-    "table", "thead", "tbody", "tr", "th", "td", "img", "ul", "li",
+    "table", "thead", "tbody", "tr", "th", "td", "img", "ul", "li", "details", "summary",
 }  # fmt: skip
 OUR_ATTRIBUTES = {"meta": {"charset"}, "tr": {"class"}, "img": {"alt", "src"}}
 

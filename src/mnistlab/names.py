@@ -24,6 +24,10 @@ CHECKPOINT_FILE = "checkpoint.pt"  # loop.resume names the folder or this file
 BEST_FILE = "best.pt"  # the checkpoint of the best evaluation by the objective, beside it
 SCALARS_FILE = "scalars.csv"  # every scalar the run logged, as `step,tag,value` lines
 EVENTS_PATTERN = "events.out.tfevents.*"  # TensorBoard's event files
+PROVENANCE_FILE = "provenance.json"  # where the run came from (mnistlab.run.provenance)
+PATCH_FILE = "uncommitted.patch"  # `git diff HEAD` of the checkout it ran from, where dirty
+PROVENANCE_TAG = "provenance"  # TensorBoard's Text tab: the provenance, as text
+NOT_A_CHECKOUT = "not a git checkout"  # provenance.json's git note outside a git repository
 # In every sweep folder.
 SWEEP_RECORD_FILE = "sweep.yaml"  # what defines the sweep (mnistlab.sweep.record)
 HYDRA_SWEEP_FILE = "multirun.yaml"  # Hydra's record of the sweep's config, beside it

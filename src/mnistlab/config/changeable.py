@@ -22,6 +22,7 @@ WHERE_DATA_LIVES = (
 # Where and how a run computes and what it logs: never what it learns.
 HARMLESS = (
     "sweep.retry_failed",
+    "sweep.name",
     "loop.overwrite",
     "loop.log_every_n_batches",
     "loop.checkpoint_every_n_steps",

@@ -195,6 +195,7 @@ class Prune:
 class SweepSettings:
     """The `sweep` config group: how a re-run sweep treats its jobs, and pruning."""
 
+    name: str | None = MISSING  # what reports call the sweep; None: its folder's name
     retry_failed: bool = MISSING  # re-running a sweep into its folder trains failed jobs again
     report_every: float = MISSING  # seconds between rebuilds of report.html during a sweep
     max_jobs: int = MISSING  # a grid with more jobs is refused before any is composed

@@ -11,9 +11,11 @@ from pathlib import Path
 
 from mnistlab.names import COMPLETED, HIGHER_IS_BETTER, PRUNED
 from mnistlab.report.jobs import Job, find_jobs, objective_of, swept_keys
+from mnistlab.report.settings import value_of
 from mnistlab.report.summary import cell
 
 SEED_KEY = "loop.seed"
+NAME_KEY = "sweep.name"  # what reports call a sweep (default: its folder's name)
 
 
 def finite(value: object) -> float | None:
@@ -90,14 +92,21 @@ class Sweep:
     def config_keys(self) -> list[str]:
         return [key for key in self.keys if key != self.group_over]
 
-    def groups(self) -> list[Group]:
-        """The sweep's jobs by configuration (one group per job when nothing is folded)."""
+    @property
+    def name(self) -> str:
+        """`sweep.name` as its jobs were given it, else its folder's name (the time it began)."""
+        given = {job.settings.get(NAME_KEY) for job in self.jobs} - {None, "null", ""}
+        return given.pop() if len(given) == 1 else self.folder.name
+
+    def groups(self, keys: list[str] | None = None) -> list[Group]:
+        """The sweep's jobs by configuration (one group per job when nothing is folded): by
+        the values of `keys`, or else of the keys it swept."""
         groups: dict[tuple[str, ...], Group] = {}
         for job in self.jobs:
-            config = {key: job.overrides.get(key, "") for key in self.config_keys}
+            config = {key: value_of(job, key) for key in (keys or self.config_keys)}
             if self.group_over is None:
                 config["job"] = job.folder.name
-            found = groups.setdefault(tuple(config.values()), Group(self.folder.name, config))
+            found = groups.setdefault(tuple(config.values()), Group(self.name, config))
             found.jobs.append(job)
         for group in groups.values():
             group.config.pop("job", None)

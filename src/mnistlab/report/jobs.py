@@ -8,7 +8,7 @@ metrics.json; nothing in a job folder chooses code to run, and a damaged folder 
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from mnistlab.names import (
     UNREADABLE,
     read_metrics,
 )
+from mnistlab.report.settings import flatten
 
 # metrics.json keys in the order the summary shows them (mnistlab.cli.train writes them).
 METRIC_KEYS = (
@@ -71,6 +72,7 @@ class Job:
     overrides: dict[str, str]
     metrics: dict[str, Any]
     objective: str | None = None  # the `objective` setting in the job's config
+    settings: dict[str, str] = field(default_factory=dict)  # its config, flattened (settings.py)
 
     @property
     def status(self) -> str:
@@ -146,6 +148,7 @@ def load_job(folder: Path) -> Job:
     with reading(".hydra/config.yaml"):
         config = load_yaml(read_inside(folder, ".hydra", "config.yaml"))
         objective = text(config["objective"], "objective")
+        settings = flatten(config)
     with reading(METRICS_FILE):
         metrics = load_metrics(folder)
         text(metrics.get("status", UNFINISHED), "status")
@@ -155,6 +158,7 @@ def load_job(folder: Path) -> Job:
         overrides={key: value for key, value in overrides.items() if key not in hidden},
         metrics=metrics,
         objective=objective,
+        settings=settings,
     )
 
 

@@ -27,12 +27,23 @@ from mnistlab.names import (
     SWEEP_RECORD_FILE,
     UNREADABLE,
 )
-from mnistlab.report.groups import SEED_KEY, Group, Sweep, load_sweep, rank_groups, spread
-from mnistlab.report.jobs import Job, rank
+from mnistlab.report.groups import (
+    NAME_KEY,
+    SEED_KEY,
+    Group,
+    Sweep,
+    load_sweep,
+    rank_groups,
+    spread,
+)
+from mnistlab.report.jobs import Job, finished, rank
 from mnistlab.report.markup import Html, join, tag, trusted
 from mnistlab.report.plots import curves_figure, objective_figures
+from mnistlab.report.provenance import provenance_section
+from mnistlab.report.settings import common, differing
 from mnistlab.report.summary import cell
 from mnistlab.run.scalars import Series, read_scalars
+from mnistlab.sweep import context
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +56,26 @@ def table(header: list[str], rows: Iterable[list[object]], classes: Iterable[str
         for row, css in zip(rows, chain(classes, repeat("")), strict=False)
     )
     return tag("table", tag("thead", head), tag("tbody", *body))
+
+
+# The shared settings named in the line above their table: what was trained on what, how long.
+HEADLINE = ("source._target_", "model._target_", "optimizer._target_", ".batch_size", ".lr")
+
+
+def shared_settings(jobs: list[Job]) -> Html:
+    """The settings every job shares, folded away under one line that counts them."""
+    shared = common(jobs)
+    if not shared:
+        return join([])
+    rows = [[key, value] for key, value in shared.items()]
+    said = tag("summary", f"Settings every job shares ({len(shared)}): ", headline(shared))
+    return tag("details", said, table(["setting", "value"], rows))
+
+
+def headline(shared: dict[str, str]) -> Html:
+    """The shared settings people look for first, in one line."""
+    keys = [key for key in shared if key.endswith(HEADLINE) or key.startswith("loop.epochs")]
+    return cell("", ", ".join(f"{key}={shared[key]}" for key in keys))
 
 
 def shown_keys(jobs: list[Job], objective: str) -> list[str]:
@@ -119,17 +150,19 @@ def sweep_section(sweep: Sweep, several: bool) -> Html:
     counts = ", ".join(f"{n} {s}" for s, n in Counter(job.status for job in sweep.jobs).items())
     better = "higher" if sweep.objective in HIGHER_IS_BETTER else "lower"
     logdir = f"tensorboard --logdir {shlex.quote(str(sweep.folder))}"
+    named = sweep.name if sweep.name == sweep.folder.name else f"{sweep.name} ({sweep.folder})"
     parts = [
-        tag("h2", cell("", sweep.folder)) if several else "",
+        tag("h2", cell("", named)) if several else "",
         tag(
             "p",
-            cell("", f"{len(sweep.jobs)} jobs ({counts}); swept: "),
+            cell("", f"{len(sweep.jobs)} jobs ({counts}){to_come(sweep)}; swept: "),
             cell("", ", ".join(sweep.keys) or "nothing"),
             "; ranked by ",
             tag("b", cell("", sweep.objective)),
             f" ({better} is better). TensorBoard: ",
             tag("code", logdir),
         ),
+        shared_settings(sweep.jobs),
     ]
     if sweep.group_over:
         parts.append(tag("h3", "Configurations: mean ± std over ", cell("", sweep.group_over)))
@@ -137,6 +170,7 @@ def sweep_section(sweep: Sweep, several: bool) -> Html:
     parts += [tag("h3", "Jobs"), job_table(sweep), tag("h3", "Curves")]
     parts.append(curves_figure(sweep, groups, scalars))
     parts += objective_figures(sweep, groups)
+    parts.append(provenance_section(sweep.jobs))
     return join(parts, "\n")
 
 
@@ -169,13 +203,31 @@ def page(sweeps: list[Sweep]) -> Html:
     ]
     if len(sweeps) > 1:
         objective = sweeps[0].objective
-        keys = list(dict.fromkeys(key for sweep in sweeps for key in sweep.config_keys))
-        groups = [group for sweep in sweeps for group in sweep.groups()]
+        keys = compared_keys(sweeps)
+        groups = [group for sweep in sweeps for group in sweep.groups(keys)]
         parts.append(tag("h2", "All sweeps, ranked by ", cell("", objective)))
+        parts.append(shared_settings([job for sweep in sweeps for job in sweep.jobs]))
         parts.append(group_table(groups, keys, objective, sweeps=True))
     parts += [sweep_section(sweep, len(sweeps) > 1) for sweep in sweeps]
     body = tag("body", join(parts, "\n"))
     return join([trusted("<!doctype html>"), tag("html", head, body)], "\n") + "\n"
+
+
+def compared_keys(sweeps: list[Sweep]) -> list[str]:
+    """The columns of sweeps compared: every setting that differs anywhere (fixed values
+    filled in), less what each sweep folds over (the seed) and its name (a column of its own)."""
+    jobs = [job for sweep in sweeps for job in sweep.jobs]
+    given = list(dict.fromkeys(key for job in jobs for key in job.overrides))
+    folded = {sweep.group_over for sweep in sweeps} | {NAME_KEY}
+    return [key for key in differing(jobs, given) if key not in folded]
+
+
+def to_come(sweep: Sweep) -> str:
+    """`, 6 of 9 still to run` while the sweep runs (from its context), else nothing."""
+    known = context.read(sweep.folder)
+    total = known.total if known is not None else None
+    ended = len(finished(sweep.jobs))
+    return f", {total - ended} of {total} still to run" if total and total > ended else ""
 
 
 def write_report(folders: list[Path], out: Path, group_over: str = SEED_KEY) -> Path:
