@@ -12,7 +12,7 @@ from typing import Any
 from mnistlab.names import BATCH_TAGS, HIGHER_IS_BETTER, PRUNED, TAGS
 from mnistlab.private import matplotlib as matplotlib_private
 from mnistlab.report import markup
-from mnistlab.report.groups import Group, Sweep, average
+from mnistlab.report.groups import Group, Sweep, average, rank_groups
 from mnistlab.report.markup import Html, join, printable, trusted
 from mnistlab.report.summary import cell
 from mnistlab.run.scalars import Series
@@ -23,6 +23,8 @@ DPI = 80  # of the PNGs: a 15-inch figure is 1200 pixels wide
 # length` at ±1e308); a curve beyond it is drawn at its edge, and listed as off the top.
 AXIS_LIMIT = 1e300
 LABEL_LIMIT = 40  # characters of a crafted key or value that a figure shows: it stays a figure
+LEGEND_LIMIT = 12  # configurations named in a legend, best first
+MARKED = 20  # a curve of this many points or fewer (per-epoch ones) marks each point
 
 
 def figure_of(width: float, height: float, columns: int = 1) -> tuple[Any, Any]:
@@ -153,13 +155,14 @@ def draw_curves(axes: Any, groups, look, tag: str, scalars) -> list[str]:
     for group, (steps, mean, low, high) in drawn:
         mean, low, high = ([clip(percent * v) for v in series] for series in (mean, low, high))
         colour, style = look[id(group)]
-        dot = "o" if len(steps) == 1 else None  # one epoch: a lone point draws no line
-        axes.plot(steps, mean, color=colour, linestyle=style, linewidth=1.2, marker=dot)
+        dot = "o" if len(steps) <= MARKED else None  # per-epoch points: each one seen
+        axes.plot(steps, mean, color=colour, linestyle=style, linewidth=1.2, marker=dot, ms=4)
         if group.pruned:  # where the rule stopped it: a cross at the curve's end
             axes.plot(steps[-1:], mean[-1:], color=colour, marker="X", markersize=9)
         if len(group.completed) > 1:
             axes.fill_between(steps, low, high, color=colour, alpha=0.15, linewidth=0)
-    bottom, top, log = limits([[percent * v for v in curve[1]] for _, curve in drawn])
+    # The bands (lowest to highest over the seeds) inside the axes too, not only the means.
+    bottom, top, log = limits([[percent * v for v in c[1] + c[2] + c[3]] for _, c in drawn])
     if log:
         log_scale(axes.yaxis)
     axes.set_ylim(bottom, top)
@@ -171,32 +174,28 @@ def draw_curves(axes: Any, groups, look, tag: str, scalars) -> list[str]:
     return above
 
 
-def legend(figure: Any, groups: list[Group], keys: list[str], look) -> Any:
-    """One entry per colour and per line style, not per line."""
+def legend(figure: Any, groups: list[Group], objective: str, look) -> Any:
+    """One entry per configuration, best first, naming it and its mean objective (at most
+    LEGEND_LIMIT: the rest are counted), with its colour and line style."""
     from matplotlib.lines import Line2D
 
-    handles, seen = [], set()
-    for position, key in enumerate(keys[:2]):
-        for group in groups:
-            value = group.config.get(key, "")
-            if (key, value) in seen:
-                continue
-            seen.add((key, value))
-            colour, style = look[id(group)]
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    color=colour if position == 0 else "black",
-                    linestyle=style if position == 1 else "-",
-                    label=plain(f"{key}={value}"),
-                )
-            )
+    ranked = rank_groups(groups, objective)
+    handles = []
+    for place, group in enumerate(ranked[:LEGEND_LIMIT], start=1):
+        colour, style = look[id(group)]
+        mean = group.mean(objective)
+        figure_text = "" if mean is None else f" ({cell(objective, mean)})"
+        label = plain(f"{place}. {group.label}") + figure_text
+        handles.append(Line2D([], [], color=colour, linestyle=style, linewidth=2, label=label))
+    if len(ranked) > LEGEND_LIMIT:
+        more = f"… {len(ranked) - LEGEND_LIMIT} more (colour and line style above)"
+        handles.append(Line2D([], [], linestyle="", label=more))
     if any(group.pruned for group in groups):
         handles.append(Line2D([], [], color="black", marker="X", linestyle="", label=PRUNED))
-    if not handles:
-        return None
-    return figure.legend(handles=handles, loc="upper right", fontsize=8, borderaxespad=0.2)
+    title = f"by {plain(objective)}"
+    return figure.legend(
+        handles=handles, loc="upper right", fontsize=10, title=title, borderaxespad=0.2
+    )
 
 
 def curves_figure(sweep: Sweep, groups: list[Group], scalars) -> Html:
@@ -208,7 +207,7 @@ def curves_figure(sweep: Sweep, groups: list[Group], scalars) -> Html:
     for ax, tag in zip(axes, tags, strict=True):
         for label in draw_curves(ax, groups, look, tag, scalars):
             above.setdefault(label, []).append(tag)
-    fit(figure, legend(figure, groups, sweep.config_keys, look))
+    fit(figure, legend(figure, groups, sweep.objective, look))
     return join([styling_note(sweep), png(figure), clipped_note(above)])
 
 
