@@ -37,8 +37,12 @@ def partial_of(path: Path) -> Path:
 
 
 @contextmanager
-def open_atomic(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
-    """A file to write that appears at `path` only once it is complete and on disk."""
+def open_atomic(path: Path, binary: bool = False, durable: bool = True) -> Iterator[IO[Any]]:
+    """A file to write that appears at `path` only once it is complete and on disk.
+
+    `durable=False` leaves out the flush to disk (an fsync costs milliseconds) for a record
+    that a machine crash may lose without harm: it still appears whole or not at all to readers.
+    """
     partial = partial_of(path)
     partial.unlink(missing_ok=True)  # one a killed process of the same pid left
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -47,27 +51,28 @@ def open_atomic(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
         with os.fdopen(descriptor, "wb" if binary else "w", newline=None if binary else "") as file:
             yield file
             file.flush()
-            os.fsync(file.fileno())  # the rename must not land before the data does
+            if durable:
+                os.fsync(file.fileno())  # the rename must not land before the data does
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
 
 
-def write_bytes(path: Path, data: bytes | memoryview) -> None:
+def write_bytes(path: Path, data: bytes | memoryview, durable: bool = True) -> None:
     """`data` at `path`, atomically."""
-    with open_atomic(path, binary=True) as file:
+    with open_atomic(path, binary=True, durable=durable) as file:
         file.write(data)
 
 
-def write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str, durable: bool = True) -> None:
     """`text` at `path`, atomically."""
-    with open_atomic(path) as file:
+    with open_atomic(path, durable=durable) as file:
         file.write(text)
 
 
-def write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: Any, durable: bool = True) -> None:
     """`value` as indented JSON at `path`, atomically."""
-    write_text(path, json.dumps(value, indent=2) + "\n")
+    write_text(path, json.dumps(value, indent=2) + "\n", durable)
 
 
 def open_append(path: Path) -> IO[str]:

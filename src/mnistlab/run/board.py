@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-from mnistlab.names import COMPLETED, FAILED, INTERRUPTED, PRUNED, TAGS
+from mnistlab.names import COMPLETED, FAILED, INTERRUPTED, PROVENANCE_TAG, PRUNED, TAGS
 
 # An interrupted or pruned run writes no end: TensorBoard keeps the first end status a run
 # writes (its reader keeps a tag's first metadata, which holds the status, and no purge drops
@@ -95,6 +95,11 @@ def write_config(writer: Any, cfg: DictConfig) -> None:
     """The resolved config as text (indented: TensorBoard renders text as Markdown)."""
     yaml = OmegaConf.to_yaml(cfg, resolve=True)
     add_text(writer, "config", "\n".join("    " + line for line in yaml.splitlines()), 0)
+
+
+def write_provenance(writer: Any, text: str, step: int) -> None:
+    """Where the run came from (mnistlab.run.provenance.as_text), in its Text tab."""
+    add_text(writer, PROVENANCE_TAG, text, step)
 
 
 def write_error(writer: Any, message: str, step: int) -> None:

@@ -8,6 +8,7 @@ Hydra, `mnistlab.cli.api.train` from a script.
 """
 
 import dataclasses
+import datetime
 import logging
 import math
 import sys
@@ -33,7 +34,7 @@ from mnistlab.loop.signals import Interrupted, Interrupts
 from mnistlab.loop.step import NonFiniteLoss
 from mnistlab.names import COMPLETED, FAILED, PRUNED, write_metrics
 from mnistlab.parts.device import describe
-from mnistlab.run import board, checkpoint, fulldisk, resume, rundir
+from mnistlab.run import board, checkpoint, fulldisk, provenance, resume, rundir
 from mnistlab.run.build import InSweep, Run, build, eval_batches, facts, plan, source, trainee
 from mnistlab.run.scalars import History
 
@@ -66,7 +67,7 @@ def run_training(
     `config_sources` are where the config groups live: what a saved config may call.
     `sweep`: in a sweep's job, the sweep folder (and Optuna trial) its pruning reads.
     """
-    resumed = None
+    began, resumed = datetime.datetime.now(), None
     if cfg.loop.resume is not None:
         resumed = resume.prepare(cfg, overrides, config_sources)
         if resumed.finished is not None:
@@ -78,6 +79,7 @@ def run_training(
         run = build(cfg, out_dir, resumed, sweep)
         stop.hold()  # the writer below must be closed cleanly: no exception from a signal
         with closing(open_writer(run, resumed is not None)) as writer:
+            where_from(run, writer, began, None if resumed is None else config_record)
             metrics = record_run(run, writer, stop, resumed is None)
         if run.world.is_main:
             write_metrics(out_dir, metrics)
@@ -88,6 +90,14 @@ def run_training(
     if stop.signum is not None:
         raise Interrupted(stop.signum)
     return metrics
+
+
+def where_from(run: Run, writer: Any, began: datetime.datetime, resumed: Path | None) -> None:
+    """Rank 0 records where the run came from: in its folder (a resume's beside its config,
+    in `resumed`) and its Text tab. Never fatal (mnistlab.run.provenance)."""
+    if run.world.is_main:
+        found = provenance.record(resumed or run.out_dir, began, run.device)
+        board.write_provenance(writer, provenance.as_text(found), run.progress.step)
 
 
 def open_writer(run: Run, resumed: bool) -> Any:
