@@ -11,6 +11,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,13 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(sweep: Path) -> Iterator[str]:
     """`tensorboard --logdir <sweep>` on a free local port; its URL. Always stopped afterwards."""
+    with serving(sweep) as url:
+        yield url
+
+
+@contextmanager
+def serving(sweep: Path) -> Iterator[str]:
+    """TensorBoard on `sweep`, as `server` has it, for the block."""
     port = free_port()
     tensorboard = Path(sys.executable).parent / "tensorboard"
     command = [str(tensorboard), "--logdir", str(sweep), "--host", "127.0.0.1", "--port", str(port)]
@@ -192,3 +200,19 @@ def test_failed_jobs_carry_their_error_and_completed_ones_their_mistakes(
         else:
             assert {"val/confusion_matrix", "val/misclassified"} <= set(images[name])
             assert {"val/confusion_counts", "val/misclassified_labels"} <= set(texts[name])
+
+
+def test_a_job_that_failed_before_training_is_a_failure_session_with_its_error(tmp_path):
+    # Too big a batch for its 10 samples: refused in the job, before it wrote any event.
+    jobs = ("dataset=random", "device=cpu", "dataset.loader.batch_size=4,100000")
+    result = run_cli("mnistlab.cli.train", "-m", *jobs, cwd=tmp_path)
+    assert "1 completed, 1 failed" in result.stdout, result.stderr
+    sweep = only_sweep(tmp_path)
+    with serving(sweep) as url:
+        groups = eventually(lambda: session_groups(url), lambda groups: len(groups) == 2)
+        failed = next(name for name in groups if "100000" in name)
+        (session,) = groups[failed]["sessions"]
+        assert session["status"] == "STATUS_FAILURE"
+        assert groups[failed]["hparams"]["dataset.loader.batch_size"] == 100000
+        texts = get(url, "/data/plugin/text/text", run=failed, tag="error")
+        assert "is more than the 10 training samples" in texts[0]["text"]

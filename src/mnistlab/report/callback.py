@@ -69,6 +69,7 @@ class SweepCallback(Callback):
         if job_return.status is JobStatus.FAILED and not stopped:
             log.error("job failed: %s: %s", type(error).__name__, error)
             record_failure(out_dir, error)
+            failed_session(out_dir, config, f"{type(error).__name__}: {error}")
         jobs = find_jobs(sweep)
         write_summary(sweep, jobs)
         line = progress_line(jobs, out_dir.name, rerun.note_of(out_dir), context.read(sweep))
@@ -77,6 +78,16 @@ class SweepCallback(Callback):
         from mnistlab.report import page  # matplotlib loads only where a report is drawn
 
         page.refresh(sweep, config.sweep.report_every)
+
+
+def failed_session(out_dir: Path, config: DictConfig, error: str) -> None:
+    """The job's FAILURE session in TensorBoard where it failed before writing any events."""
+    from mnistlab.run import board  # torch: loaded only where a job failed
+
+    try:
+        board.write_failed_session(out_dir, config, error)
+    except OSError as write_error:  # a full disk, a read-only folder: the sweep goes on
+        log.warning("no TensorBoard session written for %s: %s", out_dir, write_error)
 
 
 def end_of_sweep(sweep: Path, argv: list[str]) -> None:

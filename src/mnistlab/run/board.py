@@ -7,6 +7,7 @@ the parallel-coordinates and scatter views. So every run logs the same tags
 """
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-from mnistlab.names import COMPLETED, FAILED, INTERRUPTED, PROVENANCE_TAG, PRUNED, TAGS
+from mnistlab.names import (
+    COMPLETED,
+    EVENTS_PATTERN,
+    FAILED,
+    INTERRUPTED,
+    PROVENANCE_TAG,
+    PRUNED,
+    TAGS,
+)
 
 # An interrupted or pruned run writes no end: TensorBoard keeps the first end status a run
 # writes (its reader keeps a tag's first metadata, which holds the status, and no purge drops
@@ -194,3 +203,24 @@ def write_end(writer: Any, metrics: dict[str, Any], step: int) -> None:
     if "error" in metrics:
         write_error(writer, metrics["error"], step)
     write_session_end(writer, metrics["status"], step)
+
+
+def write_failed_session(folder: Path, cfg: DictConfig, error: str) -> None:
+    """For a run that failed before it wrote any TensorBoard events (a setting found wrong in
+    the job, data missing): a FAILURE session with its settings and its error, so that HParams
+    lists it with the jobs that trained. A run that wrote events has recorded its own end."""
+    if any(folder.glob(EVENTS_PATTERN)):
+        return
+    try:
+        hparams = hparams_of(cfg)
+    except Exception:  # the settings may be what failed (an interpolation): the error stays
+        hparams = {}
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(folder))
+    try:
+        write_session_start(writer, hparams)
+        write_error(writer, error, 0)
+        write_session_end(writer, FAILED, 0)
+    finally:
+        writer.close()
