@@ -155,6 +155,7 @@ def test_the_report_shows_shared_fields_once_and_differing_ones_per_job(tmp_path
     assert "started" not in html
 
 
+@pytest.mark.slow  # two runs in this process
 def test_a_resumed_run_records_its_own_beside_its_config(tmp_path, monkeypatch):
     commit = dirty_checkout(tmp_path / "code")
     monkeypatch.chdir(tmp_path / "code")
@@ -169,3 +170,14 @@ def test_a_resumed_run_records_its_own_beside_its_config(tmp_path, monkeypatch):
         tmp_path / "run" / names.PATCH_FILE
     ).read_text()
     assert json.loads((tmp_path / "run" / names.PROVENANCE_FILE).read_text()) == first
+
+
+def test_a_process_finds_its_checkout_once_as_its_sweep_jobs_share_its_code(tmp_path, monkeypatch):
+    # A sweep's jobs in one process run the code it imported for the first: later edits to the
+    # checkout are not what they run, and not looked up again (a later job costs ~2 ms).
+    dirty_checkout(tmp_path / "code")
+    first = record_in(tmp_path / "code", tmp_path / "first", monkeypatch)
+    (tmp_path / "code" / "model.py").write_text("width = 256\n")
+    later = record_in(tmp_path / "code", tmp_path / "later", monkeypatch)
+    assert later["git"] == first["git"]
+    assert "+width = 128" in (tmp_path / "later" / names.PATCH_FILE).read_text()
