@@ -125,7 +125,7 @@ def checkout(folder: str) -> tuple[dict[str, Any], bytes | None]:
         said = top.stderr.decode(errors="replace").strip()
         if "not a git repository" in said:
             return {"note": NOT_A_CHECKOUT}, None
-        return {"note": f"git: {said.splitlines()[-1] if said else top.returncode}"}, None
+        return {"note": f"git: {said.splitlines()[0] if said else top.returncode}"}, None
     found = {"checkout": top.stdout.decode(errors="replace").strip()} | status(folder)
     if not found["changed"] or found["commit"] is None:
         return found, None
