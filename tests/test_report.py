@@ -246,3 +246,22 @@ def test_a_running_sweeps_report_says_how_many_jobs_are_still_to_run(tmp_path) -
     (sweep / names.SWEEP_CONTEXT_FILE).unlink()  # no context: no count to give
     page.write_report([sweep], tmp_path / "ended.html")
     assert "3 jobs (3 completed); swept" in (tmp_path / "ended.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "metrics, diverged",
+    [
+        ({"status": "completed", "val_accuracy": 0.0921, "chance_accuracy": 0.1135}, True),
+        ({"status": "completed", "val_accuracy": 0.2000, "chance_accuracy": 0.1135}, True),
+        ({"status": "completed", "val_accuracy": 0.2210, "chance_accuracy": 0.1135}, False),
+        ({"status": "completed", "val_accuracy": 0.95, "train_loss": float("nan")}, True),
+        ({"status": "completed", "val_accuracy": 0.0921}, False),  # no chance recorded
+        ({"status": "failed", "val_accuracy": 0.0921, "chance_accuracy": 0.1135}, False),
+    ],
+)
+def test_a_completed_job_no_better_than_guessing_is_marked_diverged(metrics, diverged) -> None:
+    from mnistlab.report.jobs import Job
+
+    job = Job(Path("0_job"), 0, {}, metrics)
+    assert job.diverged == diverged
+    assert (job.status_text == "completed, diverged") == diverged

@@ -56,7 +56,7 @@ def rules(
     def check(epoch: int, values: dict[str, float]) -> str | None:
         if epoch <= settings.grace_epochs:
             return None
-        if settings.diverged and values["val_accuracy"] <= chance + CHANCE_SPAN * (1 - chance):
+        if settings.diverged and at_chance(values["val_accuracy"], chance):
             return (
                 f"val_accuracy {100 * values['val_accuracy']:.2f}% is at chance (always "
                 f"guessing the most common class scores {100 * chance:.2f}%)"
@@ -68,6 +68,12 @@ def rules(
         return None
 
     return check
+
+
+def at_chance(accuracy: float, chance: float) -> bool:
+    """Whether `accuracy` is no better than guessing: within CHANCE_SPAN of `chance`, the
+    accuracy of always guessing the most common class (the divergence rule; the report's mark)."""
+    return accuracy <= chance + CHANCE_SPAN * (1 - chance)
 
 
 def either(*hooks: Hook | None) -> Hook | None:

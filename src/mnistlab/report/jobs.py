@@ -16,6 +16,7 @@ import yaml
 from omegaconf.errors import OmegaConfBaseException
 
 from mnistlab.files import Refused, load_yaml, read_inside
+from mnistlab.loop.prune import at_chance
 from mnistlab.names import (
     COMPLETED,
     HIGHER_IS_BETTER,
@@ -43,6 +44,7 @@ METRIC_KEYS = (
     "precision",
     "precision_reason",
     "threads_reason",
+    "chance_accuracy",
     "stop_reason",
     "best_value",
     "best_step",
@@ -80,10 +82,25 @@ class Job:
 
     @property
     def status_text(self) -> str:
-        """The status as people read it: `pruned after epoch 2`."""
+        """The status as people read it: `pruned after epoch 2`, `completed, diverged`."""
         if self.status == PRUNED and "pruned_at_epoch" in self.metrics:
             return f"{PRUNED} after epoch {self.metrics['pruned_at_epoch']}"
+        if self.diverged:
+            return f"{COMPLETED}, diverged"
         return self.status
+
+    @property
+    def diverged(self) -> bool:
+        """A completed job whose final validation accuracy is no better than guessing (the
+        rule `sweep.prune.diverged` prunes by), or whose training loss is not a number."""
+        if self.status != COMPLETED:
+            return False
+        accuracy, chance = self.metrics.get("val_accuracy"), self.metrics.get("chance_accuracy")
+        loss = self.metrics.get("train_loss")
+        if isinstance(loss, float) and not math.isfinite(loss):
+            return True
+        numbers = all(isinstance(v, float) and math.isfinite(v) for v in (accuracy, chance))
+        return numbers and at_chance(accuracy, chance)
 
 
 # What a damaged job folder can raise while it is read: a file missing or unreadable (OSError),

@@ -211,6 +211,7 @@ def fit_run(
         "precision": run.settings.loop.precision,  # what it ran in: loop.precision=auto decides
         "precision_reason": run.precision_note,
         "threads_reason": run.threads_note,  # the count is in `device`
+        "chance_accuracy": chance_of(run),  # below it, or near: diverged (report.html says so)
         # What the run trained on (checkpoints keep it too: a resume on other data is refused).
         **{f"data_{key}": value for key, value in (run.data_record or {}).items()},
         **peak_memory(run.device),
@@ -234,10 +235,15 @@ def peak_memory(device: torch.device) -> dict[str, float]:
     return peaks
 
 
+def chance_of(run: Run) -> float:
+    """The validation accuracy of always guessing the most common class."""
+    targets = run.data.val.targets
+    return torch.bincount(targets).max().item() / len(targets)
+
+
 def prune_hook(run: Run) -> prune.Hook | None:
     """The sweep.prune rules for this run (mnistlab.loop.prune); rank 0 alone reads other jobs."""
-    targets = run.data.val.targets
-    chance = torch.bincount(targets).max().item() / len(targets)  # always the commonest class
+    chance = chance_of(run)
     in_sweep = run.sweep if run.world.is_main else None
     settings, objective = run.settings.sweep.prune, run.cfg.objective
     sweep = None if in_sweep is None else in_sweep.folder
