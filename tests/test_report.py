@@ -50,7 +50,7 @@ def test_every_job_is_in_the_ranked_table_with_its_status_and_reason(sweep: Path
     assert rows.keys() == job_metrics(sweep).keys()
     assert jobs[0][-1] == "reason"  # the last column, the one that wraps (CSS): a long reason
     for folder, metrics in job_metrics(sweep).items():
-        assert rows[folder]["status"] == metrics["status"]
+        assert rows[folder]["status"].split(",")[0] == metrics["status"]  # ", at chance"
         if metrics["status"] == "failed":
             assert rows[folder]["rank"] == "–"
             assert rows[folder]["reason"] == metrics["error"]
@@ -259,9 +259,9 @@ def test_a_running_sweeps_report_says_how_many_jobs_are_still_to_run(tmp_path) -
         ({"status": "failed", "val_accuracy": 0.0921, "chance_accuracy": 0.1135}, False),
     ],
 )
-def test_a_completed_job_no_better_than_guessing_is_marked_diverged(metrics, diverged) -> None:
+def test_a_completed_job_no_better_than_guessing_is_marked_at_chance(metrics, diverged) -> None:
     from mnistlab.report.jobs import Job
 
     job = Job(Path("0_job"), 0, {}, metrics)
-    assert job.diverged == diverged
-    assert (job.status_text == "completed, diverged") == diverged
+    assert job.at_chance == diverged
+    assert (job.status_text == "completed, at chance") == diverged

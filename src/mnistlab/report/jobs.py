@@ -16,7 +16,7 @@ import yaml
 from omegaconf.errors import OmegaConfBaseException
 
 from mnistlab.files import Refused, load_yaml, read_inside
-from mnistlab.loop.prune import at_chance
+from mnistlab.loop.prune import at_chance as guessing
 from mnistlab.names import (
     COMPLETED,
     HIGHER_IS_BETTER,
@@ -61,6 +61,8 @@ METRIC_KEYS = (
 )
 
 
+AT_CHANCE = "at chance"  # a completed job no better than guessing: diverged, or not learning
+
 # The compact table leaves out what rarely differs between jobs (the CSV keeps everything).
 TABLE_KEYS = (*METRICS, "samples_per_second", "wall_time_s")
 
@@ -82,17 +84,18 @@ class Job:
 
     @property
     def status_text(self) -> str:
-        """The status as people read it: `pruned after epoch 2`, `completed, diverged`."""
+        """The status as people read it: `pruned after epoch 2`, `completed, at chance`."""
         if self.status == PRUNED and "pruned_at_epoch" in self.metrics:
             return f"{PRUNED} after epoch {self.metrics['pruned_at_epoch']}"
-        if self.diverged:
-            return f"{COMPLETED}, diverged"
+        if self.at_chance:
+            return f"{COMPLETED}, {AT_CHANCE}"
         return self.status
 
     @property
-    def diverged(self) -> bool:
+    def at_chance(self) -> bool:
         """A completed job whose final validation accuracy is no better than guessing (the
-        rule `sweep.prune.diverged` prunes by), or whose training loss is not a number."""
+        rule `sweep.prune.diverged` prunes by: diverged, or not learning), or whose training
+        loss is not a number."""
         if self.status != COMPLETED:
             return False
         accuracy, chance = self.metrics.get("val_accuracy"), self.metrics.get("chance_accuracy")
@@ -100,7 +103,7 @@ class Job:
         if isinstance(loss, float) and not math.isfinite(loss):
             return True
         numbers = all(isinstance(v, float) and math.isfinite(v) for v in (accuracy, chance))
-        return numbers and at_chance(accuracy, chance)
+        return numbers and guessing(accuracy, chance)
 
 
 # What a damaged job folder can raise while it is read: a file missing or unreadable (OSError),

@@ -58,7 +58,7 @@ def table(header: list[str], rows: Iterable[list[object]], classes: Iterable[str
     return tag("table", tag("thead", head), tag("tbody", *body))
 
 
-DIVERGED = "diverged"  # a completed job's row, where it ended no better than guessing
+AT_CHANCE_ROW = "chance"  # a completed job's row, where it ended no better than guessing
 
 # The shared settings named in the line above their table: what was trained on what, how long.
 HEADLINE = ("source._target_", "model._target_", "optimizer._target_", ".batch_size", ".lr")
@@ -128,7 +128,13 @@ def job_table(sweep: Sweep) -> Html:
             ]
         )
         classes.append(
-            DIVERGED if job.diverged else "" if done else PRUNED if job.status == PRUNED else "bad"
+            AT_CHANCE_ROW
+            if job.at_chance
+            else ""
+            if done
+            else PRUNED
+            if job.status == PRUNED
+            else "bad"
         )
     return table(header, rows, classes)
 
@@ -142,7 +148,7 @@ th { background: #f0f0f0; position: sticky; top: 0; }
 td:last-child, th:last-child { text-align: left; white-space: normal; }
 tr.bad td { color: #a00; background: #fff4f4; }
 tr.pruned td { color: #8a5200; background: #fff7e8; }
-tr.diverged td { color: #a00; background: #fff0f0; font-style: italic; }
+tr.chance td { color: #a00; background: #fff0f0; font-style: italic; }
 code { background: #f4f4f4; padding: 0.1em 0.3em; }
 img { max-width: 100%; }
 """)
@@ -194,7 +200,8 @@ INTRODUCTION = (
     "Accuracies in %, losses to 4 decimals; ± is the sample standard deviation over the jobs"
     " counted in n. Failed, interrupted and unfinished jobs are in red with their reason; pruned"
     " jobs in amber with the epoch and the reason, their curves ending in a cross; completed"
-    " jobs that ended no better than guessing the commonest class in red italics, 'diverged'."
+    " jobs that ended no better than guessing the commonest class (diverged, or not learning)"
+    " in red italics, 'at chance'."
 )
 
 
