@@ -9,6 +9,7 @@ never a hang.
 """
 
 import csv
+import html
 import json
 import os
 import re
@@ -38,8 +39,17 @@ PAYLOADS = (IMG, SCRIPT, BREAKOUT, CLOSES)
 OUR_TAGS = {
     "html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "b", "code",
     "table", "thead", "tbody", "tr", "th", "td", "img", "ul", "li", "details", "summary",
+    "dl", "dt", "dd", "a", "input", "script",
 }  # fmt: skip
-OUR_ATTRIBUTES = {"meta": {"charset"}, "tr": {"class"}, "img": {"alt", "src"}}
+OUR_ATTRIBUTES = {
+    "meta": {"charset", "http-equiv", "content"},
+    "tr": {"class"},
+    "img": {"alt", "src"},
+    "table": {"class", "id"},
+    "a": {"href"},
+    "input": {"class", "type", "placeholder", "data-table"},
+    "th": {"title"},  # set by the page's own script: "click to sort"
+}
 
 
 def craft_job(
@@ -446,3 +456,26 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
     finally:
         os.close(writer)
     assert (result.returncode, result.stderr) == (1, "")
+
+
+@pytest.mark.slow  # a sweep folder, mnistlab-summarize and a browser
+def test_the_pages_own_script_runs_under_its_policy_and_links_stay_in_the_sweep(tmp_path):
+    browser = chromium()
+    sweep = tmp_path / "sweep"
+    crafted_sweep(sweep, "javascript:alert(1)")  # a folder name that would be a link's scheme
+    result = run_cli("mnistlab.cli.summarize", str(sweep), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    page = (sweep / "report.html").read_text()
+    found = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', page)
+    policy = html.unescape(found.group(1))
+    assert "default-src 'none'" in policy and "script-src 'sha256-" in policy
+    hrefs = re.findall(r'<a href="([^"]*)"', page)
+    assert hrefs and all(":" not in href and not href.startswith(("/", "..")) for href in hrefs)
+    shown = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (sweep / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert 'title="click to sort"' in shown.stdout  # our script ran: the policy allows it
+    assert_only_our_markup(shown.stdout)

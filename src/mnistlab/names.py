@@ -17,6 +17,8 @@ CONF_DIR = str(files("mnistlab") / "conf")
 TRAIN_CONFIG = "train"  # mnistlab-train's primary config, in CONF_DIR
 # Ranks other than 0 (torchrun, or the tasks of a SLURM job) leave the run folder to rank 0.
 OTHER_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=disabled")
+# hydra.launcher._target_ of the Ray launcher (conf/hydra/launcher/ray.yaml, mnistlab.sweep.ray).
+RAY_LAUNCHER = "hydra_plugins.mnistlab_ray.RayLauncher"
 
 # In every run folder.
 METRICS_FILE = "metrics.json"  # the run's status and final figures (`read_metrics`)
@@ -35,6 +37,9 @@ SWEEP_CONTEXT_FILE = ".sweep.json"  # what every job needs to know (mnistlab.swe
 SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
 REPORT_FILE = "report.html"
 REPORT_STAMP_FILE = ".report.time"  # during a sweep: when report.html was last built
+# What report.html links to in each job folder: Hydra's log of the job (named after the job,
+# `train`) and the config it ran with.
+CONFIG_LOG_FILES = (("log", "train.log"), ("config", ".hydra/config.yaml"))
 
 # metrics.json key -> TensorBoard tag. Accuracies are fractions in both; people see percent.
 TAGS = {

@@ -12,8 +12,9 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-NAME = re.compile(r"[a-z][a-z0-9]*")  # tag and attribute names: ours, never from data
-VOID = frozenset({"img", "meta"})  # elements without an end tag
+NAME = re.compile(r"[a-z][a-z0-9]*")  # tag names: ours, never from data
+ATTRIBUTE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")  # attribute names: http-equiv, data-x
+VOID = frozenset({"img", "meta", "input"})  # elements without an end tag
 URLS = frozenset({"src", "href"})  # attributes whose value must be ours (`trusted`)
 # Shown as \u202e and the like: text that would reorder or hide what follows it on the page.
 HIDDEN = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -55,13 +56,14 @@ def join(parts: Iterable[object], separator: str = "") -> Html:
 
 
 def tag(name: str, *children: object, **attributes: object) -> Html:
-    """<name attributes>children</name>; `class_` gives the class attribute."""
+    """<name attributes>children</name>; `class_` gives the class attribute, `data_table`
+    data-table (an underscore is a hyphen)."""
     if not NAME.fullmatch(name):
         raise ValueError(f"not a tag name: {name!r}")
     spelled = []
     for key, value in attributes.items():
-        key = key.rstrip("_")
-        if not NAME.fullmatch(key) or key.startswith("on"):  # no event handler, ever
+        key = key.rstrip("_").replace("_", "-")
+        if not ATTRIBUTE.fullmatch(key) or key.startswith("on"):  # no event handler, ever
             raise ValueError(f"not an attribute we write: {key!r}")
         if key in URLS and not isinstance(value, Html):
             raise ValueError(f"{key} takes a URL we made, not text: {str(value)[:40]!r}")

@@ -36,6 +36,7 @@ from mnistlab.report.groups import (
     rank_groups,
     spread,
 )
+from mnistlab.report.interactive import filter_box, links, policy, script
 from mnistlab.report.jobs import Job, finished, rank
 from mnistlab.report.markup import Html, join, tag, trusted
 from mnistlab.report.plots import curves_figure, objective_figures
@@ -48,14 +49,22 @@ from mnistlab.sweep import context
 log = logging.getLogger(__name__)
 
 
-def table(header: list[str], rows: Iterable[list[object]], classes: Iterable[str] = ()) -> Html:
-    """An HTML table; every header and cell is shown as `cell` has it, escaped by `tag`."""
+def table(
+    header: list[str], rows: Iterable[list[object]], classes: Iterable[str] = (), **attributes
+) -> Html:
+    """An HTML table; every header and cell is shown as `cell` has it, escaped by `tag`
+    (a cell that is Html already, links we made, as it is)."""
     head = tag("tr", *(tag("th", cell("", name)) for name in header))
     body = (
-        tag("tr", *(tag("td", cell("", value)) for value in row), class_=css)
+        tag("tr", *(tag("td", shown(value)) for value in row), class_=css)
         for row, css in zip(rows, chain(classes, repeat("")), strict=False)
     )
-    return tag("table", tag("thead", head), tag("tbody", *body))
+    return tag("table", tag("thead", head), tag("tbody", *body), **attributes)
+
+
+def shown(value: object) -> object:
+    """A cell's value as `cell` shows it, unless it is markup we made."""
+    return value if isinstance(value, Html) else cell("", value)
 
 
 AT_CHANCE_ROW = "chance"  # a completed job's row, where it ended no better than guessing
@@ -105,14 +114,15 @@ def group_table(groups: list[Group], keys: list[str], objective: str, sweeps: bo
             ]
         )
         classes.append("" if done else PRUNED if group.pruned else "bad")
-    return table(header, rows, classes)
+    return table(header, rows, classes, class_="sortable")
 
 
-def job_table(sweep: Sweep) -> Html:
-    """Every job, best first; a job that did not complete with its status and reason."""
+def job_table(sweep: Sweep, base: Path, table_id: str) -> Html:
+    """Every job, best first; a job that did not complete with its status and reason; links
+    from the page (in `base`) to each job's folder, log and config. Sortable, filterable."""
     metrics = shown_keys(sweep.jobs, sweep.objective) + ["samples_per_second", "wall_time_s"]
     # The reason last: the one column whose text wraps (a prune rule's reason is a sentence).
-    header = ["rank", "job", *sweep.keys, "status", *metrics, "folder", "reason"]
+    header = ["rank", "job", *sweep.keys, "status", *metrics, "folder", "open", "reason"]
     rows, classes = [], []
     for place, job in enumerate(rank(sweep.jobs, sweep.objective), start=1):
         done = job.status == COMPLETED
@@ -124,6 +134,7 @@ def job_table(sweep: Sweep) -> Html:
                 job.status_text,
                 *(cell(key, job.metrics[key]) if key in job.metrics else "" for key in metrics),
                 job.folder.name,
+                links(job.folder, base),
                 job.metrics.get("error") or job.metrics.get("prune_reason", ""),
             ]
         )
@@ -136,7 +147,8 @@ def job_table(sweep: Sweep) -> Html:
             if job.status == PRUNED
             else "bad"
         )
-    return table(header, rows, classes)
+    jobs = table(header, rows, classes, class_="sortable", id=table_id)
+    return join([filter_box(table_id), jobs])
 
 
 STYLE = trusted("""
@@ -151,11 +163,15 @@ tr.pruned td { color: #8a5200; background: #fff7e8; }
 tr.chance td { color: #a00; background: #fff0f0; font-style: italic; }
 code { background: #f4f4f4; padding: 0.1em 0.3em; }
 img { max-width: 100%; }
+table.sortable th { cursor: pointer; }
+input.filter { width: 40em; font-size: 0.9em; padding: 0.2em; }
+a { margin-right: 0.4em; }
 """)
 
 
-def sweep_section(sweep: Sweep, several: bool) -> Html:
-    """One sweep: what it swept, its ranked configurations and jobs, its plots."""
+def sweep_section(sweep: Sweep, several: bool, base: Path, table_id: str) -> Html:
+    """One sweep: what it swept, its ranked configurations and jobs (the table `table_id`, with
+    links from `base`), its plots."""
     groups = sweep.groups()
     scalars = {job.folder: scalars_of(job) for job in sweep.jobs}
     counts = ", ".join(f"{n} {s}" for s, n in Counter(job.status for job in sweep.jobs).items())
@@ -178,7 +194,7 @@ def sweep_section(sweep: Sweep, several: bool) -> Html:
     if sweep.group_over:
         parts.append(tag("h3", "Configurations: mean ± std over ", cell("", sweep.group_over)))
         parts.append(group_table(groups, sweep.config_keys, sweep.objective, sweeps=False))
-    parts += [tag("h3", "Jobs"), job_table(sweep), tag("h3", "Curves")]
+    parts += [tag("h3", "Jobs"), job_table(sweep, base, table_id), tag("h3", "Curves")]
     parts.append(curves_figure(sweep, groups, scalars))
     parts += objective_figures(sweep, groups)
     parts.append(provenance_section(sweep.jobs))
@@ -205,11 +221,13 @@ INTRODUCTION = (
 )
 
 
-def page(sweeps: list[Sweep]) -> Html:
-    """The whole report: the sweeps compared (when several), then each one in turn."""
-    title = cell("", "Sweep report: " + ", ".join(sweep.folder.name for sweep in sweeps))
+def page(sweeps: list[Sweep], base: Path) -> Html:
+    """The whole report, to be read from the folder `base`: the sweeps compared (when
+    several), then each one in turn."""
+    title = cell("", "Sweep report: " + ", ".join(sweep.name for sweep in sweeps))
     written = time.strftime("%Y-%m-%d %H:%M:%S")
-    head = tag("head", tag("meta", charset="utf-8"), tag("title", title), tag("style", STYLE))
+    meta = tag("meta", charset="utf-8"), policy(STYLE)
+    head = tag("head", *meta, tag("title", title), tag("style", STYLE))
     parts = [
         tag("h1", title),
         tag("p", f"Written {written} by mnistlab-summarize. {INTRODUCTION}"),
@@ -221,7 +239,9 @@ def page(sweeps: list[Sweep]) -> Html:
         parts.append(tag("h2", "All sweeps, ranked by ", cell("", objective)))
         parts.append(shared_settings([job for sweep in sweeps for job in sweep.jobs]))
         parts.append(group_table(groups, keys, objective, sweeps=True))
-    parts += [sweep_section(sweep, len(sweeps) > 1) for sweep in sweeps]
+    several = len(sweeps) > 1
+    parts += [sweep_section(sweep, several, base, f"jobs-{n}") for n, sweep in enumerate(sweeps)]
+    parts.append(script())
     body = tag("body", join(parts, "\n"))
     return join([trusted("<!doctype html>"), tag("html", head, body)], "\n") + "\n"
 
@@ -245,7 +265,8 @@ def to_come(sweep: Sweep) -> str:
 
 def write_report(folders: list[Path], out: Path, group_over: str = SEED_KEY) -> Path:
     """Build report.html for the sweeps in `folders` and write it (atomically) to `out`."""
-    text = page([load_sweep(folder, group_over) for folder in folders])  # escaped: markup
+    sweeps = [load_sweep(folder, group_over) for folder in folders]
+    text = page(sweeps, out.absolute().parent)  # escaped: markup
     with open_atomic(out) as file:
         file.write(text)
     return out
