@@ -269,3 +269,18 @@ def test_a_completed_job_no_better_than_guessing_is_marked_at_chance(metrics, di
     job = Job(Path("0_job"), 0, {}, metrics)
     assert job.at_chance == diverged
     assert (job.status_text == "completed, at chance") == diverged
+
+
+def test_two_swept_settings_get_a_parallel_coordinates_figure(tmp_path) -> None:
+    from mnistlab.benchmark.report_speed import make_sweep
+    from mnistlab.report.plots import axis_positions
+
+    sweep = make_sweep(tmp_path, 40)  # optimizer x lr x seed: two keys once seeds fold
+    page.write_report([sweep], sweep / names.REPORT_FILE)
+    text = (sweep / names.REPORT_FILE).read_text()
+    assert "Swept settings against the objective" in text
+    assert len(parse(sweep / names.REPORT_FILE).images) == 3  # curves, val_loss vs lr, this
+    # Numbers by size (log past 10x), text in the order met.
+    ticks, places = axis_positions(["0.1", "0.001", "0.01", "0.1"])
+    assert places == [1.0, 0.0, 0.5, 1.0] and ticks["0.01"] == 0.5
+    assert axis_positions(["sgd", "adam", "sgd"])[1] == [0.0, 1.0, 0.0]

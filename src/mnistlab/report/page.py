@@ -39,7 +39,7 @@ from mnistlab.report.groups import (
 from mnistlab.report.interactive import filter_box, links, policy, script
 from mnistlab.report.jobs import Job, finished, rank
 from mnistlab.report.markup import Html, join, tag, trusted
-from mnistlab.report.plots import curves_figure, objective_figures
+from mnistlab.report.plots import curves_figure, objective_figures, parallel_figure
 from mnistlab.report.provenance import provenance_section
 from mnistlab.report.settings import common, differing
 from mnistlab.report.summary import cell
@@ -197,6 +197,9 @@ def sweep_section(sweep: Sweep, several: bool, base: Path, table_id: str) -> Htm
     parts += [tag("h3", "Jobs"), job_table(sweep, base, table_id), tag("h3", "Curves")]
     parts.append(curves_figure(sweep, groups, scalars))
     parts += objective_figures(sweep, groups)
+    parallel = parallel_figure(sweep, groups)
+    if parallel is not None:
+        parts += [tag("h3", "Swept settings against the objective"), parallel]
     parts.append(provenance_section(sweep.jobs))
     return join(parts, "\n")
 

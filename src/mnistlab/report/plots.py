@@ -60,8 +60,10 @@ def fit(figure: Any, legend: Any = None) -> None:
 
 def left_of(axes: Any, renderer: Any) -> float:
     """How far (in inches) the y axis's tick labels and label reach out left of `axes`."""
-    reach = axes.get_window_extent(renderer).x0 - axes.yaxis.get_tightbbox(renderer).x0
-    return reach / axes.get_figure().dpi
+    labels = axes.yaxis.get_tightbbox(renderer)
+    if labels is None:  # no label on it (parallel coordinates)
+        return 0.0
+    return (axes.get_window_extent(renderer).x0 - labels.x0) / axes.get_figure().dpi
 
 
 def png(figure: Any) -> Html:
@@ -301,3 +303,53 @@ def objective_figure(sweep: Sweep, groups: list[Group], key: str) -> Html | None
     axes.legend(fontsize=8)
     fit(figure)
     return png(figure)
+
+
+def parallel_figure(sweep: Sweep, groups: list[Group]) -> Html | None:
+    """Parallel coordinates: an axis per swept setting and one for the objective, a line per
+    configuration through its values, coloured by its rank (best darkest). Two keys or more."""
+    keys, objective = sweep.config_keys, sweep.objective
+    ranked = [g for g in rank_groups(groups, objective) if g.mean(objective) is not None]
+    if len(keys) < 2 or not ranked:
+        return None
+    import matplotlib
+
+    axes_values = [axis_positions([g.config.get(key, "") for g in ranked]) for key in keys]
+    means = [g.mean(objective) for g in ranked]
+    bottom, top, log = limits([means])
+    scaled = [(math.log(m) if log else m) for m in (clip(min(max(m, bottom), top)) for m in means)]
+    low, high = (math.log(bottom), math.log(top)) if log else (bottom, top)
+    ends = {cell(objective, bottom): 0.0, cell(objective, top): 1.0}  # its range, as labels
+    axes_values.append((ends, [(v - low) / ((high - low) or 1.0) for v in scaled]))
+    figure, (axes,) = figure_of(2.2 * len(axes_values) + 2, 4)
+    palette = matplotlib.colormaps["viridis"]
+    for n in range(len(ranked)):
+        ys = [positions[n] for _, positions in axes_values]
+        colour = palette(0.85 * n / max(len(ranked) - 1, 1))
+        axes.plot(range(len(ys)), ys, color=colour, linewidth=2 if n < 3 else 1, marker="o")
+    for x, (ticks, _) in enumerate(axes_values):
+        axes.axvline(x, color="#888", linewidth=0.8)
+        for text, y in ticks.items():
+            axes.text(x + 0.03, y, plain(text), fontsize=9, va="center")
+    names = [plain(key) for key in keys] + [f"{plain(objective)} (mean)"]
+    axes.set_xticks(range(len(names)), names)
+    axes.set_yticks([])  # the objective's axis carries its range
+    axes.set_ylim(-0.05, 1.05)
+    axes.set_title(f"swept settings against {plain(objective)}: darker is better")
+    fit(figure)
+    return png(figure)
+
+
+def axis_positions(values: list[str]) -> tuple[dict[str, float], list[float]]:
+    """Where each value sits on its axis (0 to 1): numbers by size (log where they span 10x
+    or more), text evenly in the order met. Returns the tick of each value and the positions."""
+    distinct = list(dict.fromkeys(values))
+    numbers = [number(value) for value in distinct]
+    if all(n is not None for n in numbers):
+        spread_log = min(numbers) > 0 and max(numbers) / min(numbers) >= 10
+        scale = [math.log(n) if spread_log else n for n in numbers]
+        low, high = min(scale), max(scale)
+        place = {v: (s - low) / ((high - low) or 1.0) for v, s in zip(distinct, scale, strict=True)}
+    else:
+        place = {v: n / max(len(distinct) - 1, 1) for n, v in enumerate(distinct)}
+    return place, [place[value] for value in values]
