@@ -1,6 +1,8 @@
 """Sweeps compared with one another (issue 27): every setting that differs is a column, the
 settings every job shares are stated, sweeps have names, and a parent folder finds its sweeps."""
 
+from pathlib import Path
+
 import pytest
 
 from conftest import parse, run_cli
@@ -31,6 +33,12 @@ def test_two_sweeps_that_differ_in_epochs_are_told_apart_from_their_parent_folde
     assert shared.startswith("Settings every job shares (") and "loop.epochs" not in shared
     assert "dataset.source._target_=mnistlab.data.splits.random_dataset" in shared
     assert "loop.epochs=1" in page.summaries[1]  # each sweep's own header states its epochs
+    # TensorBoard's HParams over both (whichever of the copies it reads): epochs differ.
+    for folder in (tmp_path / "outputs", *(tmp_path / "outputs" / "sweeps").iterdir()):
+        experiment = hparams_experiment_in(folder)
+        assert experiment.metric_infos[0].name.tag == "val/loss"
+        differ = sorted(info.name for info in experiment.hparam_infos if info.differs)
+        assert differ == ["loop.epochs", "optimizer", "optimizer.lr"], folder  # lr: defaults
     # The report it wrote beside the sweeps is passed over when a shell glob names it too.
     again = run_cli("mnistlab.cli.summarize", *sorted(map(str, (tmp_path / "outputs").glob("*/*"))),
                     str(tmp_path / "outputs" / names.REPORT_FILE), cwd=tmp_path)  # fmt: skip
@@ -72,3 +80,16 @@ def test_the_columns_are_the_settings_that_differ_and_the_rest_are_shared() -> N
     assert differing(jobs, ["optimizer"]) == ["optimizer", "loop.epochs"]
     assert common(jobs) == {"optimizer.lr": "0.1"}
     assert as_text(None) == "null" and as_text(True) == "true" and as_text([8, 24]) == "[8, 24]"
+
+
+def hparams_experiment_in(folder: Path):
+    """The HParams experiment in `folder`'s own event file, as TensorBoard reads it."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import metadata
+
+    (path,) = folder.glob("events.out.tfevents.*.hparams")
+    for event in EventFileLoader(str(path)).Load():
+        for value in event.summary.value:
+            if value.tag == metadata.EXPERIMENT_TAG:
+                return metadata.parse_experiment_plugin_data(value.metadata.plugin_data.content)
+    raise AssertionError(f"no experiment in {path}")

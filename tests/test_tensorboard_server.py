@@ -122,7 +122,10 @@ def session_groups(url: str) -> dict[str, dict]:
 
 
 def test_every_job_is_a_run_named_by_what_differs(server: str, sweep: Path) -> None:
-    runs = eventually(lambda: get(server, "/data/runs"), lambda runs: len(runs) >= 4)
+    runs = eventually(lambda: get(server, "/data/runs"), lambda runs: len(runs) >= 5)
+    # "." is the sweep folder itself: it holds the HParams experiment and no scalar.
+    assert "." in runs and "." not in get(server, "/data/plugin/scalars/tags")
+    runs.remove(".")
     assert sorted(runs) == sorted(job_metrics(sweep))
     assert sorted(name.split("_", 1)[1] for name in runs) == [
         "adam+lr:0.01",
@@ -135,8 +138,11 @@ def test_every_job_is_a_run_named_by_what_differs(server: str, sweep: Path) -> N
 def test_hparams_lists_every_job_with_typed_settings_status_and_final_metrics(
     server: str, sweep: Path
 ) -> None:
-    # No run writes an experiment summary: the plugin builds it from the runs' own sessions.
+    # The sweep's end wrote the experiment from the runs' own sessions: the objective first.
     experiment = post(server, "/data/plugin/hparams/experiment", {"experimentName": ""})
+    assert experiment["metricInfos"][0]["name"]["tag"] == TAGS["val_loss"]
+    differ = [info["name"] for info in experiment["hparamInfos"] if info.get("differs")]
+    assert sorted(differ) == ["optimizer", "optimizer.lr"]
     types = {info["name"]: info["type"] for info in experiment["hparamInfos"]}
     assert types["optimizer"] == "DATA_TYPE_STRING"
     for name in ("optimizer.lr", "parameters", "world_size"):
@@ -149,8 +155,10 @@ def test_hparams_lists_every_job_with_typed_settings_status_and_final_metrics(
     groups = eventually(
         lambda: session_groups(server), lambda groups: len(groups) == len(job_metrics(sweep))
     )
-    assert groups.keys() == job_metrics(sweep).keys()
+    # Each named by its folder, then its sweep's: `--logdir outputs` still reads the job first.
+    assert groups.keys() == {f"{name} ({sweep.name})" for name in job_metrics(sweep)}
     for name, saved in job_metrics(sweep).items():
+        name = f"{name} ({sweep.name})"
         (session,) = groups[name]["sessions"]
         hparams = groups[name]["hparams"]
         assert hparams["optimizer"] == ("SGD" if "sgd" in name else "Adam")
@@ -214,5 +222,6 @@ def test_a_job_that_failed_before_training_is_a_failure_session_with_its_error(t
         (session,) = groups[failed]["sessions"]
         assert session["status"] == "STATUS_FAILURE"
         assert groups[failed]["hparams"]["dataset.loader.batch_size"] == 100000
-        texts = get(url, "/data/plugin/text/text", run=failed, tag="error")
+        assert failed == f"1_batch_size:100000 ({sweep.name})"
+        texts = get(url, "/data/plugin/text/text", run=session["name"], tag="error")
         assert "is more than the 10 training samples" in texts[0]["text"]

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from mnistlab import names
-from mnistlab.report.callback import print_report
+from mnistlab.report.callback import hparams_experiment, print_report
 from mnistlab.report.jobs import Job, find_jobs
 from mnistlab.report.summary import write_summary
 
@@ -57,6 +57,12 @@ def summarize(argv: list[str] | None) -> None:
     folders = list(found)
     out = args.out or report_folder(args.sweep_dirs, folders) / names.REPORT_FILE
     print_report(folders, out, args.group_over)
+    # TensorBoard's HParams over all of them: the objective first, and the settings that differ
+    # between any two jobs marked so. TensorBoard shows one experiment of those below its
+    # --logdir, any one: each compared sweep, and the report's folder, get the same.
+    every = [job for jobs in found.values() for job in jobs]
+    for folder in dict.fromkeys([*folders, out.parent]):
+        hparams_experiment(folder, every)
     if all(job.status == names.UNREADABLE for jobs in found.values() for job in jobs):
         sys.exit("mnistlab-summarize: no job folder could be read: the table gives each reason")
 

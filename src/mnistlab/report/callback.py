@@ -19,12 +19,12 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import names
 from mnistlab.private import hydra as hydra_private
 from mnistlab.report import markup
-from mnistlab.report.jobs import find_jobs
+from mnistlab.report.jobs import find_jobs, objective_of
 from mnistlab.report.summary import progress_line, record_failure, write_summary
 from mnistlab.run import guard
 from mnistlab.sweep import context, grid, interrupt, rerun, slurm
@@ -84,8 +84,9 @@ def failed_session(out_dir: Path, config: DictConfig, error: str) -> None:
     """The job's FAILURE session in TensorBoard where it failed before writing any events."""
     from mnistlab.run import board  # torch: loaded only where a job failed
 
+    sweep = OmegaConf.select(config, "sweep.name") or Path(config.hydra.sweep.dir).name
     try:
-        board.write_failed_session(out_dir, config, error)
+        board.write_failed_session(out_dir, config, error, f"{out_dir.name} ({sweep})")
     except OSError as write_error:  # a full disk, a read-only folder: the sweep goes on
         log.warning("no TensorBoard session written for %s: %s", out_dir, write_error)
 
@@ -98,9 +99,22 @@ def end_of_sweep(sweep: Path, argv: list[str]) -> None:
 
 def print_summary(sweep_dir: Path) -> None:
     """Rebuild the summary and the report and print them, if the sweep started a job."""
-    if find_jobs(sweep_dir):
-        print(write_summary(sweep_dir), flush=True)
+    jobs = find_jobs(sweep_dir)
+    if jobs:
+        print(write_summary(sweep_dir, jobs), flush=True)
         print_report([sweep_dir], sweep_dir / names.REPORT_FILE)
+        hparams_experiment(sweep_dir, jobs)
+
+
+def hparams_experiment(sweep_dir: Path, jobs: list) -> None:
+    """TensorBoard's HParams experiment of the sweep, its objective first (never fatal)."""
+    from mnistlab.report.experiment import write_experiment
+
+    objective = objective_of(jobs) or "val_loss"  # no job's config readable: the default
+    try:
+        write_experiment(sweep_dir, jobs, objective)
+    except (OSError, ValueError) as error:  # a read-only folder, a damaged event file
+        log.warning("TensorBoard's HParams experiment not written in %s: %s", sweep_dir, error)
 
 
 def print_report(sweep_dirs: list[Path], out: Path, group_over: str = "loop.seed") -> None:

@@ -75,9 +75,10 @@ def plugin_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Summary
     return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin))])
 
 
-def write_session_start(writer: Any, hparams: dict[str, Any]) -> None:
-    """Open the run's HParams session in its own event file (add_hparams makes a sub-run)."""
-    start = plugin_data_pb2.SessionStartInfo()
+def write_session_start(writer: Any, hparams: dict[str, Any], name: str = "") -> None:
+    """Open the run's HParams session in its own event file (add_hparams makes a sub-run),
+    named `name` in HParams' table (else by its folder's path from TensorBoard's --logdir)."""
+    start = plugin_data_pb2.SessionStartInfo(group_name=name)
     for name, value in hparams.items():
         start.hparams[name].CopyFrom(value_of(value))
     data = plugin_data_pb2.HParamsPluginData(session_start_info=start)
@@ -205,7 +206,7 @@ def write_end(writer: Any, metrics: dict[str, Any], step: int) -> None:
     write_session_end(writer, metrics["status"], step)
 
 
-def write_failed_session(folder: Path, cfg: DictConfig, error: str) -> None:
+def write_failed_session(folder: Path, cfg: DictConfig, error: str, name: str = "") -> None:
     """For a run that failed before it wrote any TensorBoard events (a setting found wrong in
     the job, data missing): a FAILURE session with its settings and its error, so that HParams
     lists it with the jobs that trained. A run that wrote events has recorded its own end."""
@@ -219,7 +220,7 @@ def write_failed_session(folder: Path, cfg: DictConfig, error: str) -> None:
 
     writer = SummaryWriter(log_dir=str(folder))
     try:
-        write_session_start(writer, hparams)
+        write_session_start(writer, hparams, name)
         write_error(writer, error, 0)
         write_session_end(writer, FAILED, 0)
     finally:
