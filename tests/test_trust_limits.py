@@ -113,9 +113,12 @@ def test_the_checkpoint_and_its_data_agree_on_the_fingerprint(tmp_path):
     cfg = compose_config(*IDX_RUN, f"dataset.source.root={tmp_path / 'data'}", "loop.epochs=1")
     run_training(cfg, tmp_path / "run")
     saved = checkpoint.load(tmp_path / "run" / checkpoint.FILENAME)["data"]
+    data = idx(**source)
     assert saved == {
-        "fingerprint": fingerprint(idx(**source)),
+        "fingerprint": fingerprint(data),
         "source": f"the IDX files in {tmp_path / 'data'}",
+        # What mnistlab-evaluate and mnistlab-predict need of the model's inputs.
+        "inputs": {"shape": [12, 10], "classes": 3, "scale": list(data.scale)},
     }
 
 

@@ -30,6 +30,12 @@ PROVENANCE_FILE = "provenance.json"  # where the run came from (mnistlab.run.pro
 PATCH_FILE = "uncommitted.patch"  # `git diff HEAD` of the checkout it ran from, where dirty
 PROVENANCE_TAG = "provenance"  # TensorBoard's Text tab: the provenance, as text
 NOT_A_CHECKOUT = "not a git checkout"  # provenance.json's git note outside a git repository
+# mnistlab-evaluate and mnistlab-predict: the file `checkpoint=...` reads, and what they write.
+CHECKPOINTS = {"best": BEST_FILE, "final": CHECKPOINT_FILE}  # the first is the default
+EVALUATED_SPLITS = ("test", "val")  # `split=...`; the first is the default
+EVALUATIONS_DIR = "evaluations"  # <run>/evaluations/<time>_<checkpoint>_<split>.json
+PREDICTIONS_FILE = "predictions.csv"  # mnistlab-predict's default --out, in the current folder
+PREDICTION_COLUMNS = ("file", "predicted_class", "probability")
 # In every sweep folder.
 SWEEP_RECORD_FILE = "sweep.yaml"  # what defines the sweep (mnistlab.sweep.record)
 HYDRA_SWEEP_FILE = "multirun.yaml"  # Hydra's record of the sweep's config, beside it

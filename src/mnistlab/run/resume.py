@@ -110,11 +110,7 @@ def prepare(cfg: DictConfig, overrides: Sequence[str], sources: Sequence[str]) -
     path = checkpoint.find(cfg.loop.resume)
     checkpoint.remove_stale(path.parent)  # temporaries of killed writers
     state = checkpoint.load(path)
-    saved = checkpoint.config_of(state, path)
-    if "scheduler" not in saved:  # saved before schedules existed: it trained without one
-        saved.scheduler = schedulers.NONE
-    if "sweep" not in saved:  # saved before the sweep settings existed: the shipped ones
-        saved.sweep = shipped.option("sweep", "default")
+    saved = saved_config(state, path)
     refuse_code(saved, f"loop.resume: {path}")
     check_targets(saved, offered_targets(sources, cfg), f"loop.resume: {path}")
     checkpoint.check_parts(state, path)  # after the config: what it may call is said first
@@ -135,6 +131,16 @@ def prepare(cfg: DictConfig, overrides: Sequence[str], sources: Sequence[str]) -
     else:
         check_objective(saved.objective, done, path.parent)
     return Resume(state, path.parent, saved, changes, done, path)
+
+
+def saved_config(state: dict[str, Any], path: Path) -> DictConfig:
+    """A checkpoint's config, with the sections older mnistlab versions did not save yet."""
+    saved = checkpoint.config_of(state, path)
+    if "scheduler" not in saved:  # saved before schedules existed: it trained without one
+        saved.scheduler = schedulers.NONE
+    if "sweep" not in saved:  # saved before the sweep settings existed: the shipped ones
+        saved.sweep = shipped.option("sweep", "default")
+    return saved
 
 
 def check_objective(objective: str, metrics: dict[str, Any], folder: Path) -> None:
