@@ -9,6 +9,7 @@ import torch
 # The accumulator TensorBoard's server reads with: it applies a resumed run's purge to texts.
 from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
+from tensorboard.util import tensor_util
 
 from conftest import (
     compose_config,
@@ -22,6 +23,7 @@ from conftest import (
 from mnistlab import SettingError
 from mnistlab.config import checks, schemas
 from mnistlab.loop import prune
+from mnistlab.names import PRUNED_TAG
 from mnistlab.run import checkpoint
 from mnistlab.run.training import run_training
 
@@ -93,6 +95,9 @@ def test_a_sweep_prunes_diverging_jobs_and_keeps_the_good_one(tmp_path):
     completed = events(job_folder(folder, 2), EventAccumulator)
     (text,) = pruned.Tensors("pruned")
     assert b"pruned after epoch 2: val_accuracy" in text.tensor_proto.string_val[0]
+    (epoch,) = pruned.Tensors(PRUNED_TAG)  # a metric HParams finds and filters pruned jobs by
+    assert tensor_util.make_ndarray(epoch.tensor_proto) == 2.0
+    assert PRUNED_TAG not in completed.Tags()["tensors"]
     # No end status: HParams has no "pruned", and the first end written would stay for good.
     assert session_end(pruned) is None
     assert session_end(completed) == api_pb2.STATUS_SUCCESS

@@ -89,6 +89,9 @@ def reached(metric: str, value: float, goal: float) -> bool:
 
 # At every logging point: the means over the batches since the last one, and the lr.
 BATCH_TAGS = {"loss": "train/batch_loss", "accuracy": "train/batch_accuracy", "lr": "train/lr"}
+# A pruned job's epoch, logged where it stopped: HParams has no status for it (a resume may go
+# on), so this metric is what finds and filters pruned jobs there.
+PRUNED_TAG = "sweep/pruned_at_epoch"
 
 
 # Why a run stopped before its last epoch (metrics.json's `stop_reason`).

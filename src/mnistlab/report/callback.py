@@ -27,7 +27,7 @@ from mnistlab.report import markup
 from mnistlab.report.jobs import find_jobs, objective_of
 from mnistlab.report.summary import progress_line, record_failure, write_summary
 from mnistlab.run import guard
-from mnistlab.sweep import context, grid, interrupt, rerun, slurm
+from mnistlab.sweep import context, grid, interrupt, ray, rerun, slurm
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class SweepCallback(Callback):
         with guard.refusal():  # Hydra only warns when a callback raises: end the command
             grid.check_size(config)  # before anything is built for it
             slurm.check_cluster(config)
+            ray.check_cluster(config)
             guard.check_folder(sweep, "hydra.sweep.dir")
             rerun.begin(sweep, config)  # continues the sweep recorded there, or refuses
             sweep_context = context.start(config)  # before any job folder is named

@@ -17,7 +17,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from mnistlab.names import BATCH_TAGS, EVENTS_PATTERN, TAGS
+from mnistlab.names import BATCH_TAGS, EVENTS_PATTERN, PRUNED, PRUNED_TAG, TAGS
 from mnistlab.report.jobs import Job
 
 SUFFIX = ".hparams"  # of the experiment's event file: the one file of its kind, replaced
@@ -94,4 +94,5 @@ def tags(jobs: list[Job], objective: str) -> list[str]:
     keys = [objective, *ORDER]
     has_test = any("test_loss" in job.metrics for job in jobs)
     found = [TAGS[key] for key in keys if key in TAGS and (has_test or not key.startswith("test"))]
-    return list(dict.fromkeys([*found, *BATCH_TAGS.values()]))
+    pruned = [PRUNED_TAG] if any(job.status == PRUNED for job in jobs) else []
+    return list(dict.fromkeys([*found, *BATCH_TAGS.values(), *pruned]))

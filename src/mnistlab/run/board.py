@@ -23,6 +23,7 @@ from mnistlab.names import (
     INTERRUPTED,
     PROVENANCE_TAG,
     PRUNED,
+    PRUNED_TAG,
     TAGS,
 )
 
@@ -200,6 +201,7 @@ def write_end(writer: Any, metrics: dict[str, Any], step: int) -> None:
         epoch, reason = metrics["pruned_at_epoch"], metrics["prune_reason"]
         message = f"pruned after epoch {epoch}: {reason}. Train on with loop.resume=<this run>"
         add_text(writer, PRUNED, message, step + 1)
+        writer.add_scalar(PRUNED_TAG, epoch, step + 1)
         return
     if "error" in metrics:
         write_error(writer, metrics["error"], step)

@@ -23,7 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import SettingError
 from mnistlab.files import write_json
-from mnistlab.names import COMPLETED, FAILED, PRUNED, SWEEP_CONTEXT_FILE, recorded_metrics
+from mnistlab.names import (
+    COMPLETED,
+    FAILED,
+    PRUNED,
+    RAY_LAUNCHER,
+    SWEEP_CONTEXT_FILE,
+    recorded_metrics,
+)
 from mnistlab.parts import cores
 from mnistlab.private import hydra as hydra_private
 from mnistlab.sweep import naming, timeleft
@@ -31,8 +38,14 @@ from mnistlab.sweep import naming, timeleft
 # How a sweep's jobs run, so how a signal stops them (mnistlab.sweep.interrupt).
 IN_PROCESS = "in_process"  # Hydra's basic launcher: in the sweep's own process
 POOLED = "pooled"  # the joblib launcher: in worker processes of the sweep's process group
-ELSEWHERE = "elsewhere"  # SLURM, Ray: processes that a signal to the sweep does not reach
-LAUNCHERS = {hydra_private.BASIC_LAUNCHER: IN_PROCESS, hydra_private.JOBLIB_LAUNCHER: POOLED}
+# Ray: tasks on the cluster's nodes, which the launcher passes a signal on to (mnistlab.sweep.ray)
+DISPATCHED = "dispatched"
+ELSEWHERE = "elsewhere"  # SLURM: processes that a signal to the sweep does not reach
+LAUNCHERS = {
+    hydra_private.BASIC_LAUNCHER: IN_PROCESS,
+    hydra_private.JOBLIB_LAUNCHER: POOLED,
+    RAY_LAUNCHER: DISPATCHED,
+}
 ENDED = (COMPLETED, FAILED, PRUNED)  # an interrupted job has work left
 
 
@@ -46,12 +59,15 @@ class SweepContext:
     started: float  # time.time() when this run of the sweep started
     done_before: int  # jobs that an earlier run of the sweep finished in the folder
     pid: int  # the sweep's own process
-    launcher: str  # IN_PROCESS, POOLED or ELSEWHERE
+    launcher: str  # IN_PROCESS, POOLED, DISPATCHED or ELSEWHERE
     parallel: int = 1  # jobs that run at once on one machine: they share its cores
 
     def in_pool(self) -> bool:
-        """Whether this process is a worker of a pooled sweep (the joblib launcher's)."""
-        return self.launcher == POOLED and self.pid != os.getpid()
+        """Whether this process runs jobs for the sweep's process: a joblib worker, a Ray task.
+
+        (A Ray task on another machine that has the sweep's PID by chance is taken for the
+        sweep's process: its job then ends the Ray task, which mnistlab.sweep.ray gathers.)"""
+        return self.launcher in (POOLED, DISPATCHED) and self.pid != os.getpid()
 
     def progress(self) -> tuple[int | None, float, int]:
         """What the progress line needs: the total, the start, and the jobs done before it."""
@@ -65,7 +81,7 @@ class SweepContext:
 def runs_here(config: DictConfig) -> bool:
     """Whether the sweep `config` starts runs its jobs on this machine (not SLURM's, Ray's)."""
     launcher = str(OmegaConf.select(config, "hydra.launcher._target_"))
-    return LAUNCHERS.get(launcher, ELSEWHERE) != ELSEWHERE
+    return LAUNCHERS.get(launcher, ELSEWHERE) in (IN_PROCESS, POOLED)
 
 
 def start(config: DictConfig) -> SweepContext:
