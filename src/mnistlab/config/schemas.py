@@ -46,7 +46,7 @@ PRECISIONS = ("32", "auto", "bf16", "16-mixed")  # loop.precision (mnistlab.part
 
 
 TEST_ON = ("final", "best")
-# Seeds go to torch's generators, and scaled per epoch (data.splits.epoch_seed): numpy's range
+# Seeds go to torch's generators, and scaled per epoch (data.order.epoch_seed): numpy's range
 # keeps every derived seed within what torch takes.
 SEED_LIMIT = 2**32
 

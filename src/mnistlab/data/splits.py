@@ -1,25 +1,30 @@
 """Datasets (synthetic digits, fake MNIST noise, the lesson's RandomDataset) and batching.
 
-Every dataset builder returns `Splits` of `TensorPairs`, a plain `torch.utils.data.Dataset`
-with `__len__`/`__getitem__`. Batches come either from a `DataLoader` over that dataset
-(the lesson's way) or, by default, by slicing the in-memory tensors on the device after one
-shuffle per epoch, which skips per-sample indexing and collation.
+Every dataset builder returns `Splits`: of `TensorPairs` (in-memory tensors, a plain
+`torch.utils.data.Dataset` with `__len__`/`__getitem__`), or of any map-style `Dataset` that
+loads its items as they are asked for (image files: mnistlab.data.folders). Batches come either
+from a `DataLoader` over the dataset (mnistlab.data.stream; the only way for a streamed one)
+or, by default, by slicing the in-memory tensors on the device after one shuffle per epoch,
+which skips per-sample indexing and collation. Both draw an epoch's order the same way
+(mnistlab.data.order).
 """
 
 import hashlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import Dataset
 
 from mnistlab import SettingError
 from mnistlab.config.schemas import LoaderSettings
+from mnistlab.data.order import epoch_order
+from mnistlab.data.stream import Stream
 from mnistlab.private.torch import version
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -58,34 +63,53 @@ class Origin:
     drawn: bool = False
 
 
+@runtime_checkable
+class Streamed(Protocol):
+    """A dataset that loads its items as they are asked for, and can say what it holds."""
+
+    targets: torch.Tensor  # every item's label, in item order (without loading the items)
+
+    def fingerprint(self) -> str:
+        """A digest of what the items are (e.g. the files' names, sizes and labels)."""
+        ...
+
+
 @dataclass
 class Splits:
-    """The data of a run: training, validation and (where there is one) test samples."""
+    """The data of a run: training, validation and (where there is one) test samples.
 
-    train: TensorPairs
-    val: TensorPairs
+    Each split is `TensorPairs` (in memory) or any map-style `Dataset` (loaded per item,
+    through a DataLoader); `Streamed` ones say cheaply what they hold.
+    """
+
+    train: Dataset
+    val: Dataset
     num_classes: int
-    test: TensorPairs | None = None
+    test: Dataset | None = None
     origin: Origin | None = None  # what the builder made them from; None: a user's builder
-    # (mean, std) that `normalize` standardised the inputs with: mnistlab-predict's images too
-    scale: tuple[float, float] | None = None
     # (the tensors' state, the fingerprint of that state): see `fingerprint`
     known: tuple[tuple, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def to(self, device: torch.device) -> "Splits":
         test = None if self.test is None else self.test.to(device)
         parts = (self.train.to(device), self.val.to(device))
-        return Splits(*parts, self.num_classes, test, self.origin, self.scale)
+        return Splits(*parts, self.num_classes, test, self.origin)
 
     def clone(self) -> "Splits":
         """A copy whose tensors are the splits' own (a run may change these in place)."""
         test = None if self.test is None else self.test.clone()
-        parts = (self.train.clone(), self.val.clone())
-        return Splits(*parts, self.num_classes, test, self.origin, self.scale)
+        return Splits(self.train.clone(), self.val.clone(), self.num_classes, test, self.origin)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.inputs.shape[1:])
+        if isinstance(self.train, TensorPairs):
+            return tuple(self.train.inputs.shape[1:])
+        return tuple(self.train[0][0].shape)  # one item loaded: what every batch will hold
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether every split is tensors in memory (dataset.loader.mode=tensor can slice them)."""
+        return all(isinstance(part, TensorPairs) for part in parts(self))
 
 
 def fingerprint(data: Splits) -> str:
@@ -106,10 +130,17 @@ def fingerprint(data: Splits) -> str:
 
 
 def tensors_state(data: Splits) -> tuple:
-    """Which tensors the splits hold, where their values are, and how often torch changed them."""
-    tensors = [tensor for part in parts(data) for tensor in (part.inputs, part.targets)]
+    """Which tensors the splits hold, where their values are, and how often torch changed them;
+    for a split that is no tensors, which dataset object it is and its length."""
+    tensors = [tensor for part in parts(data) for tensor in tensors_of(part)]
     held = tuple((id(t), t.data_ptr(), version(t), tuple(t.shape), t.dtype) for t in tensors)
-    return held, data.num_classes, data.origin
+    others = tuple((id(part), len(part)) for part in parts(data) if not tensors_of(part))
+    return held, others, data.num_classes, data.origin
+
+
+def tensors_of(part: Dataset) -> tuple[torch.Tensor, ...]:
+    """An in-memory split's inputs and targets; nothing for a streamed one."""
+    return (part.inputs, part.targets) if isinstance(part, TensorPairs) else ()
 
 
 def sha256_of(data: Splits) -> str:
@@ -121,12 +152,30 @@ def sha256_of(data: Splits) -> str:
     for name, part in (("train", data.train), ("val", data.val), ("test", data.test)):
         if part is None:
             continue
+        if not isinstance(part, TensorPairs):
+            digest.update(f"{name}={streamed_digest(part)}".encode())
+            continue
         shapes = (tuple(part.inputs.shape), str(part.inputs.dtype), tuple(part.targets.shape))
         digest.update(f"{name}={shapes}".encode())
         digest.update(raw_bytes(part.targets))
         if not drawn:
             digest.update(raw_bytes(part.inputs))
     return digest.hexdigest()
+
+
+def streamed_digest(part: Dataset) -> str:
+    """What a split loaded per item holds: its own fingerprint, or (a user's dataset that has
+    none) only its type and length: a resume cannot see its items change."""
+    if isinstance(part, Streamed):
+        return part.fingerprint()
+    return f"{type(part).__module__}.{type(part).__qualname__}, {len(part)} items"
+
+
+def labels(part: Dataset) -> torch.Tensor:
+    """A split's labels in item order: kept ones where it has them, else read item by item."""
+    if isinstance(part, (TensorPairs, Streamed)):
+        return part.targets
+    return torch.stack([torch.as_tensor(part[index][1]) for index in range(len(part))])
 
 
 def raw_bytes(tensor: torch.Tensor) -> memoryview:
@@ -163,7 +212,7 @@ def remembered(key: tuple, make: Callable[[], Splits]) -> Splits:
 
 def digest(data: Splits) -> tuple:
     """Which tensors the splits hold, torch's change counters, and a sum of every byte."""
-    tensors = [tensor for part in parts(data) for tensor in (part.inputs, part.targets)]
+    tensors = [tensor for part in parts(data) for tensor in tensors_of(part)]
     return tensors_state(data), tuple(word_sum(raw_bytes(tensor)) for tensor in tensors)
 
 
@@ -174,7 +223,7 @@ def word_sum(values: memoryview) -> tuple[int, bytes]:
     return int(words.sum(dtype=np.uint64)), bytes(values[whole:])
 
 
-def parts(data: Splits) -> list[TensorPairs]:
+def parts(data: Splits) -> list[Dataset]:
     """The splits there are: training, validation and, where there is one, test."""
     return [part for part in (data.train, data.val, data.test) if part is not None]
 
@@ -227,17 +276,21 @@ def check_sizes(data: Splits, source: Any, batch_size: int, ranks: int) -> None:
         )
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The shuffle seed of one epoch: derived, so a resumed run replays the same order."""
-    return seed * 100_003 + epoch
-
-
 def num_batches(num_samples: int, batch_size: int) -> int:
     return math.ceil(num_samples / batch_size)
 
 
+def check_mode(data: Splits, loader: LoaderSettings, source: Any) -> None:
+    """Refuse tensor mode for splits that are not tensors in memory (files loaded per item)."""
+    if loader.mode == "tensor" and not data.in_memory:
+        raise SettingError(
+            f"dataset.loader.mode=tensor slices tensors in memory, but {source._target_} loads "
+            "its samples as they are asked for: use dataset.loader.mode=dataloader"
+        )
+
+
 def batches(
-    data: TensorPairs,
+    data: Dataset,
     loader: LoaderSettings,
     *,
     seed: int,
@@ -249,10 +302,12 @@ def batches(
     """The batches of one epoch for one rank, from batch index `start` on.
 
     With several ranks every rank draws the same permutation and takes its own slice of it,
-    so the ranks see disjoint samples, and a different split every epoch.
+    so the ranks see disjoint samples, and a different split every epoch. Either mode gives the
+    same batches. A run keeps one `Stream` per split instead (its workers live on).
     """
     if loader.mode == "dataloader":
-        yield from _dataloader_batches(data, loader, seed, epoch, rank, world_size, start)
+        stream = Stream(data, loader, seed, rank, world_size, persistent=False)
+        yield from stream.epoch(epoch, start)
         return
     inputs, targets = data.inputs, data.targets
     size = loader.batch_size
@@ -260,47 +315,14 @@ def batches(
         for first in range(start * size, len(targets), size):
             yield inputs[first : first + size], targets[first : first + size]  # views: no copy
         return
-    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
-    order = (
-        torch.randperm(len(data), generator=generator)
-        if loader.shuffle
-        else torch.arange(len(data))
-    )
-    order = order[: len(order) - len(order) % world_size][rank::world_size].to(inputs.device)
+    order = epoch_order(len(data), loader.shuffle, seed, epoch, rank, world_size)
+    order = order.to(inputs.device)
     # Each batch gathers its own rows: no shuffled second copy of the whole split (140 MB for
     # MNIST), and no slower either (54,000 images, batch 64 to 256, one thread: 0.12-0.20 s
     # per epoch against 0.38-0.49 s for one big gather and slices).
     for first in range(start * size, len(order), size):
         index = order[first : first + size]
         yield inputs[index], targets[index]
-
-
-def _dataloader_batches(
-    data: TensorPairs,
-    loader: LoaderSettings,
-    seed: int,
-    epoch: int,
-    rank: int,
-    world_size: int,
-    start: int,
-) -> Iterator[Batch]:
-    """The lesson's way: a DataLoader over the Dataset (a DistributedSampler under torchrun)."""
-    if world_size > 1:
-        sampler = DistributedSampler(data, world_size, rank, shuffle=loader.shuffle, seed=seed)
-        sampler.set_epoch(epoch)
-    else:
-        generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
-        sampler = RandomSampler(data, generator=generator) if loader.shuffle else None
-    batches_ = DataLoader(
-        data,
-        batch_size=loader.batch_size,
-        sampler=sampler,
-        num_workers=loader.num_workers,
-        pin_memory=torch.cuda.is_available(),
-    )
-    for index, batch in enumerate(batches_):
-        if index >= start:
-            yield batch
 
 
 def fake_mnist(num_samples: int, num_val_samples: int, seed: int) -> Splits:
@@ -345,5 +367,4 @@ def normalize(splits: Splits, std_mean: tuple[torch.Tensor, torch.Tensor] | None
     for part in (splits.train, splits.val, splits.test):
         if part is not None:
             part.inputs.sub_(mean).div_(std)
-    splits.scale = (float(mean), float(std))  # float32 values: exact as Python floats
     return splits

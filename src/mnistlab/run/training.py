@@ -27,6 +27,7 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
 from mnistlab import names
+from mnistlab.data.splits import labels
 from mnistlab.files import write_text
 from mnistlab.loop import prune
 from mnistlab.loop.fit import Outputs, fit
@@ -246,7 +247,7 @@ def trial(run: Run) -> str:
 
 def chance_of(run: Run) -> float:
     """The validation accuracy of always guessing the most common class."""
-    targets = run.data.val.targets
+    targets = labels(run.data.val)
     return torch.bincount(targets).max().item() / len(targets)
 
 
