@@ -27,7 +27,7 @@ from mnistlab.config.schemas import LoaderSettings
 from mnistlab.data.folders import image_folder
 from mnistlab.data.mnist import FILES, idx
 from mnistlab.data.pillow import write_png
-from mnistlab.data.splits import TensorPairs, batches, check_mode
+from mnistlab.data.splits import Splits, TensorPairs, batches, check_mode
 from mnistlab.data.stream import Stream
 from mnistlab.run import checkpoint
 from mnistlab.run.training import run_training
@@ -252,3 +252,38 @@ def test_png_folders_train_as_the_idx_files_do(tmp_path):
     weights = checkpoint.load(tmp_path / "p" / checkpoint.FILENAME)["model"]
     reference = checkpoint.load(tmp_path / "i" / checkpoint.FILENAME)["model"]
     assert all(torch.equal(weights[key], reference[key]) for key in reference)
+
+
+class Plain(Dataset):
+    """A user's dataset as the lesson writes one: no `targets`, no fingerprint, items made
+    when asked for (a band of rows bright for its label)."""
+
+    def __init__(self, count: int, seed: int) -> None:
+        self.labels = torch.randint(0, 3, (count,), generator=torch.Generator().manual_seed(seed))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        label = int(self.labels[index])
+        image = torch.zeros(12, 10)
+        image[label * 3 : label * 3 + 3] = 1.0
+        return image + 0.1 * torch.rand(12, 10), label
+
+
+def plain_splits(num_samples: int, val_fraction: float, seed: int) -> Splits:
+    """`Plain` datasets as a builder's splits (the synthetic config's arguments)."""
+    val = int(num_samples * val_fraction)
+    return Splits(Plain(num_samples - val, seed), Plain(val, seed + 1), 3)
+
+
+@pytest.mark.slow
+def test_a_plain_dataset_trains_through_the_dataloader_and_not_in_tensor_mode(tmp_path):
+    plain = ("dataset.source._target_=test_image_folder.plain_splits", "device=cpu")
+    plain += ("dataset.source.num_samples=600", "loop.epochs=2")
+    cfg = compose_config(*plain, "dataset.loader.mode=dataloader", "dataset.loader.num_workers=1")
+    metrics = run_training(cfg, tmp_path / "run")
+    assert metrics["status"] == "completed" and metrics["val_accuracy"] > 0.9
+    assert metrics["data_fingerprint"]  # its type and length: no more is known
+    with pytest.raises(SettingError, match="use dataset.loader.mode=dataloader"):
+        run_training(compose_config(*plain), tmp_path / "tensor")
