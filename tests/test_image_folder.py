@@ -289,3 +289,18 @@ def test_a_plain_dataset_trains_through_the_dataloader_and_not_in_tensor_mode(tm
     assert metrics["data_fingerprint"]  # its type and length: no more is known
     with pytest.raises(SettingError, match="use dataset.loader.mode=dataloader"):
         run_training(compose_config(*plain), tmp_path / "tensor")
+
+
+class Batched(Noisy):
+    """A dataset that reads a batch at once (`__getitems__`, as torch's own datasets may)."""
+
+    def __getitems__(self, indices: list[int]) -> list:
+        self.asked.append(tuple(indices))
+        return [(torch.rand(2), torch.tensor(index)) for index in indices]
+
+
+def test_a_dataset_that_reads_whole_batches_gets_them_whole():
+    data = Batched(20)
+    first = list(Stream(data, loader(0, batch_size=8), seed=0).epoch(0))
+    assert [len(asked) for asked in data.asked] == [8, 8, 4]
+    assert [tuple(t.tolist()) for _, t in first] == data.asked

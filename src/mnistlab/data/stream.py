@@ -68,9 +68,13 @@ class Seeded(Dataset):
             return self.dataset[key[1]]
 
     def __getitems__(self, keys: list[Key]) -> list:
-        """A batch's items (the DataLoader asks for a batch at once), loaded under its seed."""
+        """A batch's items (the DataLoader asks for a batch at once), loaded under its seed;
+        by the dataset's own `__getitems__` where it has one (a batched read)."""
+        indices = [index for _, index in keys]
         with seeded(keys[0][0]):
-            return [self.dataset[index] for _, index in keys]
+            if hasattr(self.dataset, "__getitems__"):
+                return self.dataset.__getitems__(indices)
+            return [self.dataset[index] for index in indices]
 
 
 @contextmanager
