@@ -87,18 +87,21 @@ class Splits:
     num_classes: int
     test: Dataset | None = None
     origin: Origin | None = None  # what the builder made them from; None: a user's builder
+    # (mean, std) that `normalize` standardised the inputs with: mnistlab-predict's images too
+    scale: tuple[float, float] | None = None
     # (the tensors' state, the fingerprint of that state): see `fingerprint`
     known: tuple[tuple, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def to(self, device: torch.device) -> "Splits":
         test = None if self.test is None else self.test.to(device)
         parts = (self.train.to(device), self.val.to(device))
-        return Splits(*parts, self.num_classes, test, self.origin)
+        return Splits(*parts, self.num_classes, test, self.origin, self.scale)
 
     def clone(self) -> "Splits":
         """A copy whose tensors are the splits' own (a run may change these in place)."""
         test = None if self.test is None else self.test.clone()
-        return Splits(self.train.clone(), self.val.clone(), self.num_classes, test, self.origin)
+        parts = (self.train.clone(), self.val.clone())
+        return Splits(*parts, self.num_classes, test, self.origin, self.scale)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -367,4 +370,5 @@ def normalize(splits: Splits, std_mean: tuple[torch.Tensor, torch.Tensor] | None
     for part in (splits.train, splits.val, splits.test):
         if part is not None:
             part.inputs.sub_(mean).div_(std)
+    splits.scale = (float(mean), float(std))  # float32 values: exact as Python floats
     return splits

@@ -44,7 +44,7 @@ from mnistlab.parts.distributed import World
 from mnistlab.parts.models import build as build_model
 from mnistlab.parts.optimizers import build_optimizer
 from mnistlab.parts.optimizers import probe as probe_optimizer
-from mnistlab.run import checkpoint, fulldisk, resume
+from mnistlab.run import checkpoint, fulldisk, inputs, resume
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class Run:
     best_weights: dict[str, torch.Tensor] | None = None  # as saved in best.pt by this process
     precision_note: str = "as set"  # why loop.precision is what it is (auto's choice)
     threads_note: str = "as set"  # why the run has the CPU threads it has (mnistlab.parts.cores)
-    data_record: dict[str, str] | None = None  # what the data is (data_record): checkpoints keep it
+    data_record: dict[str, Any] | None = None  # what the data is (data_record): checkpoints keep it
     scaler: torch.amp.GradScaler | None = None  # loop.precision=16-mixed only
     sweep: InSweep | None = None  # a sweep's job: what the sweep hands it
 
@@ -204,7 +204,7 @@ def start(
 
 def load_data(
     cfg: DictConfig, settings: schemas.Settings, device: torch.device, layout: World
-) -> tuple[Splits, dict[str, str]]:
+) -> tuple[Splits, dict[str, Any]]:
     """The dataset, checked against the settings, on the device in tensor mode; its record."""
     data = build_data(cfg.dataset.source)
     check_data(cfg, data, settings.loader.batch_size, layout.size)
@@ -222,13 +222,14 @@ def load_data(
     return data, record
 
 
-def data_record(data: Splits, source: DictConfig) -> dict[str, str]:
-    """What the run trains on, as its checkpoints record it: a fingerprint and where it is from."""
+def data_record(data: Splits, source: DictConfig) -> dict[str, Any]:
+    """What the run trains on, as its checkpoints record it: a fingerprint, where it is from,
+    and what the model takes in (mnistlab-evaluate and mnistlab-predict read it)."""
     started = time.perf_counter()
     found = fingerprint(data)  # on the CPU, before the splits move to the device
     where = data.origin.what if data.origin is not None else f"the data of {source._target_}"
     log.debug("data fingerprint %s (%.2f s): %s", found, time.perf_counter() - started, where)
-    return {"fingerprint": found, "source": where}
+    return {"fingerprint": found, "source": where, inputs.KEY: inputs.record(inputs.of(data))}
 
 
 def check_memory(
@@ -364,7 +365,11 @@ def eval_size(batch_size: int) -> int:
 
 def eval_batches(run: Run, split) -> Iterator[Batch]:
     """Batches for evaluation: in order, and larger, since no gradients are kept."""
-    loader = run.settings.loader
+    return batches_to_evaluate(run.settings.loader, split)
+
+
+def batches_to_evaluate(loader: schemas.LoaderSettings, split) -> Iterator[Batch]:
+    """`eval_batches` for a run's loader settings (mnistlab-evaluate's, as in training)."""
     loader = dataclasses.replace(loader, shuffle=False, batch_size=eval_size(loader.batch_size))
     return batches(split, loader, seed=0, epoch=0)
 
