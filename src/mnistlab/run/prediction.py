@@ -61,6 +61,12 @@ def takes(saved: Saved) -> inputs.Inputs:
             f"{saved.source}: the model takes {found}, not grayscale images (height, width): "
             "mnistlab-predict reads grayscale images only"
         )
+    if found.scale is None:  # fake_mnist's; or a builder that standardised without `normalize`
+        log.warning(
+            "%s records no standardisation of the run's inputs: images are only scaled to "
+            "[0, 1]; if its data builder standardised them itself, these predictions are off",
+            saved.path,
+        )
     return found
 
 
