@@ -242,11 +242,23 @@ def page(sweeps: list[Sweep], base: Path) -> Html:
         parts.append(tag("h2", "All sweeps, ranked by ", cell("", objective)))
         parts.append(shared_settings([job for sweep in sweeps for job in sweep.jobs]))
         parts.append(group_table(groups, keys, objective, sweeps=True))
+        parts += [tag("h3", "Curves of all sweeps, overlaid"), overlaid(sweeps, keys)]
     several = len(sweeps) > 1
     parts += [sweep_section(sweep, several, base, f"jobs-{n}") for n, sweep in enumerate(sweeps)]
     parts.append(script())
     body = tag("body", join(parts, "\n"))
     return join([trusted("<!doctype html>"), tag("html", head, body)], "\n") + "\n"
+
+
+def overlaid(sweeps: list[Sweep], keys: list[str]) -> Html:
+    """The curves of every configuration of every sweep on one set of axes: colour by sweep,
+    line style by the first setting that differs."""
+    groups = [group for sweep in sweeps for group in sweep.groups(keys)]
+    for group in groups:
+        group.config = {"sweep": group.sweep, **group.config}
+    jobs = [job for sweep in sweeps for job in sweep.jobs]
+    every = Sweep(sweeps[0].folder.parent, jobs, sweeps[0].objective, ["sweep", *keys], None)
+    return curves_figure(every, groups, {job.folder: scalars_of(job) for job in jobs})
 
 
 def compared_keys(sweeps: list[Sweep]) -> list[str]:

@@ -30,10 +30,12 @@ def as_text(value: Any) -> str:
 
 
 def value_of(job: Any, key: str) -> str:
-    """A job's value for `key`: as its command line gave it, else as its config has it."""
-    if key in job.overrides:
-        return job.overrides[key]
-    return job.settings.get(key, "")
+    """A job's value for `key` as its saved config spells it (`1e-3` given, `0.001` shown, so
+    sweeps that typed it differently compare equal), else as its command line gave it (a
+    config group's choice, `optimizer=sgd`, is no setting of the config)."""
+    if key in job.settings:
+        return job.settings[key]
+    return job.overrides.get(key, "")
 
 
 def differing(jobs: list[Any], keys: list[str]) -> list[str]:
