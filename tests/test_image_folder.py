@@ -77,6 +77,7 @@ def test_png_folders_give_the_idx_paths_tensors_bit_for_bit(tmp_path):
     ours = dataset_source("idx", root=str(tmp_path / "idx"), num_val_samples=10)
     files = idx(**ours)
     assert pngs.num_classes == files.num_classes == 3
+    assert pngs.scale == files.scale  # what mnistlab-predict standardises images with
     assert pngs.input_shape == files.input_shape == (12, 10)
     for name in ("train", "val", "test"):
         streamed, held = getattr(pngs, name), getattr(files, name)

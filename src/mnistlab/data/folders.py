@@ -106,6 +106,7 @@ def image_folder(
         len(classes),
         None if test is None else ImageFiles(test, test_root_path, shape, scale),
         Origin(where),
+        scale=(float(scale[1]), float(scale[0])),  # (mean, std): mnistlab-predict's images too
     )
 
 
