@@ -92,7 +92,8 @@ def test_plots_are_inline_pngs_and_nothing_is_fetched(sweep: Path) -> None:
         assert picture.width > 300 and picture.height > 200
     # Nothing fetched: no address in any src or href (a mirror's URL among the settings is text).
     assert not re.search(r'(src|href)="(https?:|//)', page)
-    assert page.count("<script") == 1 and f"<script>{SCRIPT}</script>" in page  # ours alone
+    assert page.count("<script>") == 1 and f"<script>{SCRIPT}</script>" in page  # ours alone
+    assert page.count('<script type="application/json"') == 1  # the jobs' settings: data
 
 
 def test_a_damaged_scalars_csv_loses_its_damaged_rows_only(tmp_path: Path) -> None:

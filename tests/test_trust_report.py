@@ -45,9 +45,11 @@ OUR_ATTRIBUTES = {
     "meta": {"charset", "http-equiv", "content"},
     "tr": {"class"},
     "img": {"alt", "src"},
-    "table": {"class", "id"},
+    "table": {"class", "id", "data-settings"},
     "a": {"href"},
-    "input": {"class", "type", "placeholder", "data-table"},
+    "input": {"class", "type", "placeholder", "data-table", "data-job"},
+    "script": {"type", "id"},  # the settings' JSON (data, not run); ours has none
+    "p": {"id"},
     "th": {"title"},  # set by the page's own script: "click to sort"
 }
 
@@ -479,3 +481,43 @@ def test_the_pages_own_script_runs_under_its_policy_and_links_stay_in_the_sweep(
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert 'title="click to sort"' in shown.stdout  # our script ran: the policy allows it
     assert_only_our_markup(shown.stdout)
+
+
+@pytest.mark.slow  # a browser
+def test_ticking_two_jobs_shows_the_settings_that_differ_as_text(tmp_path: Path) -> None:
+    from mnistlab.benchmark.report_speed import make_sweep
+    from mnistlab.report import page
+
+    browser = chromium()
+    sweep = make_sweep(tmp_path, 3)
+    for job, lr, name in (("0_job", 0.5, SCRIPT), ("1_job", 0.25, "plain")):
+        config = {"objective": "val_loss", "optimizer": {"lr": lr, "name": name}}
+        (sweep / job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    page.write_report([sweep], sweep / "report.html")
+    text = (sweep / "report.html").read_text()
+    assert text.count("</script>") == 2  # ours, and the settings' JSON: the payload's is escaped
+    # The page's policy lets no other script tick the boxes: a copy without it, with one more.
+    tick = (
+        "<script>var boxes = ['0_job', '1_job'].map(function (job) {"
+        "  return document.querySelector('input.pick[data-job=\"' + job + '\"]'); });"
+        "boxes.forEach(function (box) { box.checked = true; });"
+        'boxes[1].dispatchEvent(new Event("change", {bubbles: true}));</script></body>'
+    )
+    unlocked = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", text)
+    (tmp_path / "ticked.html").write_text(unlocked.replace("</body>", tick))
+    ticked = (tmp_path / "ticked.html").as_uri()
+    shown = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", ticked],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    diff = re.search(r'id="jobs-0-settings-diff">(.*?)</p>', shown.stdout, re.S).group(1)
+    rows = re.findall(r"<tr>(.*?)</tr>", diff)
+    (_, first, second), *differ = [re.findall(r"<t[hd]>(.*?)</t[hd]>", row) for row in rows]
+    pairs = {key: {first: one, second: other} for key, one, other in differ}  # in table order
+    assert pairs == {
+        "optimizer.lr": {"0_job": "0.5", "1_job": "0.25"},
+        "optimizer.name": {"0_job": html.escape(SCRIPT, quote=False), "1_job": "plain"},
+    }  # the payload as text: the browser built no element of it
+    assert "pwned" not in re.search(r"<title>(.*?)</title>", shown.stdout, re.S).group(1)

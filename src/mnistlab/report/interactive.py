@@ -9,6 +9,7 @@ no frame, no form. A value read from a job folder reaches the page escaped, so e
 
 import base64
 import hashlib
+import json
 import os
 from pathlib import Path
 from urllib.parse import quote
@@ -33,6 +34,33 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
       });
       rows.forEach(function (row) { body.appendChild(row); });
     });
+  });
+});
+document.querySelectorAll("table[data-settings]").forEach(function (table) {
+  var settings = JSON.parse(document.getElementById(table.dataset.settings).textContent);
+  var out = document.getElementById(table.dataset.settings + "-diff");
+  table.addEventListener("change", function () {
+    var picked = Array.from(table.querySelectorAll("input.pick:checked")).map(function (box) {
+      return box.dataset.job;
+    });
+    out.textContent = picked.length === 2 ? "" : "tick two jobs: the settings that differ";
+    if (picked.length !== 2) return;
+    var a = settings[picked[0]] || {}, b = settings[picked[1]] || {};
+    var keys = Array.from(new Set(Object.keys(a).concat(Object.keys(b)))).sort();
+    keys = keys.filter(function (key) { return a[key] !== b[key]; });
+    if (!keys.length) { out.textContent = "the two jobs' settings are the same"; return; }
+    var shown = document.createElement("table");
+    [["setting"].concat(picked)].concat(keys.map(function (key) {
+      return [key, key in a ? a[key] : "(absent)", key in b ? b[key] : "(absent)"];
+    })).forEach(function (cells, n) {
+      var row = shown.insertRow();
+      cells.forEach(function (text) {
+        var cell = document.createElement(n ? "td" : "th");
+        cell.textContent = text;
+        row.appendChild(cell);
+      });
+    });
+    out.appendChild(shown);
   });
 });
 document.querySelectorAll("input.filter").forEach(function (input) {
@@ -77,6 +105,22 @@ def filter_box(table_id: str) -> Html:
     hint = "filter rows: type words that a row must hold, e.g. adam 0.01 completed"
     box = tag("input", class_="filter", type="search", placeholder=hint, data_table=table_id)
     return tag("p", box)
+
+
+def settings_data(table_id: str, settings: dict[str, dict[str, str]]) -> Html:
+    """The jobs' settings as JSON for the page's two-row diff: data, never run (its type is
+    not a script's), with `<`, `>` and `&` written as escapes so no value can end the element."""
+    text = json.dumps(settings, ensure_ascii=True, sort_keys=True)
+    for char in "<>&":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    data = tag("script", trusted(text), type="application/json", id=f"{table_id}-settings")
+    hint = "tick two jobs (the diff column): the settings that differ show here"
+    return join([data, tag("p", hint, id=f"{table_id}-settings-diff")])
+
+
+def pick_box(job: str) -> Html:
+    """A job's tick box for the two-row diff."""
+    return tag("input", class_="pick", type="checkbox", data_job=job)
 
 
 def links(folder: Path, base: Path) -> Html:

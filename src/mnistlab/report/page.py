@@ -36,7 +36,14 @@ from mnistlab.report.groups import (
     rank_groups,
     spread,
 )
-from mnistlab.report.interactive import filter_box, links, policy, script
+from mnistlab.report.interactive import (
+    filter_box,
+    links,
+    pick_box,
+    policy,
+    script,
+    settings_data,
+)
 from mnistlab.report.jobs import Job, finished, rank
 from mnistlab.report.markup import Html, join, tag, trusted
 from mnistlab.report.plots import curves_figure, objective_figures, parallel_figure
@@ -122,13 +129,14 @@ def job_table(sweep: Sweep, base: Path, table_id: str) -> Html:
     from the page (in `base`) to each job's folder, log and config. Sortable, filterable."""
     metrics = shown_keys(sweep.jobs, sweep.objective) + ["samples_per_second", "wall_time_s"]
     # The reason last: the one column whose text wraps (a prune rule's reason is a sentence).
-    header = ["rank", "job", *sweep.keys, "status", *metrics, "folder", "open", "reason"]
+    header = ["rank", "diff", "job", *sweep.keys, "status", *metrics, "folder", "open", "reason"]
     rows, classes = [], []
     for place, job in enumerate(rank(sweep.jobs, sweep.objective), start=1):
         done = job.status == COMPLETED
         rows.append(
             [
                 place if done else "–",
+                pick_box(job.folder.name),
                 "?" if job.num is None else job.num,
                 *(job.overrides.get(key, "") for key in sweep.keys),
                 job.status_text,
@@ -147,8 +155,10 @@ def job_table(sweep: Sweep, base: Path, table_id: str) -> Html:
             if job.status == PRUNED
             else "bad"
         )
-    jobs = table(header, rows, classes, class_="sortable", id=table_id)
-    return join([filter_box(table_id), jobs])
+    settings = {job.folder.name: job.settings for job in sweep.jobs}
+    data = f"{table_id}-settings"
+    jobs = table(header, rows, classes, class_="sortable", id=table_id, data_settings=data)
+    return join([filter_box(table_id), jobs, settings_data(table_id, settings)])
 
 
 STYLE = trusted("""
