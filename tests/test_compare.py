@@ -30,7 +30,9 @@ def test_two_sweeps_that_differ_in_epochs_are_told_apart_from_their_parent_folde
         ("long", "2"), ("long", "2"), ("short", "1"), ("short", "1")
     ]  # fmt: skip
     text = (tmp_path / "outputs" / names.REPORT_FILE).read_text()
-    assert "Curves of all sweeps, overlaid" in text and "Colour: sweep; line style: optimizer" in text
+    assert (
+        "Curves of all sweeps, overlaid" in text and "Colour: sweep; line style: optimizer" in text
+    )
     shared = page.summaries[0]
     assert shared.startswith("Settings every job shares (") and "loop.epochs" not in shared
     assert "dataset.source._target_=mnistlab.data.splits.random_dataset" in shared
