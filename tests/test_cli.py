@@ -31,6 +31,12 @@ def test_single_run_writes_its_own_folder_under_outputs(tmp_path):
     assert list(run.glob("events.out.tfevents.*"))
     assert metrics_of(run)["status"] == "completed"
     assert "device: " in result.stderr + (run / "train.log").read_text()
+    # It ends as a sweep does: where it is, and the command that shows it.
+    where = run.relative_to(tmp_path)
+    assert result.stdout.splitlines()[-2:] == [
+        f"run: {where}",
+        f"TensorBoard: tensorboard --logdir {where}",
+    ]
 
 
 def test_multirun_of_two_optimizers_by_two_learning_rates_gives_four_jobs(tmp_path):

@@ -58,6 +58,7 @@ def test_two_process_torchrun_writes_one_run_close_to_a_single_process_run(tmp_p
     assert len(list(tmp_path.rglob("metrics.json"))) == 1
     assert len(list(tmp_path.rglob("train.log"))) == 1
     log = (run / "train.log").read_text()
+    assert result.stdout.count(f"run: {run.relative_to(tmp_path)}") == 1  # rank 0 alone says it
     assert "rank 0 of 2; global batch size 128" in log
     assert "rank 1" not in log  # other ranks write nothing into the run folder
     metrics = metrics_of(run)

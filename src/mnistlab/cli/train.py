@@ -14,6 +14,7 @@ when a job starts, so `--help` and `--cfg job` answer in a fraction of torch's o
 import logging
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from mnistlab import names
 from mnistlab.cli import arguments, logfile, process, resolvers
 from mnistlab.loop import signals
 from mnistlab.parts import cores  # noqa: F401  # its measure of other processes' load starts now
+from mnistlab.report import markup
 from mnistlab.run import rundir
 from mnistlab.sweep import context, interrupt, optuna_study, rerun
 from mnistlab.sweep.context import SweepContext
@@ -99,7 +101,17 @@ def job(
         parallel = 1 if sweep is None else sweep.parallel
         in_sweep = build.InSweep(Path(hydra_cfg.sweep.dir), optuna_study.trial_hook, parallel)
     metrics = training.run_training(cfg, out_dir, overrides, sources, record, in_sweep)
+    if not sweeping and distributed.world().is_main:
+        say_where(out_dir if cfg.loop.resume is None else Path(cfg.loop.resume))
     return metrics[cfg.objective]
+
+
+def say_where(folder: Path) -> None:
+    """A single run ends as a sweep does: its folder, and the command that shows it."""
+    folder = folder.parent if folder.is_file() else folder  # loop.resume=<run>/checkpoint.pt
+    near = os.path.relpath(folder)
+    shown = markup.printable(shlex.quote(folder.as_posix() if near.startswith("..") else near))
+    print(f"run: {shown}\nTensorBoard: tensorboard --logdir {shown}", flush=True)
 
 
 def resume_argv(argv: list[str]) -> list[str]:
