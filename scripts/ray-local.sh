@@ -6,7 +6,8 @@
 # the same mnistlab and torch as the sweep that uses them. Logs, Ray's session folder and the
 # PID of each node's `ray start --block` live in $MNISTLAB_RAY_DIR (default /tmp/mnistlab-ray);
 # `stop` ends exactly those processes (each node is a process group of its own), not any other
-# Ray on this machine. Use it with: hydra/launcher=ray_cluster hydra.launcher.ray.init.address=$(cat /tmp/mnistlab-ray/address)
+# Ray on this machine. Use it with: export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/tmp/mnistlab-ray/auth_token
+# and hydra/launcher=ray_cluster hydra.launcher.ray.init.address=$(cat /tmp/mnistlab-ray/address)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +19,11 @@ wait_s=${MNISTLAB_RAY_WAIT_S:-90}  # how long `start` waits for both nodes
 address=127.0.0.1:$port
 ray=$venv/bin/ray
 export RAY_USAGE_STATS_ENABLED=0  # no usage report sent from a test cluster
+# Only holders of the cluster's token may run code on it (Ray's token authentication): its own
+# token, in $dir, not ~/.ray/auth_token, which a local `ray.init()` creates and Ray would
+# otherwise pick up in some processes and not in others. A sweep on this cluster needs both:
+#   export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/tmp/mnistlab-ray/auth_token
+export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$dir/auth_token
 
 say() { echo "ray-local: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -64,6 +70,9 @@ start() {
   local began=$SECONDS
   mkdir -p "$dir"
   echo "$address" >"$dir/address"
+  if [ ! -s "$RAY_AUTH_TOKEN_PATH" ]; then
+    (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$RAY_AUTH_TOKEN_PATH")
+  fi
   start_node head --head --port="$port" --node-ip-address=127.0.0.1 \
     --include-dashboard=false --resources='{"node_a": 1}'
   start_node worker --address="$address" --node-ip-address=127.0.0.1 \
@@ -73,7 +82,8 @@ start() {
     ((SECONDS < deadline)) || die "the cluster has not 2 nodes after ${wait_s}s; logs in $dir"
     sleep 0.5
   done
-  say "2 nodes up after $((SECONDS - began))s; use them with: hydra.launcher.ray.init.address=$address"
+  say "2 nodes up after $((SECONDS - began))s; use them with: export RAY_AUTH_MODE=token" \
+    "RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH, and hydra.launcher.ray.init.address=$address"
 }
 
 stop_node() {
@@ -96,6 +106,7 @@ stop_node() {
 }
 
 stop() {
+  rm -f "$dir/address"  # no cluster to find there any more
   stop_node worker
   stop_node head
 }

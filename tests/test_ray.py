@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,9 +63,12 @@ print(json.dumps({name: node["NodeID"] for node in alive for name in node["Resou
 
 def cluster_nodes(address: str) -> dict[str, str]:
     """The live nodes of the local cluster, by the resource naming each: node_a, node_b."""
-    answer = subprocess.run(
-        [sys.executable, "-c", NODES, address], capture_output=True, text=True, timeout=120
-    )
+    try:
+        answer = subprocess.run(
+            [sys.executable, "-c", NODES, address], capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired:  # ray.init waits on a head that does not answer
+        return {}
     if answer.returncode != 0:
         return {}
     return json.loads(answer.stdout.strip().splitlines()[-1])
@@ -84,15 +88,20 @@ def installed() -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(installed) -> str:
-    """The local cluster's address, where it has both nodes; skip (or fail) without them."""
+def cluster(installed) -> Iterator[str]:
+    """The local cluster's address, where it has both nodes; skip (or fail) without them.
+    Its token (scripts/ray-local.sh) is in the environment of every sweep started meanwhile."""
     if not (RAY_DIR / "address").is_file():
         skip_or_fail(f"no local Ray cluster ({RAY_DIR}/address): {SCRIPT} start")
     address = (RAY_DIR / "address").read_text().strip()
-    nodes = cluster_nodes(address)
-    if set(nodes) != {"node_a", "node_b"}:
-        skip_or_fail(f"the Ray cluster at {address} has not both nodes ({nodes}): {SCRIPT} start")
-    return address
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_AUTH_MODE", "token")
+        env.setenv("RAY_AUTH_TOKEN_PATH", str(RAY_DIR / "auth_token"))
+        nodes = cluster_nodes(address)
+        if set(nodes) != {"node_a", "node_b"}:
+            why = f"the Ray cluster at {address} has not both nodes ({nodes}): {SCRIPT} start"
+            skip_or_fail(why)
+        yield address
 
 
 def on_ray(address: str) -> tuple[str, ...]:
@@ -208,13 +217,16 @@ def test_a_sweep_runs_its_jobs_on_both_nodes_into_the_basic_launchers_folders(tm
     assert "4 jobs (4 completed)" in result.stdout
 
 
-# Long enough (several seconds a job on one core) for a signal, or a lost node, to land mid-run.
+# Long enough (about 10 s a job on one core) for a signal, or a lost node, to land mid-run in
+# both jobs, though the second node's job may start seconds after the first on a busy machine:
+# random data (built at once, where digits took 5-10 s under load), 3,000 steps an epoch.
 LONG = (
     *ONE_CPU,
-    "dataset.source.num_samples=12000",
-    "dataset.loader.batch_size=16",
+    "dataset=random",
+    "dataset.source.num_samples=6000",
+    "dataset.loader.batch_size=2",
     "model.dropout=0.1",
-    "loop.epochs=2",
+    "loop.epochs=3",
     "loop.log_every_n_batches=20",
 )
 LRS = ("0.01", "0.001")
@@ -232,7 +244,7 @@ def assert_as_never_stopped(sweep: Path, tmp_path: Path) -> None:
         reference = tmp_path / f"plain_{num}"
         run_training(compose_config(*LONG, f"optimizer.lr={lr}"), reference)
         ours = final_state(folder, tag="train/loss")
-        assert (ours[1]["status"], ours[1]["epochs"]) == ("completed", 2)
+        assert (ours[1]["status"], ours[1]["epochs"]) == ("completed", 3)
         assert_same_run(ours, final_state(reference, tag="train/loss"))
 
 
@@ -254,7 +266,7 @@ def test_ctrl_c_on_the_sweep_stops_every_job_with_a_checkpoint_and_the_rerun_end
         text=True,
     )
     wait_for(lambda: started(tmp_path, 2), timeout=180, process=sweep_process)
-    time.sleep(0.5)  # into the training loop
+    time.sleep(0.2)  # into the training loop
     sweep = only_sweep(tmp_path)
     sweep_process.send_signal(signal.SIGINT)  # what Ctrl-C sends the sweep
     output = sweep_process.communicate(timeout=300)[0]
@@ -330,8 +342,10 @@ def test_a_job_whose_node_dies_is_reported_in_one_line_and_the_rerun_continues_i
 
     again = paste(command, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"job {1 - num} ({other.name.split('_', 1)[1]}) completed (reused)" in again.stdout
-    assert f"job {num} ({name}) completed (resumed)" in again.stdout
+    # "completed, at chance (reused)": random data is learnt no better than chance.
+    done = re.escape(f"job {1 - num} ({other.name.split('_', 1)[1]}) completed")
+    assert re.search(rf"{done}[^|]*\(reused\)", again.stdout)
+    assert re.search(rf"{re.escape(f'job {num} ({name}) completed')}[^|]*\(resumed\)", again.stdout)
     log = (lost / "train.log").read_text()
     assert re.search(r"resumed at epoch \d+, step [1-9]\d*", log)  # from its checkpoint
     assert_as_never_stopped(sweep, tmp_path)

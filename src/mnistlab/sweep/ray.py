@@ -1,15 +1,16 @@
 """Sweeps on a Ray cluster: each job one Ray task, in the folders the basic launcher makes.
 
-conf/hydra/launcher/ray.yaml names `hydra_plugins.mnistlab_ray.RayLauncher`; the work is here.
+conf/hydra/launcher/ray*.yaml name `hydra_plugins.mnistlab_ray.RayLauncher`; the work is here.
 The sweep's process (Ray's driver) joins the cluster (`hydra.launcher.ray.init`), sends each
 job as a task with `hydra.launcher.ray.remote`'s options (num_cpus, num_gpus, ...) and gathers
 the results in job order. A task runs its job as Hydra's launchers do (`run_job`), from the
 folder the sweep started in, which every node must see at the same path (a shared file system):
 the sweep's context, the job folders and the other jobs' results (pruning, a re-run) are read
-from there, as on SLURM. Each job's train.log says which node ran it (`on_node`).
-- Threads: Ray sets OMP_NUM_THREADS to the task's num_cpus before the job loads torch, so
-  torch's default, which device.threads=null keeps where the cores allow (mnistlab.parts.cores),
-  is the job's share.
+from there, as on SLURM. Each job's train.log says which node ran it (`OnNode`).
+- Threads: Ray sets OMP_NUM_THREADS to the task's num_cpus (where the node's environment has
+  none) before the job loads torch, so torch's default, which device.threads=null keeps where
+  the cores allow (mnistlab.parts.cores), is the job's share. A sweep's tasks all ask alike, so
+  a worker process Ray reuses for the next job has the same count.
 - Ctrl-C / SIGTERM: the sweep notes it (mnistlab.sweep.interrupt) and cancels every task:
   `ray.cancel` gives a running job SIGINT, on which it stops at a step boundary with a
   checkpoint (interrupt.JobInterrupted comes back); a waiting one never starts. The sweep then
@@ -93,10 +94,11 @@ def connect(init: DictConfig) -> None:
         raise SettingError(f"hydra.launcher.ray.init.address: {unreachable}: {fix}")
     try:
         ray.init(**settings)
-    except (ConnectionError, ValueError, TypeError, RuntimeError) as error:
+    except (ConnectionError, ValueError, TypeError, RuntimeError, ray.exceptions.RayError) as error:
         raise SettingError(
             f"hydra.launcher.ray.init={settings}: no Ray cluster joined ({first_line(error)}): "
-            f"{fix}"
+            f"{fix} (a cluster with token authentication, as scripts/ray-local.sh's, also needs "
+            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=<its token file> exported)"
         ) from None
 
 
