@@ -40,6 +40,7 @@ from conftest import (
 )
 from mnistlab import names
 from mnistlab.run.training import run_training
+from mnistlab.sweep import ray as ray_sweep
 
 RAY_DIR = Path(os.environ.get("MNISTLAB_RAY_DIR", "/tmp/mnistlab-ray"))
 SCRIPT = ROOT / "scripts" / "ray-local.sh"
@@ -94,6 +95,9 @@ def cluster(installed) -> Iterator[str]:
     if not (RAY_DIR / "address").is_file():
         skip_or_fail(f"no local Ray cluster ({RAY_DIR}/address): {SCRIPT} start")
     address = (RAY_DIR / "address").read_text().strip()
+    unreachable = ray_sweep.check_reachable(address)  # at once, where ray.init would wait
+    if unreachable:
+        skip_or_fail(f"the local Ray cluster is gone ({unreachable}): {SCRIPT} start")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("RAY_AUTH_MODE", "token")
         env.setenv("RAY_AUTH_TOKEN_PATH", str(RAY_DIR / "auth_token"))
