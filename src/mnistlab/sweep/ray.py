@@ -248,8 +248,8 @@ def lost_job(num: int, job: DictConfig, lost: Exception) -> LostJob:
     sweep = Path(str(job.hydra.sweep.dir)).absolute()
     again = interrupt.continue_command(sys.argv[1:], sweep)
     return LostJob(
-        f"job {num} lost on Ray ({type(lost).__name__}); its folder keeps its last "
-        f"checkpoint: continue the sweep with: {again}"
+        f"job {num} lost on Ray ({type(lost).__name__}); the re-run resumes it from its last "
+        f"checkpoint, if it saved one: continue the sweep with: {again}"
     )
 
 
