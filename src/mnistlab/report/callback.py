@@ -46,6 +46,10 @@ class SweepCallback(Callback):
             rerun.begin(sweep, config)  # continues the sweep recorded there, or refuses
             sweep_context = context.start(config)  # before any job folder is named
         interrupt.start(sweep_context)
+        # TensorBoard's modules for the sweep's HParams experiment load now: at the exit hook
+        # below, importing them (concurrent.futures registers an exit hook) would fail.
+        from mnistlab.report import experiment  # noqa: F401
+
         # Hydra skips on_multirun_end once a job has failed, and Ctrl-C skips it too; an exit
         # hook runs whether the sweep succeeded, failed or was stopped (after Hydra's error).
         atexit.register(end_of_sweep, Path(config.hydra.sweep.dir), sys.argv[1:])
@@ -109,12 +113,12 @@ def print_summary(sweep_dir: Path) -> None:
 
 def hparams_experiment(sweep_dir: Path, jobs: list) -> None:
     """TensorBoard's HParams experiment of the sweep, its objective first (never fatal)."""
-    from mnistlab.report.experiment import write_experiment
-
     objective = objective_of(jobs) or "val_loss"  # no job's config readable: the default
     try:
+        from mnistlab.report.experiment import write_experiment  # loaded at the sweep's start
+
         write_experiment(sweep_dir, jobs, objective)
-    except (OSError, ValueError) as error:  # a read-only folder, a damaged event file
+    except (OSError, ValueError, RuntimeError) as error:  # read-only, damaged, shutting down
         log.warning("TensorBoard's HParams experiment not written in %s: %s", sweep_dir, error)
 
 

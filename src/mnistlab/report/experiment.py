@@ -5,9 +5,12 @@ Without one, TensorBoard builds the experiment from the jobs' sessions, listing 
 name order: the table showed test/* and train/* and left val/loss, the objective, unticked.
 The settings are the jobs' own session settings (read back from their event files), each
 marked as differing between jobs or not: TensorBoard shows the differing ones first. Written
-with TensorBoard's own event writer (no torch); a re-run of the sweep replaces it.
+in TensorBoard's record format (no torch, no thread); a re-run of the sweep replaces it.
 """
 
+import io
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,9 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.summary.writer.record_writer import RecordWriter
 
+from mnistlab.files import write_bytes
 from mnistlab.names import BATCH_TAGS, EVENTS_PATTERN, PRUNED, PRUNED_TAG, TAGS
 from mnistlab.report.jobs import Job
 
@@ -47,11 +51,19 @@ def write_experiment(sweep: Path, jobs: list[Job], objective: str) -> None:
     content = data.SerializeToString()
     plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content)
     value = Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=SummaryMetadata(plugin_data=plugin))
-    writer = EventFileWriter(str(sweep), filename_suffix=SUFFIX)
-    try:
-        writer.add_event(Event(summary=Summary(value=[value])))
-    finally:
-        writer.close()
+    event = Event(wall_time=time.time(), summary=Summary(value=[value]))
+    name = f"events.out.tfevents.{int(event.wall_time)}.{socket.gethostname()}{SUFFIX}"
+    write_bytes(sweep / name, records(event), durable=False)
+
+
+def records(*events: Event) -> bytes:
+    """Events in TensorBoard's file format, written here: no writer thread (the sweep's end
+    runs at the process's exit, where no thread may start)."""
+    buffer = io.BytesIO()
+    writer = RecordWriter(buffer)
+    for event in events:
+        writer.write(event.SerializeToString())
+    return buffer.getvalue()
 
 
 def session_settings(folder: Path) -> dict[str, Any]:

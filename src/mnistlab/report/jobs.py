@@ -58,6 +58,7 @@ METRIC_KEYS = (
     "peak_gpu_mb",
     "data_fingerprint",
     "data_source",
+    "data_inputs",
 )
 
 

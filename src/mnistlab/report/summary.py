@@ -14,6 +14,7 @@ from mnistlab import names
 from mnistlab.files import open_atomic
 from mnistlab.names import COMPLETED, FAILED, HIGHER_IS_BETTER, recorded_metrics, write_metrics
 from mnistlab.report.jobs import (
+    AT_CHANCE,
     METRIC_KEYS,
     TABLE_KEYS,
     Job,
@@ -171,10 +172,14 @@ def progress_line(jobs: list[Job], folder_name: str, note: str, sweep: SweepCont
     job = next((job for job in jobs if job.folder.name == folder_name), None)
     if job is None:  # its folder is not a job folder: say what is known
         return timeleft.line(label, "ended", len(finished(jobs)), total, started, before)
-    result = cell("", f"{job.status_text} ({note})" if note else job.status_text)
+    # The status, what the re-run did, the objective, then whether it ended at chance.
+    status = job.status_text.split(",")[0]  # `completed, at chance`: the mark goes last
+    result = cell("", f"{status} ({note})" if note else status)
     value = job.metrics.get(job.objective) if job.objective is not None else None
     if isinstance(value, float):
         result += f", {cell('', job.objective)}={cell(job.objective, value)}"
+    if job.at_chance:
+        result += f", {AT_CHANCE}"
     reason = job.metrics.get("error") or job.metrics.get("prune_reason")
     if reason:
         result += f": {cell('error', reason)[:120]}"
