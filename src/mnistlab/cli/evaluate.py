@@ -10,9 +10,7 @@ run's metrics.json stays as the run wrote it. Torch loads only once the command 
 --help and a bad setting answer at once.
 """
 
-import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from mnistlab import names
@@ -29,13 +27,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def command(argv: list[str] | None) -> None:
     """Read the command line, then do the work (torch loads once it is read)."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=__doc__.split("\n\n")[0],
-        epilog="\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("run", type=Path, help="a run folder (or a sweep's job folder)")
+    parser = fromrun.parser_of(PROG, __doc__)
     parser.add_argument(
         "settings",
         nargs="*",

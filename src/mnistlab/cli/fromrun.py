@@ -29,6 +29,19 @@ class Command:
     overrides: list[str]  # dataset=idx, dataset.source.root=..., device.name=cpu ...
 
 
+def parser_of(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A command's parser: its module's docstring, the first paragraph as the description and
+    the rest as the epilog; the run folder its first argument."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=doc.split("\n\n")[0],
+        epilog="\n\n".join(doc.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run", type=Path, help="a run folder (or a sweep's job folder)")
+    return parser
+
+
 def read(prog: str, settings: Sequence[str], choices: Mapping[str, Sequence[str]]) -> Command:
     """Sort `settings` into the command's choices (the first option the default) and overrides."""
     found = {name: options[0] for name, options in choices.items()}

@@ -10,7 +10,6 @@ size (28x28 for MNIST) where it differs, and standardised with the mean and std 
 training images (recorded in its checkpoint). Torch loads only once the command line is read.
 """
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -30,13 +29,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def command(argv: list[str] | None) -> None:
     """Read the command line, then do the work (torch loads once it is read)."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("run", type=Path, help="a run folder (or a sweep's job folder)")
+    parser = fromrun.parser_of(PROG, __doc__)
     parser.add_argument(
         "items",
         nargs="+",
