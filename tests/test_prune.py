@@ -90,7 +90,11 @@ def test_a_sweep_prunes_diverging_jobs_and_keeps_the_good_one(tmp_path):
     assert rows[1]["pruned_at_epoch"] == "2" and "at chance" in rows[1]["prune_reason"]
     assert "| - | 1 | 5 | pruned after epoch 2 |" in (folder / "summary.md").read_text()
     page = (folder / "report.html").read_text()
-    assert '<tr class="pruned"><td>–</td><td>1</td><td>5</td><td>pruned after epoch 2<' in page
+    name = job_folder(folder, 1).name
+    pick = f'<td><input class="pick" type="checkbox" data-job="{name}"></td>'  # the diff box
+    assert (
+        f'<tr class="pruned"><td>–</td>{pick}<td>1</td><td>5</td><td>pruned after epoch 2<' in page
+    )
     pruned = events(job_folder(folder, 1), EventAccumulator)
     completed = events(job_folder(folder, 2), EventAccumulator)
     (text,) = pruned.Tensors("pruned")

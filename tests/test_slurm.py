@@ -165,7 +165,7 @@ def test_two_tasks_of_one_slurm_job_train_as_one_ddp_run(tmp_path):
 
     # The torchrun contract: one folder, one log, one TensorBoard run, one metrics.json.
     (folder,) = (path for path in sweep.iterdir() if (path / ".hydra").is_dir())
-    assert len(list(sweep.rglob("events.out.tfevents.*"))) == 1
+    assert len(list(sweep.glob("*/events.out.tfevents.*"))) == 1  # the job's: one for 2 tasks
     assert len(list(sweep.rglob("metrics.json"))) == 1
     log = (folder / "train.log").read_text()
     assert "rank 0 of 2; global batch size 128" in log

@@ -9,7 +9,6 @@ in TensorBoard's record format (no torch, no thread); a re-run of the sweep repl
 """
 
 import io
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,9 @@ from mnistlab.names import BATCH_TAGS, EVENTS_PATTERN, PRUNED, PRUNED_TAG, TAGS
 from mnistlab.report.jobs import Job
 
 SUFFIX = ".hparams"  # of the experiment's event file: the one file of its kind, replaced
+# Its name: the same whichever machine or launcher ran the sweep (TensorBoard reads any name
+# that holds "tfevents"; the time that event files carry in theirs is in its one event).
+NAME = f"events.out.tfevents.0.sweep{SUFFIX}"
 # The metrics after the objective: validation, test, training, then speed.
 ORDER = ("val_loss", "val_accuracy", "test_loss", "test_accuracy", "train_loss", "train_accuracy")
 ORDER += ("samples_per_second", "wall_time_s")
@@ -52,8 +54,7 @@ def write_experiment(sweep: Path, jobs: list[Job], objective: str) -> None:
     plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content)
     value = Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=SummaryMetadata(plugin_data=plugin))
     event = Event(wall_time=time.time(), summary=Summary(value=[value]))
-    name = f"events.out.tfevents.{int(event.wall_time)}.{socket.gethostname()}{SUFFIX}"
-    write_bytes(sweep / name, records(event), durable=False)
+    write_bytes(sweep / NAME, records(event), durable=False)
 
 
 def records(*events: Event) -> bytes:
