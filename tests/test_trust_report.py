@@ -493,6 +493,7 @@ def test_ticking_two_jobs_shows_the_settings_that_differ_as_text(tmp_path: Path)
     for job, lr, name in (("0_job", 0.5, SCRIPT), ("1_job", 0.25, "plain")):
         config = {"objective": "val_loss", "optimizer": {"lr": lr, "name": name}}
         (sweep / job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        (sweep / job / "provenance.json").write_text(json.dumps({"host": f"node-{job[0]}"}))
     page.write_report([sweep], sweep / "report.html")
     text = (sweep / "report.html").read_text()
     assert text.count("</script>") == 2  # ours, and the settings' JSON: the payload's is escaped
@@ -519,5 +520,6 @@ def test_ticking_two_jobs_shows_the_settings_that_differ_as_text(tmp_path: Path)
     assert pairs == {
         "optimizer.lr": {"0_job": "0.5", "1_job": "0.25"},
         "optimizer.name": {"0_job": html.escape(SCRIPT, quote=False), "1_job": "plain"},
+        "provenance.host": {"0_job": "node-0", "1_job": "node-1"},  # as mnistlab-diff has it
     }  # the payload as text: the browser built no element of it
     assert "pwned" not in re.search(r"<title>(.*?)</title>", shown.stdout, re.S).group(1)

@@ -27,9 +27,11 @@ SUFFIX = ".hparams"  # of the experiment's event file: the one file of its kind,
 # Its name: the same whichever machine or launcher ran the sweep (TensorBoard reads any name
 # that holds "tfevents"; the time that event files carry in theirs is in its one event).
 NAME = f"events.out.tfevents.0.sweep{SUFFIX}"
-# The metrics after the objective: validation, test, training, then speed.
-ORDER = ("val_loss", "val_accuracy", "test_loss", "test_accuracy", "train_loss", "train_accuracy")
-ORDER += ("samples_per_second", "wall_time_s")
+# The metrics after the objective: validation and training first, which pruned jobs log too
+# (HParams shows the first five, and its parallel coordinates leave out every session that
+# lacks one of those shown), then the batch curves, test figures and speed.
+ORDER = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
+LATER = ("test_loss", "test_accuracy", "samples_per_second", "wall_time_s")
 KINDS = {"bool_value": api_pb2.DATA_TYPE_BOOL, "number_value": api_pb2.DATA_TYPE_FLOAT64}
 
 
@@ -102,10 +104,10 @@ def setting_info(name: str, values: list[Any]) -> api_pb2.HParamInfo:
 
 
 def tags(jobs: list[Job], objective: str) -> list[str]:
-    """The metrics' tags: the objective's first, then validation, test and training ones
-    (test ones where some job has a test figure), each once."""
-    keys = [objective, *ORDER]
+    """The metrics' tags: the objective's first, then validation, training and batch ones,
+    then test ones (where some job has a test figure) and speed; each once."""
     has_test = any("test_loss" in job.metrics for job in jobs)
-    found = [TAGS[key] for key in keys if key in TAGS and (has_test or not key.startswith("test"))]
+    later = [key for key in LATER if has_test or not key.startswith("test")]
+    first = [TAGS[key] for key in [objective, *ORDER] if key in TAGS]
     pruned = [PRUNED_TAG] if any(job.status == PRUNED for job in jobs) else []
-    return list(dict.fromkeys([*found, *BATCH_TAGS.values(), *pruned]))
+    return list(dict.fromkeys([*first, *BATCH_TAGS.values(), *map(TAGS.get, later), *pruned]))

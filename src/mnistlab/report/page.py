@@ -27,6 +27,8 @@ from mnistlab.names import (
     SWEEP_RECORD_FILE,
     UNREADABLE,
 )
+from mnistlab.report.compare import provenance_of
+from mnistlab.report.compare import shown as shown_value
 from mnistlab.report.groups import (
     NAME_KEY,
     SEED_KEY,
@@ -155,7 +157,7 @@ def job_table(sweep: Sweep, base: Path, table_id: str) -> Html:
             if job.status == PRUNED
             else "bad"
         )
-    settings = {job.folder.name: job.settings for job in sweep.jobs}
+    settings = {job.folder.name: compared_fields(job) for job in sweep.jobs}
     data = f"{table_id}-settings"
     jobs = table(header, rows, classes, class_="sortable", id=table_id, data_settings=data)
     return join([filter_box(table_id), jobs, settings_data(table_id, settings)])
@@ -269,6 +271,16 @@ def overlaid(sweeps: list[Sweep], keys: list[str]) -> Html:
     jobs = [job for sweep in sweeps for job in sweep.jobs]
     every = Sweep(sweeps[0].folder.parent, jobs, sweeps[0].objective, ["sweep", *keys], None)
     return curves_figure(every, groups, {job.folder: scalars_of(job) for job in jobs})
+
+
+def compared_fields(job: Job) -> dict[str, str]:
+    """What the report's two-row diff compares: the job's settings, then its provenance (as
+    `mnistlab-diff` shows them)."""
+    fields = dict(job.settings)
+    if job.status != UNREADABLE:  # a link among the jobs is never read through
+        found = provenance_of(job.folder) or {}
+        fields |= {f"provenance.{key}": shown_value(value) for key, value in found.items()}
+    return fields
 
 
 def compared_keys(sweeps: list[Sweep]) -> list[str]:
