@@ -44,7 +44,9 @@ def main() -> None:
         for count in workers:
             settings = (*folder, f"dataset.loader.num_workers={count}", *common)
             figure = train(Path(scratch) / f"workers{count}", *settings)
-            print(f"| image_folder (PNG) | dataloader, {count} workers | {figure:,.0f} |", flush=True)
+            print(
+                f"| image_folder (PNG) | dataloader, {count} workers | {figure:,.0f} |", flush=True
+            )
         memory = ("dataset=mnist", f"dataset.source.root={MNIST}", "dataset.source.download=false")
         figure = train(Path(scratch) / "memory", *memory, *common)
         print(f"| mnist (IDX, in memory) | tensor | {figure:,.0f} |")
