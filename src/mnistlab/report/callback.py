@@ -19,7 +19,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mnistlab import names
 from mnistlab.private import hydra as hydra_private
@@ -89,9 +89,9 @@ def failed_session(out_dir: Path, config: DictConfig, error: str) -> None:
     """The job's FAILURE session in TensorBoard where it failed before writing any events."""
     from mnistlab.run import board  # torch: loaded only where a job failed
 
-    sweep = OmegaConf.select(config, "sweep.name") or Path(config.hydra.sweep.dir).name
+    name = board.session_name(config, out_dir, Path(config.hydra.sweep.dir))
     try:
-        board.write_failed_session(out_dir, config, error, f"{out_dir.name} ({sweep})")
+        board.write_failed_session(out_dir, config, error, name)
     except OSError as write_error:  # a full disk, a read-only folder: the sweep goes on
         log.warning("no TensorBoard session written for %s: %s", out_dir, write_error)
 

@@ -76,6 +76,15 @@ def plugin_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Summary
     return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin))])
 
 
+def session_name(cfg: DictConfig, folder: Path, sweep: Path | None) -> str:
+    """A run's name in HParams' table: its folder, then its sweep's name (`sweep.name`, else the
+    sweep folder's), so that `--logdir outputs` reads `3_adam+lr:0.1 (grid)`, not
+    `sweeps/2026-12-0…`; a single run's folder alone."""
+    if sweep is None:
+        return folder.name
+    return f"{folder.name} ({OmegaConf.select(cfg, 'sweep.name') or sweep.name})"
+
+
 def write_session_start(writer: Any, hparams: dict[str, Any], name: str = "") -> None:
     """Open the run's HParams session in its own event file (add_hparams makes a sub-run),
     named `name` in HParams' table (else by its folder's path from TensorBoard's --logdir)."""

@@ -119,7 +119,9 @@ def record_run(run: Run, writer: Any, stop: Interrupts, new: bool) -> dict[str, 
     """Fit the run with its HParams session, predictions and end status in TensorBoard."""
     is_main = run.world.is_main
     if new and is_main:
-        board.write_session_start(writer, board.hparams_of(run.cfg) | facts(run), trial(run))
+        sweep = None if run.sweep is None else Path(run.sweep.folder)
+        name = board.session_name(run.cfg, run.out_dir, sweep)
+        board.write_session_start(writer, board.hparams_of(run.cfg) | facts(run), name)
         board.write_config(writer, run.cfg)
     seen = board.Predictions(run.data.num_classes, run.device)  # by the final test, if any
     try:
@@ -234,15 +236,6 @@ def peak_memory(device: torch.device) -> dict[str, float]:
     if device.type == "cuda":
         peaks["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 1e6, 1)
     return peaks
-
-
-def trial(run: Run) -> str:
-    """The run's name in TensorBoard's HParams table: its folder, then its sweep's name, so
-    that `--logdir outputs` reads `3_adam+lr:0.1 (grid)`, not `sweeps/2026-12-0…`."""
-    if run.sweep is None:
-        return run.out_dir.name
-    named = OmegaConf.select(run.cfg, "sweep.name") or Path(run.sweep.folder).name
-    return f"{run.out_dir.name} ({named})"
 
 
 def chance_of(run: Run) -> float:
